@@ -1,0 +1,161 @@
+"""Experiment recipes: YAML files under configs/ validated into typed, frozen config objects.
+
+A recipe says everything a run depends on (dataset, models, lengths, seeds, decoding, evaluation),
+so changing scale or data never needs a code edit. Unknown keys are errors, not silently ignored,
+because a misspelt key that falls back to a default is the classic way to run the wrong experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be read or does not validate; the message names file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the raw data is and how it is cleaned."""
+
+    source: Literal["movielens_100k", "amazon_2023", "tabular"] = "movielens_100k"
+    # movielens_100k: folder holding ml-100k.inter / ml-100k.item (relative to the repo root).
+    # amazon_2023: the reviews file; tabular: the interactions file.
+    path: str = "data/raw/ml-100k"
+    # amazon_2023: the metadata file; tabular: the items file.
+    items_path: str | None = None
+    # tabular only: canonical column name -> column name in the file.
+    column_map: dict[str, str] = Field(default_factory=dict)
+    # The reference keeps duplicate (user, item) interactions; "first"/"last" keep one per pair.
+    dedup: Literal["keep", "first", "last"] = "keep"
+    # Malformed rows: "error" stops with file/line/field; "quarantine" sets them aside, counted.
+    bad_rows: Literal["error", "quarantine"] = "error"
+    k_core: int = Field(5, ge=1)
+    max_item_tokens: int = Field(512, ge=1, description="encoder tokens per item text")
+    max_prompt_tokens: int = Field(1024, ge=1, description="generator tokens per profile prompt")
+
+
+class SplitConfig(_Strict):
+    """How users become train/val/test examples (method.md, "Data and protocol")."""
+
+    strategy: Literal["first_n", "leave_last_out"] = "first_n"
+    history_len: int = Field(4, ge=1, description="N: history items per example")
+    train_frac: float = Field(0.8, gt=0, lt=1)
+    # The rest after train is shared between val and test in this proportion.
+    val_share: float = Field(0.5, gt=0, lt=1)
+    # Windows per user (history of N, next new item); 1 is the paper's one example per user.
+    windows_per_user: int = Field(1, ge=1)
+    window_stride: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class ModelsConfig(_Strict):
+    """Model names: a packaged default, a local Hugging Face folder, a .gguf file or a hub id."""
+
+    generator: str = "smollm2-135m-instruct"
+    encoder: str = "all-minilm-l6-v2"
+    # "auto" picks bf16 where the CPU supports it and it is faster, fp32 otherwise, bf16 on CUDA.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class GenerationConfig(_Strict):
+    """Profile decoding settings; they are part of every stored profile's identity."""
+
+    backend: Literal["transformers", "vllm"] = "transformers"
+    max_new_tokens: int = Field(128, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+
+
+class EvaluationConfig(_Strict):
+    ks: tuple[int, ...] = (5, 10, 20)
+    bootstrap_samples: int = Field(1000, ge=10)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    # Cap on train users given zero-shot profiles (contrastive training needs them); None = all.
+    max_train_users: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class Recipe(_Strict):
+    name: str
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    models: ModelsConfig = ModelsConfig()
+    generation: GenerationConfig = GenerationConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> Recipe:
+        if self.data.source == "tabular" and not self.data.column_map:
+            raise ValueError("data.column_map is required when data.source is 'tabular'")
+        return self
+
+    def content_hash(self) -> str:
+        """Stable short hash of the resolved recipe, used to tag runs and cache outputs."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe name ("quick") means configs/quick.yaml; anything else is taken as a path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in {".yaml", ".yml"}:
+        return candidate
+    return CONFIGS_DIR / f"{name_or_path}.yaml"
+
+
+def load_recipe(name_or_path: str, overrides: dict | None = None) -> Recipe:
+    """Read and validate a recipe; `overrides` is a nested dict merged over the file's content."""
+    path = recipe_path(name_or_path)
+    if not path.is_file():
+        available = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
+        raise RecipeError(f"recipe {name_or_path!r}: no file {path} (available: {available})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: the top level must be a mapping of sections")
+    raw.setdefault("name", path.stem)
+    merged = _deep_merge(raw, overrides or {})
+    try:
+        return Recipe.model_validate(merged)
+    except ValidationError as exc:
+        raise RecipeError(f"{path}: invalid recipe:\n{_describe(exc)}") from exc
+
+
+def _deep_merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  {field}: unknown key")
+        else:
+            lines.append(f"  {field}: {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)
