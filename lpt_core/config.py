@@ -41,6 +41,8 @@ class DataConfig(_Strict):
     dedup: Literal["keep", "first", "last"] = "keep"
     # Malformed rows: "error" stops with file/line/field; "quarantine" sets them aside, counted.
     bad_rows: Literal["error", "quarantine"] = "error"
+    # The profile prompt's instruction; None means the default for the source (lpt_core.text).
+    instruction: str | None = None
     k_core: int = Field(5, ge=1)
     max_item_tokens: int = Field(512, ge=1, description="encoder tokens per item text")
     max_prompt_tokens: int = Field(1024, ge=1, description="generator tokens per profile prompt")
@@ -87,7 +89,14 @@ class EvaluationConfig(_Strict):
     bootstrap_samples: int = Field(1000, ge=10)
     confidence: float = Field(0.95, gt=0, lt=1)
     # Cap on train users given zero-shot profiles (contrastive training needs them); None = all.
-    max_train_users: int | None = Field(None, ge=1)
+    max_train_users: int | None = Field(None, ge=0)
+    # The split the report ranks ("val" while tuning, "test" for the record).
+    split: Literal["val", "test"] = "test"
+    # "flat" is exact (evaluation); "hnsw" is approximate, for catalogues too big for exact search.
+    index_kind: Literal["flat", "hnsw"] = "flat"
+    methods: tuple[str, ...] = ("random", "popularity", "last_item_text", "history_text", "profile")
+    # The method every other one is compared with in the paired intervals.
+    baseline: str = "profile"
     seed: int = 0
 
 

@@ -1,0 +1,59 @@
+# The two commands: `make demo` (set-up + the whole pipeline on the default recipe) and
+# `make test` (set-up + the test suite). Both create the venv, install and fetch what is missing,
+# and reuse what is already there.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+RECIPE ?= quick
+
+export LPT_HOME ?= $(CURDIR)/.lpt
+export DAGSTER_HOME := $(LPT_HOME)/dagster
+export LPT_RECIPE := $(RECIPE)
+# Offline and quiet: no hub downloads, no telemetry.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export DAGSTER_DISABLE_TELEMETRY := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test ui bench clean
+
+setup: $(STAMP)
+	@mkdir -p $(DAGSTER_HOME)
+	@ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/lpt fetch
+
+# torch is pinned in the same command so no dependency pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0 -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/dagster job execute -m lpt_dagster.definitions -j langptune_pipeline
+	$(BIN)/lpt summary
+
+test: setup
+	$(BIN)/pytest -q
+
+ui: setup
+	@mkdir -p $(LPT_HOME)/mlflow
+	@echo "MLflow UI:  http://127.0.0.1:5000"
+	@echo "Dagster UI: http://127.0.0.1:3000"
+	@MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
+		--backend-store-uri sqlite:///$(LPT_HOME)/mlflow/mlflow.db > $(LPT_HOME)/mlflow/server.log 2>&1 & \
+	mlflow_pid=$$!; trap "kill $$mlflow_pid" EXIT INT TERM; \
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+bench: setup
+	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(LPT_HOME)

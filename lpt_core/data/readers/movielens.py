@@ -1,0 +1,98 @@
+"""MovieLens-100K in RecBole's atomic-file format (as shipped in the recbole 1.2.1 wheel).
+
+Files are TAB separated with a typed header line:
+  ml-100k.inter: user_id:token item_id:token rating:float timestamp:float (Unix seconds)
+  ml-100k.item:  item_id:token movie_title:token_seq release_year:token class:token_seq
+Genres are space separated single words ("Children's" and "Film-Noir" included). The file marks
+unknowns with placeholders (item 267's title and year are "unkonwn", the genre flag "unknown"),
+which are read as missing values so they never reach item texts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from lpt_core.data import schemas
+from lpt_core.data.errors import DataError
+from lpt_core.data.readers import BadRows, RawData, cast_or_report
+
+INTERACTIONS_FILE = "ml-100k.inter"
+ITEMS_FILE = "ml-100k.item"
+INTERACTIONS_HEADER = ["user_id:token", "item_id:token", "rating:float", "timestamp:float"]
+ITEMS_HEADER = ["item_id:token", "movie_title:token_seq", "release_year:token", "class:token_seq"]
+UNKNOWN_TITLES = {"unknown", "unkonwn"}
+UNKNOWN_GENRE = "unknown"
+
+
+def read_movielens_100k(folder: Path) -> RawData:
+    """Read ml-100k.inter and ml-100k.item from `folder`; any malformed row is a DataError."""
+    folder = Path(folder)
+    return RawData(
+        interactions=_read_interactions(folder / INTERACTIONS_FILE),
+        items=_read_items(folder / ITEMS_FILE),
+        quarantine=BadRows(folder, "error").frame(),
+    )
+
+
+def _read_atomic(path: Path, header: list[str]) -> pl.DataFrame:
+    if not path.is_file():
+        raise DataError(path, "file not found (fetch MovieLens-100K first)")
+    if path.stat().st_size == 0:
+        raise DataError(path, "empty file")
+    try:
+        frame = pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(path, f"not a TAB-separated atomic file: {exc}") from exc
+    if frame.columns != header:
+        raise DataError(path, f"header is {frame.columns}, expected {header}", line=1)
+    return frame.rename(dict(zip(header, (name.split(":")[0] for name in header))))
+
+
+def _line_numbers(frame: pl.DataFrame) -> pl.Series:
+    return pl.Series("line", range(2, frame.height + 2))  # line 1 is the header
+
+
+def _read_interactions(path: Path) -> pl.DataFrame:
+    frame = _read_atomic(path, INTERACTIONS_HEADER)
+    typed = cast_or_report(
+        frame,
+        {"user_id": pl.String, "item_id": pl.String, "rating": pl.Float32, "timestamp": pl.Float64},
+        required={"user_id", "item_id", "timestamp"},
+        lines=_line_numbers(frame),
+        bad_rows=BadRows(path, "error"),
+    )
+    interactions = typed.with_columns(
+        (pl.col("timestamp") * 1000).round().cast(pl.Int64),
+        pl.lit(None, dtype=pl.String).alias("review"),
+    )
+    return schemas.conform(interactions, schemas.INTERACTIONS)
+
+
+def _read_items(path: Path) -> pl.DataFrame:
+    frame = _read_atomic(path, ITEMS_HEADER)
+    typed = cast_or_report(
+        frame,
+        {"item_id": pl.String, "movie_title": pl.String, "release_year": pl.String, "class": pl.String},
+        required={"item_id"},
+        lines=_line_numbers(frame),
+        bad_rows=BadRows(path, "error"),
+    )
+    title = pl.col("movie_title").str.strip_chars()
+    genres = pl.col("class").fill_null("").str.split(" ")
+    items = typed.select(
+        "item_id",
+        pl.when(title.str.to_lowercase().is_in(UNKNOWN_TITLES) | (title == ""))
+        .then(None)
+        .otherwise(title)
+        .alias("title"),
+        # Years are four digits; placeholders ("unkonwn", "V") become null rather than an error.
+        pl.col("release_year").cast(pl.Int32, strict=False).alias("year"),
+        pl.lit(None, dtype=pl.String).alias("description"),
+        genres.list.eval(pl.element().filter((pl.element() != "") & (pl.element() != UNKNOWN_GENRE)))
+        .alias("categories"),
+        pl.lit(None, dtype=pl.String).alias("price"),
+        pl.lit(None, dtype=pl.Float32).alias("average_rating"),
+    )
+    return schemas.conform(items, schemas.ITEMS)

@@ -1,0 +1,282 @@
+"""Text encoding and full-catalogue retrieval: the recommender decoder's side of the method.
+
+Every method (profiles, history text, last item, random, popularity) is scored the same way: the
+target's rank among ALL catalogue items, with the user's history items taken out of the ranking.
+Ranks are exact, computed from the full score matrix in chunks of users, so that a 100k-item
+catalogue never needs a users x items matrix in memory at once. faiss serves top-K lists: an exact
+inner-product index (IndexFlatIP) by default, HNSW for catalogues too big for exact search.
+
+Tie rule, used everywhere: a target tied with other items gets the EXPECTED rank under random
+tie-breaking, 1 + #higher + #tied/2. The pessimistic rule (1 + #higher + #tied) would punish the
+popularity baseline, whose scores tie in large groups, for the scoring rule rather than for what it
+predicts; an optimistic one would flatter it. Embedding scores almost never tie, so for them both
+rules agree. Ranks are therefore float64 (multiples of 0.5).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+from sentence_transformers import SentenceTransformer
+
+from lpt_core.atomic import atomic_dir
+
+IndexKind = Literal["flat", "hnsw"]
+INDEX_FILE = "index.faiss"
+IDS_FILE = "item_ids.json"
+# Scores held at once while ranking (chunk of users x catalogue): 2**24 float32 = 64 MiB.
+RANKING_CHUNK_ELEMENTS = 2**24
+
+
+class TextEncoder:
+    """A sentence-transformers model that returns float32, L2-normalised embeddings."""
+
+    def __init__(self, model: SentenceTransformer, batch_size: int = 64) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.batch_size = batch_size
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    def encode(
+        self, texts: Sequence[str], progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
+        """Embed `texts` (one row each); `progress(done, total)` is called after every batch."""
+        texts = list(texts)
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            chunks.append(
+                self.model.encode(
+                    batch,
+                    batch_size=self.batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
+            )
+            if progress is not None:
+                progress(start + len(batch), len(texts))
+        if not chunks:
+            return np.empty((0, self.dimension), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+
+    def max_tokens(self) -> int:
+        """The encoder's window: texts with more tokens than this are truncated by encode()."""
+        return int(self.model.max_seq_length)
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, special tokens included, without truncation (to find overlong texts)."""
+        counts: list[int] = []
+        texts = list(texts)
+        for start in range(0, len(texts), 1024):
+            encoded = self.model.tokenizer(
+                texts[start : start + 1024],
+                add_special_tokens=True,
+                truncation=False,
+                verbose=False,  # overlong texts are what we are counting, not a mistake
+            )
+            counts.extend(len(ids) for ids in encoded["input_ids"])
+        return counts
+
+
+def rank_targets(
+    scores: np.ndarray, target_positions: np.ndarray, exclude_positions: Sequence[np.ndarray]
+) -> np.ndarray:
+    """1-based rank of each row's target among its scores, excluded positions left out.
+
+    `scores` is (rows x items), or (1 x items) when every row shares the same scores (popularity).
+    Ties take the expected rank under random tie-breaking (see the module docstring).
+    """
+    rows = len(target_positions)
+    if len(exclude_positions) != rows:
+        raise ValueError(f"exclude has {len(exclude_positions)} rows, targets have {rows}")
+    scores = np.asarray(scores)
+    row_index = np.arange(rows) if scores.shape[0] == rows else np.zeros(rows, dtype=np.int64)
+    target_scores = scores[row_index, target_positions][:, None]
+    higher = np.count_nonzero(scores > target_scores, axis=1)
+    tied = np.count_nonzero(scores == target_scores, axis=1) - 1  # the target ties with itself
+    if scores.shape[0] != rows:
+        higher = np.broadcast_to(higher, (rows,)).copy()
+        tied = np.broadcast_to(tied, (rows,)).copy()
+
+    excluded_rows = np.repeat(np.arange(rows), [len(p) for p in exclude_positions])
+    if excluded_rows.size:
+        excluded_cols = np.concatenate([np.asarray(p, dtype=np.int64) for p in exclude_positions])
+        if np.any(excluded_cols == target_positions[excluded_rows]):
+            bad = int(excluded_rows[excluded_cols == target_positions[excluded_rows]][0])
+            raise ValueError(f"row {bad}: the target item is also in the items to exclude")
+        excluded_scores = scores[row_index[excluded_rows], excluded_cols]
+        own_target = target_scores[excluded_rows, 0]
+        higher -= np.bincount(excluded_rows[excluded_scores > own_target], minlength=rows)
+        tied -= np.bincount(excluded_rows[excluded_scores == own_target], minlength=rows)
+    return 1.0 + higher + tied / 2.0
+
+
+def chunk_rows(n_items: int) -> int:
+    """How many users to rank at once so a chunk's score matrix stays near the memory budget."""
+    return max(1, RANKING_CHUNK_ELEMENTS // max(1, n_items))
+
+
+@dataclass
+class ItemIndex:
+    """The catalogue's item embeddings in catalogue order, with a faiss index over them."""
+
+    item_ids: np.ndarray
+    index: faiss.Index
+    kind: IndexKind
+
+    def __post_init__(self) -> None:
+        self._position = {item_id: pos for pos, item_id in enumerate(self.item_ids.tolist())}
+        if len(self._position) != len(self.item_ids):
+            duplicates = sorted({i for i in self.item_ids.tolist() if self.item_ids.tolist().count(i) > 1})
+            raise ValueError(f"item_ids must be unique; repeated: {duplicates[:10]}")
+        if self.index.ntotal != len(self.item_ids):
+            raise ValueError(f"index holds {self.index.ntotal} vectors for {len(self.item_ids)} ids")
+        self.vectors = _stored_vectors(self.index)
+
+    @classmethod
+    def build(
+        cls,
+        item_ids: Sequence[str],
+        embeddings: np.ndarray,
+        kind: IndexKind = "flat",
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+    ) -> ItemIndex:
+        """Index `embeddings` (one row per id); rows are L2-normalised so inner product = cosine."""
+        embeddings = np.array(embeddings, dtype=np.float32, order="C", copy=True)
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(item_ids):
+            raise ValueError(
+                f"embeddings must be (len(item_ids)={len(item_ids)}, dim), got {embeddings.shape}"
+            )
+        faiss.normalize_L2(embeddings)
+        dim = embeddings.shape[1]
+        if kind == "flat":
+            index = faiss.IndexFlatIP(dim)
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efSearch = ef_search
+        else:
+            raise ValueError(f"kind must be 'flat' or 'hnsw', got {kind!r}")
+        index.add(embeddings)
+        return cls(np.asarray(list(item_ids), dtype=str), index, kind)
+
+    def save(self, folder: Path) -> Path:
+        """Write the faiss index and the ids together; the folder appears only when both are done."""
+        with atomic_dir(folder) as tmp:
+            faiss.write_index(self.index, str(tmp / INDEX_FILE))
+            payload = {"kind": self.kind, "item_ids": self.item_ids.tolist()}
+            (tmp / IDS_FILE).write_text(json.dumps(payload), encoding="utf-8")
+        return Path(folder)
+
+    @classmethod
+    def load(cls, folder: Path) -> ItemIndex:
+        folder = Path(folder)
+        for name in (INDEX_FILE, IDS_FILE):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder / name}: missing (not an ItemIndex folder?)")
+        payload = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
+        index = faiss.read_index(str(folder / INDEX_FILE))
+        return cls(np.asarray(payload["item_ids"], dtype=str), index, payload["kind"])
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def positions(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Catalogue positions of `item_ids`; a KeyError names every id not in the catalogue."""
+        try:
+            return np.fromiter((self._position[i] for i in item_ids), dtype=np.int64)
+        except KeyError:
+            unknown = sorted({i for i in item_ids if i not in self._position})
+            raise KeyError(
+                f"{len(unknown)} item id(s) not in the catalogue of {len(self)} items: {unknown[:10]}"
+            ) from None
+
+    def target_ranks(
+        self, queries: np.ndarray, targets: Sequence[str], exclude: Sequence[Sequence[str]]
+    ) -> np.ndarray:
+        """Exact 1-based rank of each row's target among all items, exclude[i] removed from row i.
+
+        Computed from the exact cosine scores whatever the index kind, in chunks of users.
+        """
+        queries = self._check_queries(queries, len(targets), len(exclude))
+        target_positions = self.positions(targets)
+        exclude_positions = [self.positions(items) for items in exclude]
+        ranks = np.empty(len(targets), dtype=np.float64)
+        step = chunk_rows(len(self))
+        for start in range(0, len(targets), step):
+            rows = slice(start, start + step)
+            scores = queries[rows] @ self.vectors.T
+            ranks[rows] = rank_targets(scores, target_positions[rows], exclude_positions[rows])
+        return ranks
+
+    def top_k(
+        self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[str]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best items per query (ids, scores), never one of the row's excluded items."""
+        queries = self._check_queries(queries, len(exclude), len(exclude))
+        exclude_positions = [set(self.positions(items).tolist()) for items in exclude]
+        widest = max((len(p) for p in exclude_positions), default=0)
+        if k < 1 or k + widest > len(self):
+            raise ValueError(
+                f"k={k} with up to {widest} excluded items does not fit a catalogue of {len(self)}"
+            )
+        found_scores, found_positions = self._search(queries, k + widest)
+        ids = np.empty((len(queries), k), dtype=self.item_ids.dtype)
+        scores = np.empty((len(queries), k), dtype=np.float32)
+        for row, excluded in enumerate(exclude_positions):
+            keep = [j for j, p in enumerate(found_positions[row]) if p >= 0 and p not in excluded]
+            if len(keep) < k:
+                raise RuntimeError(f"row {row}: the index returned only {len(keep)} usable items")
+            ids[row] = self.item_ids[found_positions[row, keep[:k]]]
+            scores[row] = found_scores[row, keep[:k]]
+        return ids, scores
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.kind == "hnsw":
+            # HNSW returns at most efSearch candidates; widen the beam when more are needed.
+            ef = max(int(self.index.hnsw.efSearch), k)
+            return self.index.search(queries, k, params=faiss.SearchParametersHNSW(efSearch=ef))
+        return self.index.search(queries, k)
+
+    def _check_queries(self, queries: np.ndarray, rows: int, exclude_rows: int) -> np.ndarray:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.index.d:
+            raise ValueError(f"queries must be (n, {self.index.d}), got {queries.shape}")
+        if not queries.shape[0] == rows == exclude_rows:
+            raise ValueError(
+                f"row counts differ: {queries.shape[0]} queries, {rows} targets, {exclude_rows} exclude"
+            )
+        return queries
+
+
+def _stored_vectors(index: faiss.Index) -> np.ndarray:
+    """A read-only view of the index's float32 vectors (no copy; lives as long as `index`)."""
+    storage = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else index
+    view = faiss.rev_swig_ptr(storage.get_xb(), index.ntotal * index.d)
+    vectors = np.asarray(view).reshape(index.ntotal, index.d)
+    vectors.flags.writeable = False
+    return vectors
+
+
+def recall_vs_exact(
+    approx: ItemIndex, exact: ItemIndex, queries: np.ndarray, k: int
+) -> float:
+    """Mean share of the exact top-k that the approximate index also returns (no exclusions)."""
+    if not np.array_equal(approx.item_ids, exact.item_ids):
+        raise ValueError("approx and exact must index the same items in the same order")
+    no_history: list[list[str]] = [[] for _ in range(len(queries))]
+    approx_ids, _ = approx.top_k(queries, k, no_history)
+    exact_ids, _ = exact.top_k(queries, k, no_history)
+    overlaps = [len(set(a) & set(e)) / k for a, e in zip(approx_ids.tolist(), exact_ids.tolist())]
+    return float(np.mean(overlaps))

@@ -1,0 +1,132 @@
+"""Item texts and profile prompts, in the paper's format, wrapped by the model's own chat template.
+
+The same item text is what the recommender embeds and what the LLM reads in a history, so both
+sides of the method see an item the same way. Prompts go through `apply_chat_template` rather than
+a hand-written format, so any instruction-tuned model gets the turn markers it was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import polars as pl
+
+DEFAULT_INSTRUCTIONS: dict[str, str] = {
+    "amazon_2023": (
+        "The user rated (out of 5.0) and reviewed the following movies and TV shows, listed from "
+        "oldest to newest. Please give a detailed, high-level summary of the user's preferences."
+    ),
+    "movielens_100k": (
+        "The user rated (out of 5) the following movies, listed from oldest to newest. "
+        "Please give a detailed, high-level summary of the user's preferences."
+    ),
+    "tabular": (
+        "The user rated (out of 5) the following items, listed from oldest to newest. "
+        "Please give a detailed, high-level summary of the user's preferences."
+    ),
+}
+
+
+def item_texts(items: pl.DataFrame) -> pl.Series:
+    """One text per row of an ITEMS table: Title, Description, Category, Price lines.
+
+    Parts a source lacks are left out rather than printed empty ("Price: None" would be noise the
+    models learn from); MovieLens items get only Title (with year) and Category.
+    """
+    texts = [_item_text(row) for row in items.iter_rows(named=True)]
+    return pl.Series("text", texts, dtype=pl.String)
+
+
+def history_block(item_text: str, rating: float | None, review: str | None) -> str:
+    """One history entry: the item's text followed by the user's review, or rating when no review."""
+    if review is not None and review.strip():
+        rating_part = f"(rating: {_number(rating)}) " if rating is not None else ""
+        return f"{item_text}\nReview from the user: {rating_part}{review.strip()}"
+    if rating is not None:
+        return f"{item_text}\nRating from the user: {_number(rating)}"
+    return item_text
+
+
+def history_texts(examples: pl.DataFrame, items: pl.DataFrame) -> list[str]:
+    """Each example's history as plain text (oldest first, blank line between items), no template."""
+    text_by_item = _text_by_item(items)
+    return ["\n\n".join(_history_blocks(row, text_by_item)) for row in examples.iter_rows(named=True)]
+
+
+def build_prompts(
+    examples: pl.DataFrame, items: pl.DataFrame, tokenizer: Any, instruction: str
+) -> list[str]:
+    """One chat-formatted prompt per EXAMPLES row: the instruction, then the history, oldest first.
+
+    The result ends with the assistant turn opened (add_generation_prompt), ready for generation.
+    """
+    prompts = []
+    for history in history_texts(examples, items):
+        messages = [{"role": "user", "content": f"{instruction}\n\n{history}"}]
+        prompts.append(
+            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        )
+    return prompts
+
+
+def token_counts(
+    texts: Sequence[str], tokenizer: Any, *, add_special_tokens: bool = False
+) -> list[int]:
+    """Token count of each text. Templated prompts already hold their special tokens, so none are
+    added by default; pass add_special_tokens=True for raw text an encoder will wrap ([CLS]...)."""
+    if not texts:
+        return []
+    encoded = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
+    return [len(ids) for ids in encoded]
+
+
+def _item_text(row: dict[str, Any]) -> str:
+    lines = [f"Title: {_title_with_year(row['title'], row['year'])}"]
+    description = _description(row["description"], row["average_rating"])
+    if description:
+        lines.append(f"Description: {description}")
+    categories = [c for c in row["categories"] or [] if c]
+    if categories:
+        lines.append(f"Category: {', '.join(categories)}")
+    if row["price"] is not None and row["price"].strip():
+        lines.append(f"Price: {row['price'].strip()}")
+    return "\n".join(lines)
+
+
+def _title_with_year(title: str, year: int | None) -> str:
+    # MovieLens titles already end with "(1995)"; do not print the year twice.
+    if year is None or title.rstrip().endswith(f"({year})"):
+        return title
+    return f"{title} ({year})"
+
+
+def _description(description: str | None, average_rating: float | None) -> str:
+    parts = []
+    if average_rating is not None:
+        parts.append(f"(average rating: {_number(average_rating)})")
+    if description is not None and description.strip():
+        parts.append(description.strip())
+    return " ".join(parts)
+
+
+def _number(value: float) -> str:
+    # Float32 columns hold 4.3 as 4.300000190734863; two decimals are all a rating carries.
+    return str(round(float(value), 2))
+
+
+def _text_by_item(items: pl.DataFrame) -> dict[str, str]:
+    return dict(zip(items["item_id"].to_list(), item_texts(items).to_list(), strict=True))
+
+
+def _history_blocks(example: dict[str, Any], text_by_item: dict[str, str]) -> Iterable[str]:
+    item_ids = example["history_item_ids"]
+    ratings = example["history_ratings"] or [None] * len(item_ids)
+    reviews = example["history_reviews"] or [None] * len(item_ids)
+    for item_id, rating, review in zip(item_ids, ratings, reviews, strict=True):
+        if item_id not in text_by_item:
+            raise ValueError(
+                f"example of user {example['user_id']!r}: history item {item_id!r} "
+                "is not in the items table"
+            )
+        yield history_block(text_by_item[item_id], rating, review)

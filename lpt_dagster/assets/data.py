@@ -1,0 +1,164 @@
+"""Data assets: raw tables -> cleaned histories -> user examples (train/val/test) + item catalogue."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from lpt_core import text
+from lpt_core.config import Recipe
+from lpt_core.data.cleaning import clean
+from lpt_core.data.readers import RawData, read_raw
+from lpt_core.data.splitting import Split, drop_long_prompts, split_users
+from lpt_core.models import load_tokenizer
+from lpt_core.paths import resolve_repo_path
+from lpt_core.tracking import frame_digest
+from lpt_dagster.metadata import figure_markdown, frame_preview, histogram_figure
+from lpt_dagster.resources import MlflowResource, RecipeResource
+
+GROUP = "data"
+
+
+def _table_stats(frame: pl.DataFrame) -> dict[str, int]:
+    return {
+        "rows": frame.height,
+        "users": frame["user_id"].n_unique() if "user_id" in frame.columns else 0,
+        "items": frame["item_id"].n_unique() if "item_id" in frame.columns else 0,
+    }
+
+
+@dg.multi_asset(
+    group_name=GROUP,
+    outs={
+        "raw_interactions": dg.AssetOut(description="Interactions as read from the source, canonical schema."),
+        "raw_items": dg.AssetOut(description="Item metadata as read from the source, canonical schema."),
+    },
+)
+def raw_data(context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: MlflowResource):
+    """Read the recipe's raw files (never modified); malformed rows stop the run or are quarantined."""
+    cfg = recipe.get()
+    raw: RawData = read_raw(cfg.data)
+    source = str(resolve_repo_path(cfg.data.path))
+    with mlflow.asset_run(context, cfg, "raw_data") as run:
+        run.log_dataset(raw.interactions, name="raw_interactions", source=source, context="raw")
+        run.log_dataset(raw.items, name="raw_items", source=source, context="raw")
+        run.log_metrics({"raw_interactions": raw.interactions.height, "quarantined_rows": raw.quarantine.height})
+    quarantine_meta = {
+        "quarantined_rows": raw.quarantine.height,
+        "quarantine_preview": frame_preview(raw.quarantine),
+    }
+    yield dg.Output(
+        raw.interactions,
+        output_name="raw_interactions",
+        metadata={**_table_stats(raw.interactions), **quarantine_meta, "source": source,
+                  "digest": frame_digest(raw.interactions), "preview": frame_preview(raw.interactions),
+                  "mlflow_run": mlflow.link(run)},
+    )
+    yield dg.Output(
+        raw.items,
+        output_name="raw_items",
+        metadata={"rows": raw.items.height, "digest": frame_digest(raw.items), "preview": frame_preview(raw.items)},
+    )
+
+
+def _item_token_counter(cfg: Recipe):
+    tokenizer = load_tokenizer(cfg.models.encoder)
+
+    def count(items: pl.DataFrame) -> pl.Series:
+        return pl.Series("tokens", text.token_counts(text.item_texts(items).to_list(), tokenizer))
+
+    return count
+
+
+@dg.multi_asset(
+    group_name=GROUP,
+    outs={
+        "cleaned_histories": dg.AssetOut(description="Interactions after de-duplication, k-core and length filters."),
+        "cleaned_items": dg.AssetOut(description="Items still interacted with after cleaning."),
+    },
+)
+def cleaned_data(
+    context: dg.AssetExecutionContext,
+    recipe: RecipeResource,
+    mlflow: MlflowResource,
+    raw_interactions: pl.DataFrame,
+    raw_items: pl.DataFrame,
+):
+    cfg = recipe.get()
+    raw = RawData(interactions=raw_interactions, items=raw_items, quarantine=pl.DataFrame())
+    interactions, items, report = clean(raw, cfg.data, item_token_counts=_item_token_counter(cfg))
+    context.log.info("cleaning:\n%s", report.to_markdown())
+    with mlflow.asset_run(context, cfg, "cleaned_histories") as run:
+        run.log_dataset(interactions, name="cleaned_histories", source="raw_interactions", context="cleaned")
+        run.log_metrics({"cleaned_interactions": interactions.height, "cleaned_items": items.height})
+        run.log_text(report.to_markdown(), "cleaning_report.md")
+    per_user = interactions.group_by("user_id").len()["len"]
+    yield dg.Output(
+        interactions,
+        output_name="cleaned_histories",
+        metadata={
+            **_table_stats(interactions),
+            "cleaning_steps": dg.MetadataValue.md(report.to_markdown()),
+            "interactions_per_user": figure_markdown(
+                histogram_figure(per_user, "Interactions per user after cleaning", "interactions")
+            ),
+            "digest": frame_digest(interactions),
+            "preview": frame_preview(interactions),
+            "mlflow_run": mlflow.link(run),
+        },
+    )
+    yield dg.Output(items, output_name="cleaned_items", metadata={"rows": items.height, "preview": frame_preview(items)})
+
+
+def _prompt_token_counts(cfg: Recipe, split: Split, items: pl.DataFrame) -> pl.Series:
+    tokenizer = load_tokenizer(cfg.models.generator)
+    instruction = text.instruction_for(cfg.data)
+    prompts = text.build_prompts(split.examples, items, tokenizer, instruction)
+    return pl.Series("tokens", text.token_counts(prompts, tokenizer))
+
+
+@dg.multi_asset(
+    group_name=GROUP,
+    outs={
+        "user_examples": dg.AssetOut(description="One row per (user, window): history of N items and the next new item."),
+        "item_catalog": dg.AssetOut(description="The catalogue ranked at evaluation: items of train users, with their text."),
+    },
+)
+def split_data(
+    context: dg.AssetExecutionContext,
+    recipe: RecipeResource,
+    mlflow: MlflowResource,
+    cleaned_histories: pl.DataFrame,
+    cleaned_items: pl.DataFrame,
+):
+    cfg = recipe.get()
+    split = split_users(cleaned_histories, cfg.split)
+    split, too_long = drop_long_prompts(
+        split, _prompt_token_counts(cfg, split, cleaned_items), cfg.data.max_prompt_tokens
+    )
+    catalog = cleaned_items.filter(pl.col("item_id").is_in(split.catalog_item_ids.implode()))
+    catalog = catalog.with_columns(text.item_texts(catalog).alias("text")).sort("item_id")
+    stats = split.stats()
+    context.log.info("split statistics: %s", stats)
+    with mlflow.asset_run(context, cfg, "user_examples") as run:
+        for name in ("train", "val", "test"):
+            run.log_dataset(
+                split.examples.filter(pl.col("split") == name), name=f"examples_{name}",
+                source="cleaned_histories", context=name,
+            )
+        run.log_dataset(catalog, name="item_catalog", source="cleaned_items", context="catalog")
+        run.log_dict(stats, "split_stats.json")
+        run.log_metrics({"prompts_too_long": too_long, "catalog_items": catalog.height})
+    history_lengths = split.examples["history_item_ids"].list.len()
+    yield dg.Output(
+        split.examples,
+        output_name="user_examples",
+        metadata={
+            "split_stats": dg.MetadataValue.json(stats),
+            "prompts_too_long_dropped": too_long,
+            "history_length": figure_markdown(histogram_figure(history_lengths, "History length", "items")),
+            "preview": frame_preview(split.examples),
+            "mlflow_run": mlflow.link(run),
+        },
+    )
+    yield dg.Output(catalog, output_name="item_catalog", metadata={"items": catalog.height, "preview": frame_preview(catalog)})

@@ -1,0 +1,90 @@
+"""The evaluation report: every method on the same split, the same catalogue, the same ranking."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from lpt_core import text
+from lpt_core.baselines import EvalContext, evaluate_methods
+from lpt_core.models import load_encoder
+from lpt_core.paths import outputs_dir
+from lpt_core.report import build_report
+from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_dagster.resources import MlflowResource, RecipeResource
+
+GROUP = "evaluation"
+KEYS = ["user_id", "split", "window"]
+
+
+def train_item_counts(cleaned_histories: pl.DataFrame, user_examples: pl.DataFrame) -> dict[str, int]:
+    """Popularity = interactions of train users only, so no evaluation user's data leaks into it."""
+    train_users = user_examples.filter(pl.col("split") == "train")["user_id"].unique()
+    counts = cleaned_histories.filter(pl.col("user_id").is_in(train_users.implode())).group_by("item_id").len()
+    return dict(zip(counts["item_id"].to_list(), counts["len"].to_list()))
+
+
+def profiles_for(examples: pl.DataFrame, profiles: pl.DataFrame) -> list[str]:
+    joined = examples.select(KEYS).join(profiles.select(*KEYS, "profile"), on=KEYS, how="left", maintain_order="left")
+    missing = joined["profile"].null_count()
+    if missing:
+        raise ValueError(f"{missing} evaluation examples have no profile: rematerialise the profiles asset")
+    return joined["profile"].to_list()
+
+
+def _png_markdown(path: Path) -> dg.MetadataValue:
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return dg.MetadataValue.md(f"![metrics](data:image/png;base64,{encoded})")
+
+
+@dg.asset(group_name=GROUP)
+def evaluation_report(
+    context: dg.AssetExecutionContext,
+    recipe: RecipeResource,
+    mlflow: MlflowResource,
+    user_examples: pl.DataFrame,
+    cleaned_histories: pl.DataFrame,
+    item_catalog: pl.DataFrame,
+    zero_shot_profiles: pl.DataFrame,
+    item_index: dict,
+) -> dict:
+    """Recall/NDCG/MRR@K of every method with paired bootstrap intervals, as markdown, plot and JSON."""
+    cfg = recipe.get()
+    ev = cfg.evaluation
+    examples = user_examples.filter(pl.col("split") == ev.split)
+    ctx = EvalContext(
+        examples=examples,
+        index=ItemIndex.load(Path(item_index["path"])),
+        encoder=TextEncoder(load_encoder(cfg.models.encoder, cfg.models)),
+        item_text=dict(zip(item_catalog["item_id"].to_list(), item_catalog["text"].to_list())),
+        train_item_counts=train_item_counts(cleaned_histories, user_examples),
+        seed=ev.seed,
+        history_texts=text.history_texts(examples, item_catalog),
+        profiles=profiles_for(examples, zero_shot_profiles),
+    )
+    ranks = evaluate_methods(ctx, ev.methods)
+    report = build_report(
+        ranks, examples["user_id"].to_list(), ks=ev.ks, samples=ev.bootstrap_samples,
+        confidence=ev.confidence, seed=ev.seed, baseline=ev.baseline,
+        title=f"{cfg.name}: {ev.split} split, {examples.height} examples, {len(ctx.index.item_ids)} items",
+    )
+    files = report.save(outputs_dir() / "evaluation_report")
+    context.log.info("evaluation report:\n%s", report.table_markdown)
+    with mlflow.asset_run(context, cfg, "evaluation_report") as run:
+        run.log_metrics(report.flat_metrics())
+        for path in files.values():
+            run.log_artifact(path, "evaluation_report")
+    context.add_output_metadata(
+        {
+            "table": dg.MetadataValue.md(report.table_markdown),
+            "plot": _png_markdown(files["plot"]),
+            "examples": examples.height,
+            "users": examples["user_id"].n_unique(),
+            "report_folder": dg.MetadataValue.path(str(files["json"].parent)),
+            "mlflow_run": mlflow.link(run),
+        }
+    )
+    return report.numbers

@@ -1,0 +1,113 @@
+"""Profile and retrieval assets: zero-shot profiles from the generator, item embeddings + index."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+import polars as pl
+
+from lpt_core import text
+from lpt_core.generation import ProfileStore, make_generator
+from lpt_core.models import load_encoder, load_tokenizer
+from lpt_core.paths import outputs_dir
+from lpt_core.profiles import select_profile_examples
+from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_dagster.metadata import frame_preview
+from lpt_dagster.resources import MlflowResource, RecipeResource
+
+GROUP = "profiles"
+# GPU-heavy steps share this pool; dagster.yaml limits it to one at a time.
+GPU_POOL = "gpu"
+
+
+def _progress_logger(context: dg.AssetExecutionContext, what: str):
+    start = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        context.log.info(f"{what}: {done}/{total} ({rate:.1f}/s)")
+
+    return report
+
+
+def _samples_markdown(profiles: pl.DataFrame, examples: pl.DataFrame, items: pl.DataFrame, count: int = 3) -> str:
+    """A few evaluation users' histories next to their profiles: people want to read them."""
+    is_eval = (profiles["split"] != "train").arg_true()[:count]
+    blocks = []
+    histories = text.history_texts(examples[is_eval], items)
+    for row, history in zip(profiles[is_eval].iter_rows(named=True), histories):
+        blocks.append(
+            f"### user {row['user_id']} ({row['split']})\n\n**History**\n\n```\n{history}\n```\n\n"
+            f"**Profile** ({row['num_tokens']} tokens)\n\n> {row['profile']}\n"
+        )
+    return "\n".join(blocks)
+
+
+@dg.asset(group_name=GROUP, pool=GPU_POOL)
+def zero_shot_profiles(
+    context: dg.AssetExecutionContext,
+    recipe: RecipeResource,
+    mlflow: MlflowResource,
+    user_examples: pl.DataFrame,
+    cleaned_items: pl.DataFrame,
+) -> pl.DataFrame:
+    """Profiles the untrained generator writes for val/test users and (capped) train users.
+
+    Stored with the prompt hash, model id and decoding settings: rematerialising with the same
+    inputs reuses them, a changed prompt, model or decoding setting regenerates only what changed.
+    """
+    cfg = recipe.get()
+    examples = select_profile_examples(user_examples, cfg.evaluation.max_train_users)
+    tokenizer = load_tokenizer(cfg.models.generator)
+    prompts = text.build_prompts(examples, cleaned_items, tokenizer, text.instruction_for(cfg.data))
+    generator = make_generator(cfg.models.generator, cfg.models, cfg.generation)
+    store = ProfileStore(outputs_dir() / "profile_store.parquet")
+    started = time.perf_counter()
+    generated, fresh = store.get_or_generate(
+        prompts, generator, cfg.generation, progress=_progress_logger(context, "profiles")
+    )
+    seconds = time.perf_counter() - started
+    profiles = examples.select("user_id", "split", "window").with_columns(
+        pl.Series("profile", [g.text for g in generated], dtype=pl.String),
+        pl.Series("num_tokens", [g.num_tokens for g in generated], dtype=pl.Int32),
+        pl.Series("finished", [g.finished for g in generated], dtype=pl.Boolean),
+    )
+    samples = _samples_markdown(profiles, examples, cleaned_items)
+    summary = {
+        "profiles": profiles.height,
+        "newly_generated": fresh,
+        "mean_tokens": float(profiles["num_tokens"].mean() or 0.0),
+        "share_finished_at_end_of_turn": float(profiles["finished"].mean() or 0.0),
+        "generation_seconds": seconds,
+    }
+    with mlflow.asset_run(context, cfg, "zero_shot_profiles") as run:
+        run.log_metrics(summary)
+        run.log_text(samples, "profile_samples.md")
+        run.log_dataset(profiles, name="zero_shot_profiles", source="user_examples", context="profiles")
+    context.add_output_metadata(
+        {**summary, "model": generator.model_id, "samples": dg.MetadataValue.md(samples),
+         "preview": frame_preview(profiles), "mlflow_run": mlflow.link(run)}
+    )
+    return profiles
+
+
+@dg.asset(group_name=GROUP, pool=GPU_POOL)
+def item_index(
+    context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: MlflowResource, item_catalog: pl.DataFrame
+) -> dict:
+    """Embeddings of every catalogue item's text and a faiss index over them (exact by default)."""
+    cfg = recipe.get()
+    encoder = TextEncoder(load_encoder(cfg.models.encoder, cfg.models))
+    started = time.perf_counter()
+    embeddings = encoder.encode(item_catalog["text"].to_list(), progress=_progress_logger(context, "item texts"))
+    seconds = time.perf_counter() - started
+    index = ItemIndex.build(item_catalog["item_id"].to_list(), embeddings, kind=cfg.evaluation.index_kind)
+    folder = outputs_dir() / "item_index"
+    index.save(folder)
+    info = {"path": str(folder), "items": len(index.item_ids), "dim": int(embeddings.shape[1]),
+            "kind": cfg.evaluation.index_kind, "encoder": cfg.models.encoder}
+    with mlflow.asset_run(context, cfg, "item_index") as run:
+        run.log_metrics({"items": info["items"], "encode_seconds": seconds, "items_per_second": info["items"] / seconds})
+    context.add_output_metadata({**info, "encode_seconds": seconds, "mlflow_run": mlflow.link(run)})
+    return info

@@ -1,0 +1,42 @@
+"""Asset metadata people want to see in the Dagster UI: previews, histograms, plots."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import dagster as dg
+import polars as pl
+
+
+def frame_preview(frame: pl.DataFrame, rows: int = 10, max_chars: int = 80) -> dg.MetadataValue:
+    """The first rows as a markdown table, long cells shortened so the table stays readable."""
+    head = frame.head(rows).with_columns(
+        pl.all().cast(pl.String, strict=False).str.slice(0, max_chars)
+    )
+    return dg.MetadataValue.md(head.to_pandas().to_markdown(index=False))
+
+
+def figure_markdown(fig) -> dg.MetadataValue:
+    """A matplotlib figure inlined as a PNG; the Dagster UI renders markdown data-URI images."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{encoded})")
+
+
+def histogram_figure(values: pl.Series, title: str, xlabel: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(values.to_numpy(), bins=min(50, max(5, values.n_unique())))
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    return fig

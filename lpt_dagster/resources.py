@@ -1,0 +1,66 @@
+"""Dagster resources: the recipe a run uses, and MLflow tracking. Both are swappable per environment."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import dagster as dg
+import yaml
+from pydantic import PrivateAttr
+
+from lpt_core.config import Recipe, RecipeError, load_recipe
+from lpt_core.tracking import RunHandle, Tracker
+
+
+class RecipeResource(dg.ConfigurableResource):
+    """Which experiment recipe (configs/<name>.yaml or a path) a run uses, plus optional overrides.
+
+    `overrides` is YAML text merged over the file, e.g. "generation: {max_new_tokens: 64}", so a
+    one-off change needs neither a code edit nor a new recipe file.
+    """
+
+    name: str = "quick"
+    overrides: str = ""
+
+    def get(self) -> Recipe:
+        overrides = yaml.safe_load(self.overrides) if self.overrides.strip() else {}
+        if not isinstance(overrides, dict):
+            raise RecipeError(f"recipe overrides must be a YAML mapping, got: {self.overrides!r}")
+        return load_recipe(self.name, overrides)
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking through a client (no global fluent state): one parent run per Dagster run,
+    one child run per asset. tracking_uri None means the sqlite store in the work folder."""
+
+    tracking_uri: str | None = None
+    experiment: str = "langptune"
+    ui_url: str = "http://127.0.0.1:5000"
+    _tracker: Tracker | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._tracker = Tracker(tracking_uri=self.tracking_uri, experiment=self.experiment)
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is None:  # used outside a Dagster run (tests, scripts)
+            self._tracker = Tracker(tracking_uri=self.tracking_uri, experiment=self.experiment)
+        return self._tracker
+
+    @contextlib.contextmanager
+    def asset_run(self, context: dg.AssetExecutionContext, recipe: Recipe, name: str) -> Iterator[RunHandle]:
+        """The child run of asset `name` under this Dagster run's parent; params = the recipe."""
+        parent = self.tracker.parent_run(
+            context.run_id,
+            name=f"{context.job_name or 'dagster'}:{context.run_id[:8]}",
+            tags={"lpt.recipe": recipe.name, "lpt.recipe_hash": recipe.content_hash()},
+        )
+        with self.tracker.child_run(parent, name) as run:
+            run.log_params(recipe.model_dump(mode="json"))
+            run.set_tags({"lpt.recipe": recipe.name, "lpt.recipe_hash": recipe.content_hash()})
+            yield run
+
+    def link(self, run: RunHandle) -> dg.MetadataValue:
+        """A clickable link from the asset's metadata to its MLflow run."""
+        return dg.MetadataValue.url(run.url(self.ui_url))
