@@ -15,6 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `final`; rename it to `final` only if the block succeeds."""
@@ -25,6 +29,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; a finished output is readable by others
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -38,6 +43,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
     try:
         yield tmp
+        os.chmod(tmp, DIR_MODE)  # mkdtemp makes 0700
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -76,10 +76,26 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    _align_special_tokens(tokenizer, model.config)
     with atomic.atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return Path(out_dir)
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """Short hash of a model folder's config and weight files (names, sizes, modification times).
+
+    Part of a generator's identity in stored profiles: re-saved or retrained weights under the
+    same name get new profiles instead of stale ones.
+    """
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for file in sorted([folder / "config.json", *folder.glob("*.safetensors")]):
+        if file.is_file():
+            stat = file.stat()
+            digest.update(f"{file.name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:10]
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -142,6 +158,17 @@ def load_encoder(name: str, cfg: ModelsConfig) -> SentenceTransformer:
     return SentenceTransformer(
         str(folder), device=str(device), trust_remote_code=False, local_files_only=True
     )
+
+
+def _align_special_tokens(tokenizer: PreTrainedTokenizerBase, config: object) -> None:
+    # transformers' GGUF tokenizer import can name the wrong eos (SmolLM2: <|im_start|>, while the
+    # GGUF metadata and the model config say <|im_end|>); the model config carries the GGUF's ids.
+    for role in ("bos", "eos", "pad"):
+        token_id = getattr(config, f"{role}_token_id", None)
+        if isinstance(token_id, list):
+            token_id = token_id[0] if token_id else None
+        if token_id is not None and getattr(tokenizer, f"{role}_token_id") != token_id:
+            setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(token_id))
 
 
 def _packaged_default(name: str) -> Path:

@@ -16,6 +16,7 @@ rules agree. Ranks are therefore float64 (multiples of 0.5).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from sentence_transformers import SentenceTransformer
 
 from lpt_core.atomic import atomic_dir
 
+TIE_RULE = "expected rank under random tie-breaking: 1 + #higher + #tied/2"
 IndexKind = Literal["flat", "hnsw"]
 INDEX_FILE = "index.faiss"
 IDS_FILE = "item_ids.json"
@@ -101,24 +103,25 @@ def rank_targets(
     if len(exclude_positions) != rows:
         raise ValueError(f"exclude has {len(exclude_positions)} rows, targets have {rows}")
     scores = np.asarray(scores)
-    row_index = np.arange(rows) if scores.shape[0] == rows else np.zeros(rows, dtype=np.int64)
-    target_scores = scores[row_index, target_positions][:, None]
+    shared = scores.shape[0] != rows
+    row_of_scores = np.zeros(rows, dtype=np.int64) if shared else np.arange(rows)
+    target_scores = scores[row_of_scores, target_positions][:, None]
+    # (1 x items) scores broadcast against (rows x 1) targets: counts come out per row either way.
     higher = np.count_nonzero(scores > target_scores, axis=1)
     tied = np.count_nonzero(scores == target_scores, axis=1) - 1  # the target ties with itself
-    if scores.shape[0] != rows:
-        higher = np.broadcast_to(higher, (rows,)).copy()
-        tied = np.broadcast_to(tied, (rows,)).copy()
 
-    excluded_rows = np.repeat(np.arange(rows), [len(p) for p in exclude_positions])
+    # A history may hold an item twice (duplicate interactions are kept): remove it once.
+    unique_excluded = [np.unique(np.asarray(p, dtype=np.int64)) for p in exclude_positions]
+    excluded_rows = np.repeat(np.arange(rows), [len(p) for p in unique_excluded])
     if excluded_rows.size:
-        excluded_cols = np.concatenate([np.asarray(p, dtype=np.int64) for p in exclude_positions])
-        if np.any(excluded_cols == target_positions[excluded_rows]):
-            bad = int(excluded_rows[excluded_cols == target_positions[excluded_rows]][0])
-            raise ValueError(f"row {bad}: the target item is also in the items to exclude")
-        excluded_scores = scores[row_index[excluded_rows], excluded_cols]
+        excluded_cols = np.concatenate(unique_excluded)
+        clashes = excluded_rows[excluded_cols == target_positions[excluded_rows]]
+        if clashes.size:
+            raise ValueError(f"row {int(clashes[0])}: the target item is also in the items to exclude")
+        excluded_scores = scores[row_of_scores[excluded_rows], excluded_cols]
         own_target = target_scores[excluded_rows, 0]
-        higher -= np.bincount(excluded_rows[excluded_scores > own_target], minlength=rows)
-        tied -= np.bincount(excluded_rows[excluded_scores == own_target], minlength=rows)
+        higher = higher - np.bincount(excluded_rows[excluded_scores > own_target], minlength=rows)
+        tied = tied - np.bincount(excluded_rows[excluded_scores == own_target], minlength=rows)
     return 1.0 + higher + tied / 2.0
 
 
@@ -138,8 +141,8 @@ class ItemIndex:
     def __post_init__(self) -> None:
         self._position = {item_id: pos for pos, item_id in enumerate(self.item_ids.tolist())}
         if len(self._position) != len(self.item_ids):
-            duplicates = sorted({i for i in self.item_ids.tolist() if self.item_ids.tolist().count(i) > 1})
-            raise ValueError(f"item_ids must be unique; repeated: {duplicates[:10]}")
+            repeated = [i for i, n in Counter(self.item_ids.tolist()).items() if n > 1]
+            raise ValueError(f"item_ids must be unique; repeated: {sorted(repeated)[:10]}")
         if self.index.ntotal != len(self.item_ids):
             raise ValueError(f"index holds {self.index.ntotal} vectors for {len(self.item_ids)} ids")
         self.vectors = _stored_vectors(self.index)

@@ -1,0 +1,156 @@
+"""Every evaluated method as one function: evaluation context in, full-catalogue target ranks out.
+
+All methods rank the same catalogue, for the same rows, with each row's history items removed, and
+break ties by the same rule (lpt_core.retrieval.rank_targets), so their numbers compare directly.
+"No profile at all" baselines are part of the honest comparison: they can win (method.md).
+Adding a method is one function decorated with @register("name").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lpt_core.retrieval import ItemIndex, TextEncoder, chunk_rows, rank_targets
+
+if TYPE_CHECKING:  # polars is not needed at run time here (the GPU machine has none)
+    import polars as pl
+
+
+@dataclass
+class EvalContext:
+    """What any method may use to rank the catalogue for the evaluated split's rows."""
+
+    examples: pl.DataFrame  # lpt_core.data.schemas.EXAMPLES rows of the evaluated split
+    index: ItemIndex
+    encoder: TextEncoder
+    item_text: dict[str, str]
+    train_item_counts: dict[str, int]  # interactions per item in the train split (popularity)
+    seed: int
+    history_texts: list[str] | None = None  # one raw history text per row, as the query
+    profiles: list[str] | None = None  # one profile per row, as the query
+
+    @property
+    def targets(self) -> list[str]:
+        return self.examples["target_item_id"].to_list()
+
+    @property
+    def histories(self) -> list[list[str]]:
+        return self.examples["history_item_ids"].to_list()
+
+
+Method = Callable[[EvalContext], np.ndarray]
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str) -> Callable[[Method], Method]:
+    """Add a method to METHODS under `name`."""
+
+    def add(method: Method) -> Method:
+        if name in METHODS:
+            raise ValueError(f"a method named {name!r} is already registered")
+        METHODS[name] = method
+        return method
+
+    return add
+
+
+def evaluate_methods(ctx: EvalContext, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Target ranks (one per example row) for each named method."""
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise KeyError(f"unknown method(s) {unknown}; registered: {sorted(METHODS)}")
+    results = {}
+    for name in names:
+        ranks = np.asarray(METHODS[name](ctx), dtype=np.float64)
+        if ranks.shape != (ctx.examples.height,):
+            raise ValueError(
+                f"method {name!r} returned {ranks.shape} ranks for {ctx.examples.height} rows"
+            )
+        results[name] = ranks
+    return results
+
+
+def rank_by_query_texts(ctx: EvalContext, queries: Sequence[str]) -> np.ndarray:
+    """Encode one query text per row and rank the catalogue by cosine similarity to it."""
+    return ctx.index.target_ranks(ctx.encoder.encode(queries), ctx.targets, ctx.histories)
+
+
+def rank_by_scores(ctx: EvalContext, scores_for: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Rank targets under scores that do not come from text.
+
+    `scores_for(n)` gives the scores of the next n rows, chunk by chunk in row order: an
+    (n x items) array, or a (1 x items) array shared by all n rows.
+    """
+    target_positions = ctx.index.positions(ctx.targets)
+    exclude_positions = [ctx.index.positions(items) for items in ctx.histories]
+    ranks = np.empty(len(target_positions), dtype=np.float64)
+    step = chunk_rows(len(ctx.index))
+    for start in range(0, len(ranks), step):
+        rows = slice(start, min(start + step, len(ranks)))
+        scores = scores_for(rows.stop - rows.start)
+        ranks[rows] = rank_targets(scores, target_positions[rows], exclude_positions[rows])
+    return ranks
+
+
+def _required(values: list[str] | None, field: str, ctx: EvalContext) -> list[str]:
+    if values is None:
+        raise ValueError(f"this method needs EvalContext.{field} (one text per example row)")
+    if len(values) != ctx.examples.height:
+        raise ValueError(
+            f"EvalContext.{field} has {len(values)} texts for {ctx.examples.height} rows"
+        )
+    return values
+
+
+@register("random")
+def random_scores(ctx: EvalContext) -> np.ndarray:
+    """Seeded uniform scores per row: the chance level (expected Recall@K = K / catalogue size)."""
+    rng = np.random.default_rng(ctx.seed)
+    n_items = len(ctx.index)
+    return rank_by_scores(ctx, lambda n_rows: rng.random((n_rows, n_items)))
+
+
+@register("popularity")
+def popularity(ctx: EvalContext) -> np.ndarray:
+    """Items by train interaction count, the same list for everyone (history still removed).
+
+    Equal counts tie and take the expected rank under random tie-breaking (rank_targets).
+    """
+    item_ids = ctx.index.item_ids.tolist()
+    counts = np.array([ctx.train_item_counts.get(i, 0) for i in item_ids], dtype=np.float64)
+    return rank_by_scores(ctx, lambda n_rows: counts[None, :])
+
+
+@register("last_item_text")
+def last_item_text(ctx: EvalContext) -> np.ndarray:
+    """The text of the user's most recent history item as the query (no LLM)."""
+    histories = ctx.histories
+    empty = [row for row, history in enumerate(histories) if not history]
+    if empty:
+        raise ValueError(f"rows {empty[:10]} have an empty history: no last item to query with")
+    last_ids = [history[-1] for history in histories]
+    unknown = sorted({i for i in last_ids if i not in ctx.item_text})
+    if unknown:
+        raise KeyError(f"no item text for {len(unknown)} last history item(s): {unknown[:10]}")
+    # Many users share a last item: encode each distinct item once.
+    distinct = list(dict.fromkeys(last_ids))
+    embeddings = ctx.encoder.encode([ctx.item_text[i] for i in distinct])
+    row_of = {item_id: row for row, item_id in enumerate(distinct)}
+    queries = embeddings[[row_of[i] for i in last_ids]]
+    return ctx.index.target_ranks(queries, ctx.targets, histories)
+
+
+@register("history_text")
+def history_text(ctx: EvalContext) -> np.ndarray:
+    """The raw history text (items and reviews) as the query (no LLM)."""
+    return rank_by_query_texts(ctx, _required(ctx.history_texts, "history_texts", ctx))
+
+
+@register("profile")
+def profile(ctx: EvalContext) -> np.ndarray:
+    """The LLM-written profile as the query: the method itself."""
+    return rank_by_query_texts(ctx, _required(ctx.profiles, "profiles", ctx))

@@ -1,0 +1,81 @@
+"""The one interface every profile generator offers, and what both backends share.
+
+A generator turns chat-formatted prompts into profiles. Backends differ in engine (transformers on
+any device, vLLM on CUDA) but agree on this contract: one profile per prompt, in prompt order,
+stopped at the chat turn's end token, text without that token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from lpt_core.config import GenerationConfig, ModelsConfig
+
+# Tokens that close an assistant turn in common chat templates (ChatML, Gemma, Llama 3, Phi).
+# Tokenizers often name a different token as eos (SmolLM2's GGUF: <|endoftext|>), so stopping on
+# eos alone would run every profile to max_new_tokens.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>")
+
+
+@dataclass(frozen=True)
+class GeneratedProfile:
+    """A generated profile. `num_tokens` counts the profile's tokens, not the end-of-turn token;
+    `finished` is True when the model ended its turn, False when max_new_tokens cut it."""
+
+    text: str
+    num_tokens: int
+    finished: bool
+
+
+class ProfileGenerator(Protocol):
+    """Anything that writes profiles; `model_id` identifies the weights in stored profiles' keys."""
+
+    model_id: str
+
+    def generate(self, prompts: Sequence[str]) -> list[GeneratedProfile]:
+        """One profile per prompt, in the order of `prompts`."""
+        ...
+
+
+def stop_token_ids(tokenizer: Any, extra_eos: int | Sequence[int] | None = None) -> list[int]:
+    """Ids that end generation: the tokenizer's eos, any known end-of-turn token in its vocabulary,
+    and `extra_eos` (a model's generation_config.eos_token_id, which may be an int or a list)."""
+    ids: list[int] = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    ids.extend(vocab[token] for token in END_OF_TURN_TOKENS if token in vocab)
+    if isinstance(extra_eos, int):
+        ids.append(extra_eos)
+    elif extra_eos is not None:
+        ids.extend(extra_eos)
+    return sorted(set(ids))
+
+
+def profile_from_tokens(tokenizer: Any, token_ids: Sequence[int], stop_ids: set[int]) -> GeneratedProfile:
+    """Cut generated ids at the first stop token and decode the rest into a stripped profile."""
+    for position, token_id in enumerate(token_ids):
+        if token_id in stop_ids:
+            kept, finished = list(token_ids[:position]), True
+            break
+    else:
+        kept, finished = list(token_ids), False
+    text = tokenizer.decode(kept, skip_special_tokens=True).strip()
+    return GeneratedProfile(text=text, num_tokens=len(kept), finished=finished)
+
+
+def make_generator(
+    model_name: str, models_cfg: ModelsConfig, gen_cfg: GenerationConfig
+) -> ProfileGenerator:
+    """Build the generator that `gen_cfg.backend` names, loading `model_name` (see models.py)."""
+    if gen_cfg.backend == "transformers":
+        from lpt_core.generation.hf_backend import TransformersGenerator
+
+        return TransformersGenerator.load(model_name, models_cfg, gen_cfg)
+    if gen_cfg.backend == "vllm":
+        from lpt_core.generation.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(model_name, models_cfg, gen_cfg)
+    raise ValueError(f"generation.backend {gen_cfg.backend!r}: expected 'transformers' or 'vllm'")

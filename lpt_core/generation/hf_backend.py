@@ -1,0 +1,136 @@
+"""Profile generation with transformers `generate`: the default backend, on CPU or GPU.
+
+Prompts are batched longest first, so each batch holds prompts of similar length and little compute
+goes into padding; results are put back in input order. Generation stops at the chat turn's end
+token rather than running to a fixed length. On CUDA a static KV cache lets transformers compile
+the decode step (about 10x faster per step than the dynamic cache at batch 32, see method.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import torch
+from transformers import GenerationConfig as HFGenerationConfig
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lpt_core import models
+from lpt_core.config import GenerationConfig, ModelsConfig
+from lpt_core.generation.base import GeneratedProfile, profile_from_tokens, stop_token_ids
+
+log = logging.getLogger(__name__)
+
+
+class TransformersGenerator:
+    """A ProfileGenerator over an already loaded model and tokenizer.
+
+    Training code builds one around the policy it is training (pass a `model_id` naming that
+    checkpoint); `load` builds one from a model name in a recipe.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        gen_cfg: GenerationConfig,
+        *,
+        model_id: str,
+        min_new_tokens: int = 0,
+    ) -> None:
+        """`min_new_tokens` > 0 forbids ending a turn early; benchmarks use it to decode a fixed
+        number of tokens. Profile generation leaves it at 0."""
+        if tokenizer.padding_side != "left":
+            raise ValueError("tokenizer.padding_side must be 'left' for batched generation")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; load it with models.load_generator")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.gen_cfg = gen_cfg
+        self.model_id = model_id
+        self._stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
+        self._hf_config = _hf_generation_config(gen_cfg, self._stop_ids, tokenizer.pad_token_id)
+        self._hf_config.min_new_tokens = min_new_tokens or None
+        if model.device.type == "cuda":
+            # A fixed-size cache gives the decode step static shapes, so generate compiles it.
+            self._hf_config.cache_implementation = "static"
+
+    @classmethod
+    def load(
+        cls, model_name: str, models_cfg: ModelsConfig, gen_cfg: GenerationConfig
+    ) -> TransformersGenerator:
+        """Load `model_name` (see models.resolve_model) and wrap it."""
+        model, tokenizer = models.load_generator(model_name, models_cfg)
+        folder = models.resolve_model(model_name)
+        model_id = f"{model_name}@{models.weights_fingerprint(folder)}"
+        return cls(model, tokenizer, gen_cfg, model_id=model_id)
+
+    def generate(self, prompts: Sequence[str]) -> list[GeneratedProfile]:
+        """One profile per prompt, in input order. Seeded per call: the same prompts, settings and
+        batch size give the same profiles on rerun."""
+        if not prompts:
+            return []
+        torch.manual_seed(self.gen_cfg.seed)
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        longest_first = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
+        profiles: list[GeneratedProfile | None] = [None] * len(prompts)
+        batch_size = self.gen_cfg.batch_size
+        for start in range(0, len(longest_first), batch_size):
+            indices = longest_first[start : start + batch_size]
+            batch_profiles = self._generate_batch([encoded[i] for i in indices])
+            for index, profile in zip(indices, batch_profiles, strict=True):
+                profiles[index] = profile
+        return profiles  # type: ignore[return-value]  # every slot was filled above
+
+    def _generate_batch(self, input_ids: list[list[int]]) -> list[GeneratedProfile]:
+        batch = self.tokenizer.pad({"input_ids": input_ids}, padding=True, return_tensors="pt")
+        batch = batch.to(self.model.device)
+        prompt_width = batch["input_ids"].shape[1]
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = self.model.generate(**batch, generation_config=self._hf_config)
+        seconds = time.perf_counter() - started
+        stop_ids = set(self._stop_ids)
+        profiles = [
+            profile_from_tokens(self.tokenizer, row, stop_ids)
+            for row in output[:, prompt_width:].tolist()
+        ]
+        _log_batch_speed(profiles, prompt_width, seconds)
+        return profiles
+
+
+def _hf_generation_config(
+    gen_cfg: GenerationConfig, stop_ids: list[int], pad_token_id: int
+) -> HFGenerationConfig:
+    """Our decoding settings, with every knob that would otherwise fall back to the model's own
+    generation_config (top_k=50, repetition penalties...) pinned, so that the stored settings
+    describe the decoding completely and match the vLLM backend's."""
+    sampling = (
+        {"do_sample": True, "temperature": gen_cfg.temperature, "top_p": gen_cfg.top_p, "top_k": 0}
+        if gen_cfg.do_sample
+        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    )
+    return HFGenerationConfig(
+        max_new_tokens=gen_cfg.max_new_tokens,
+        eos_token_id=stop_ids,
+        pad_token_id=pad_token_id,
+        num_beams=1,
+        repetition_penalty=1.0,
+        **sampling,
+    )
+
+
+def _log_batch_speed(profiles: list[GeneratedProfile], prompt_width: int, seconds: float) -> None:
+    # The end-of-turn token was generated too; the padding after an early stop was not.
+    new_tokens = sum(p.num_tokens + p.finished for p in profiles)
+    log.info(
+        "generated %d profiles (prompt width %d) in %.1f s: %.2f users/s, %.1f tokens/s, %d/%d ended their turn",
+        len(profiles),
+        prompt_width,
+        seconds,
+        len(profiles) / seconds,
+        new_tokens / seconds,
+        sum(p.finished for p in profiles),
+        len(profiles),
+    )

@@ -1,0 +1,140 @@
+"""Profile generation with vLLM: the fast GPU backend (`pip install '.[vllm]'`, CUDA only).
+
+vLLM is imported when a generator is built, not when this module is imported, so the project
+imports and tests without it. Prompts are tokenized here with the model's own tokenizer and
+passed as token ids, so vLLM does not add a second BOS to a chat template that already has one,
+and both backends see exactly the same input tokens. A script that builds this generator needs an
+`if __name__ == "__main__":` guard, because vLLM starts its engine in a separate process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lpt_core import models
+from lpt_core.config import GenerationConfig, ModelsConfig
+from lpt_core.generation.base import GeneratedProfile, profile_from_tokens, stop_token_ids
+
+log = logging.getLogger(__name__)
+
+
+class VLLMGenerator:
+    """A ProfileGenerator on a vLLM engine holding the model named `model_name`.
+
+    Each request carries the same seed, so a prompt's sampled profile depends on the prompt and
+    the settings only, not on which other prompts shared its call.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        models_cfg: ModelsConfig,
+        gen_cfg: GenerationConfig,
+        *,
+        gpu_memory_utilization: float = 0.85,
+        max_model_len: int | None = None,
+    ) -> None:
+        """`gpu_memory_utilization` is the share of GPU memory vLLM may take (lower it when a
+        trainer shares the GPU); `max_model_len` caps prompt + profile tokens (None: the model's)."""
+        vllm = _import_vllm(models_cfg)
+        from transformers import AutoTokenizer
+
+        folder = models.resolve_model(model_name)
+        self.model_id = f"{model_name}@{models.weights_fingerprint(folder)}"
+        self.gen_cfg = gen_cfg
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        dtype = models.pick_dtype(models_cfg.dtype, torch.device("cuda"))
+        self._llm = vllm.LLM(
+            model=str(folder),
+            tokenizer=str(folder),
+            dtype=str(dtype).removeprefix("torch."),
+            seed=gen_cfg.seed,
+            trust_remote_code=False,
+            # Without this vLLM merges the model's generation_config.json (top_k, penalties...)
+            # into every request, and the stored decoding settings would not describe the output.
+            generation_config="vllm",
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+        )
+        self._stop_ids = stop_token_ids(self.tokenizer, _model_eos_ids(folder))
+        self._sampling = vllm.SamplingParams(**_sampling_kwargs(gen_cfg, self._stop_ids))
+
+    def generate(self, prompts: Sequence[str]) -> list[GeneratedProfile]:
+        """One profile per prompt, in input order (vLLM returns outputs in request order)."""
+        if not prompts:
+            return []
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        requests = [{"prompt_token_ids": ids} for ids in encoded]
+        started = time.perf_counter()
+        outputs = self._llm.generate(requests, self._sampling, use_tqdm=False)
+        seconds = time.perf_counter() - started
+        profiles = [self._profile(output.outputs[0]) for output in outputs]
+        new_tokens = sum(len(output.outputs[0].token_ids) for output in outputs)
+        log.info(
+            "vLLM generated %d profiles in %.1f s: %.2f users/s, %.1f tokens/s",
+            len(profiles),
+            seconds,
+            len(profiles) / seconds,
+            new_tokens / seconds,
+        )
+        return profiles
+
+    def _profile(self, completion: Any) -> GeneratedProfile:
+        profile = profile_from_tokens(self.tokenizer, completion.token_ids, set(self._stop_ids))
+        # finish_reason is "stop" for an end token, "length" for max_tokens; it is the authority
+        # whether or not vLLM kept the stop token in token_ids.
+        return dataclasses.replace(profile, finished=completion.finish_reason == "stop")
+
+
+def _model_eos_ids(folder: Path) -> int | list[int] | None:
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    try:
+        return HFGenerationConfig.from_pretrained(folder, local_files_only=True).eos_token_id
+    except OSError:  # no generation_config.json: the tokenizer's ids are all there is
+        return None
+
+
+def _import_vllm(models_cfg: ModelsConfig) -> Any:
+    if models_cfg.device == "cpu":
+        raise ValueError(
+            "generation.backend 'vllm' needs a CUDA GPU but models.device is 'cpu': "
+            "use generation.backend 'transformers'"
+        )
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "generation.backend 'vllm' needs a CUDA GPU and none is available: "
+            "use generation.backend 'transformers'"
+        )
+    try:
+        import vllm
+    except ImportError as exc:
+        raise ImportError(
+            "generation.backend 'vllm' needs the vllm extra: pip install '.[vllm]' "
+            f"(import failed: {exc})"
+        ) from exc
+    return vllm
+
+
+def _sampling_kwargs(gen_cfg: GenerationConfig, stop_ids: list[int]) -> dict[str, Any]:
+    """vLLM SamplingParams arguments equivalent to the transformers backend's decoding."""
+    common = {
+        "max_tokens": gen_cfg.max_new_tokens,
+        "stop_token_ids": stop_ids,
+        "skip_special_tokens": True,
+    }
+    if not gen_cfg.do_sample:
+        return {**common, "temperature": 0.0}  # vLLM's greedy decoding
+    return {
+        **common,
+        "temperature": gen_cfg.temperature,
+        "top_p": gen_cfg.top_p,  # top_k left at vLLM's default: off, as in the transformers backend
+        "seed": gen_cfg.seed,
+    }

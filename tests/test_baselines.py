@@ -1,0 +1,136 @@
+"""Every registered method ranks the full catalogue with the history removed, on a tiny world."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from sentence_transformers import SentenceTransformer
+from tiny_encoder import build_tiny_encoder
+
+from lpt_core import baselines
+from lpt_core.baselines import METHODS, EvalContext, evaluate_methods, register
+from lpt_core.data.schemas import EXAMPLES
+from lpt_core.retrieval import ItemIndex, TextEncoder
+
+GENRES = ["drama", "comedy", "action", "thriller", "horror", "romance", "crime", "mystery", "fantasy", "war"]
+ITEM_TEXT = {f"m{i}": f"Title: {GENRES[i % 10]} {i}\nCategory: {GENRES[(i * 3) % 10]}" for i in range(40)}
+# m0 is by far the most popular item, m1 the second; every other count is distinct and lower.
+COUNTS = {"m0": 100, "m1": 90, **{f"m{i}": 50 - i for i in range(2, 40)}}
+# (user, history, target): u0 has not seen m0; u1 has seen m0 and its target is m1.
+ROWS = [
+    ("u0", ["m5", "m6", "m7", "m8"], "m0"),
+    ("u1", ["m0", "m9", "m10", "m11"], "m1"),
+    ("u2", ["m12", "m13", "m14", "m15"], "m16"),
+    ("u2", ["m13", "m14", "m15", "m16"], "m17"),  # a second window of the same user
+    ("u3", ["m20", "m21", "m21", "m22"], "m30"),  # an item repeated in the history
+]
+
+
+def examples(rows=ROWS) -> pl.DataFrame:
+    return pl.DataFrame(
+        [
+            {
+                "user_id": user,
+                "split": "test",
+                "window": window,
+                "history_item_ids": history,
+                "history_ratings": [4.0] * len(history),
+                "history_reviews": ["fine"] * len(history),
+                "target_item_id": target,
+            }
+            for window, (user, history, target) in enumerate(rows)
+        ],
+        schema=EXAMPLES,
+    )
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory) -> TextEncoder:
+    folder = build_tiny_encoder(tmp_path_factory.mktemp("encoder"))
+    return TextEncoder(SentenceTransformer(str(folder), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def ctx(encoder) -> EvalContext:
+    ids = list(ITEM_TEXT)
+    index = ItemIndex.build(ids, encoder.encode([ITEM_TEXT[i] for i in ids]))
+    frame = examples()
+    targets = frame["target_item_id"].to_list()
+    return EvalContext(
+        examples=frame,
+        index=index,
+        encoder=encoder,
+        item_text=ITEM_TEXT,
+        train_item_counts=COUNTS,
+        seed=0,
+        # A query that IS the target's text must rank it first: checks the query plumbing.
+        history_texts=[ITEM_TEXT[t] for t in targets],
+        profiles=[ITEM_TEXT[t] for t in targets],
+    )
+
+
+def test_every_method_ranks_the_catalogue_minus_the_history(ctx):
+    ranks = evaluate_methods(ctx, list(METHODS))
+    assert set(ranks) >= {"random", "popularity", "last_item_text", "history_text", "profile"}
+    for name, method_ranks in ranks.items():
+        assert method_ranks.shape == (len(ROWS),), name
+        for rank, (_, history, _) in zip(method_ranks, ROWS):
+            assert 1 <= rank <= len(ITEM_TEXT) - len(set(history)), name
+
+
+def test_text_queries_equal_to_the_target_text_rank_it_first(ctx):
+    ranks = evaluate_methods(ctx, ["history_text", "profile"])
+    np.testing.assert_array_equal(ranks["history_text"], 1.0)
+    np.testing.assert_array_equal(ranks["profile"], 1.0)
+
+
+def test_popularity_puts_the_most_popular_unseen_item_first(ctx):
+    ranks = METHODS["popularity"](ctx)
+    assert ranks[0] == 1  # u0's target is m0, the most popular item
+    assert ranks[1] == 1  # u1 has seen m0, so their target m1 moves up to first
+    assert ranks[2] == 1 + 2 + 14 - 4  # m0, m1 and m2..m15 above m16, minus 4 history items
+
+
+def test_popularity_ties_take_the_expected_rank(ctx):
+    tied = EvalContext(**{**ctx.__dict__, "train_item_counts": {i: 1 for i in ITEM_TEXT}})
+    ranks = METHODS["popularity"](tied)
+    expected = [1 + (len(ITEM_TEXT) - 1 - len(set(h))) / 2 for _, h, _ in ROWS]
+    np.testing.assert_allclose(ranks, expected)
+
+
+def test_random_is_seeded(ctx):
+    again = METHODS["random"](ctx)
+    np.testing.assert_array_equal(METHODS["random"](ctx), again)
+    other = EvalContext(**{**ctx.__dict__, "seed": 1})
+    assert not np.array_equal(METHODS["random"](other), again)
+
+
+def test_last_item_text_queries_with_the_last_history_item(ctx, encoder):
+    # A catalogue item with exactly the text of u0's last history item must come first for u0.
+    item_text = {**ITEM_TEXT, "copy": ITEM_TEXT["m8"]}
+    ids = list(item_text)
+    index = ItemIndex.build(ids, encoder.encode([item_text[i] for i in ids]))
+    frame = examples([("u0", ["m5", "m6", "m7", "m8"], "copy")])
+    copy_ctx = EvalContext(frame, index, encoder, item_text, COUNTS, seed=0)
+    assert METHODS["last_item_text"](copy_ctx)[0] == 1.0
+
+
+def test_missing_inputs_and_unknown_methods_are_named(ctx):
+    without_profiles = EvalContext(**{**ctx.__dict__, "profiles": None})
+    with pytest.raises(ValueError, match="profiles"):
+        evaluate_methods(without_profiles, ["profile"])
+    with pytest.raises(KeyError, match="sasrec"):
+        evaluate_methods(ctx, ["sasrec"])
+
+
+def test_a_new_method_is_one_decorated_function(ctx, monkeypatch):
+    monkeypatch.setattr(baselines, "METHODS", dict(METHODS))
+
+    @register("always_last")
+    def always_last(context: EvalContext) -> np.ndarray:
+        return np.full(context.examples.height, float(len(context.index)))
+
+    assert evaluate_methods(ctx, ["always_last"])["always_last"].tolist() == [40.0] * len(ROWS)
+    with pytest.raises(ValueError, match="already registered"):
+        register("always_last")(always_last)

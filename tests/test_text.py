@@ -1,0 +1,152 @@
+"""Item texts and prompts: the paper's format, history in time order, the model's chat template."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from tiny_lm import CHATML_TEMPLATE
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+from lpt_core.data import schemas
+from lpt_core.text import (
+    DEFAULT_INSTRUCTIONS,
+    build_prompts,
+    history_block,
+    history_texts,
+    item_texts,
+    token_counts,
+)
+
+
+def _items() -> pl.DataFrame:
+    rows = [
+        {
+            "item_id": "m1",
+            "title": "Toy Story (1995)",
+            "year": 1995,
+            "description": None,
+            "categories": ["Animation", "Children's", "Comedy"],
+            "price": None,
+            "average_rating": None,
+        },
+        {
+            "item_id": "a1",
+            "title": "Heat",
+            "year": None,
+            "description": "A cop hunts a crew of thieves.",
+            "categories": ["Movies", "Crime"],
+            "price": "$9.99",
+            "average_rating": 4.3,
+        },
+        {
+            "item_id": "a2",
+            "title": "Alien",
+            "year": 1979,
+            "description": None,
+            "categories": [],
+            "price": "  ",
+            "average_rating": 4.7,
+        },
+    ]
+    return pl.DataFrame(rows, schema=schemas.ITEMS)
+
+
+def _examples() -> pl.DataFrame:
+    rows = [
+        {
+            "user_id": "u1",
+            "split": "train",
+            "window": 0,
+            "history_item_ids": ["a2", "m1", "a1"],
+            "history_ratings": [5.0, 3.0, 4.0],
+            "history_reviews": ["Scary and brilliant.", None, "Tense."],
+            "target_item_id": "x",
+        },
+        {
+            "user_id": "u2",
+            "split": "test",
+            "window": 0,
+            "history_item_ids": ["m1"],
+            "history_ratings": [2.0],
+            "history_reviews": None,
+            "target_item_id": "x",
+        },
+    ]
+    return pl.DataFrame(rows, schema=schemas.EXAMPLES)
+
+
+def _chat_tokenizer() -> PreTrainedTokenizerFast:
+    backend = Tokenizer(models.WordLevel({"[UNK]": 0, "<|im_end|>": 1}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", chat_template=CHATML_TEMPLATE
+    )
+
+
+def test_item_texts_follow_the_paper_format_and_omit_missing_parts():
+    texts = item_texts(_items()).to_list()
+    assert texts[0] == "Title: Toy Story (1995)\nCategory: Animation, Children's, Comedy"
+    assert texts[1] == (
+        "Title: Heat\n"
+        "Description: (average rating: 4.3) A cop hunts a crew of thieves.\n"
+        "Category: Movies, Crime\n"
+        "Price: $9.99"
+    )
+    # A year not already in the title is added; a blank price and no categories print nothing.
+    assert texts[2] == "Title: Alien (1979)\nDescription: (average rating: 4.7)"
+
+
+def test_history_block_uses_the_review_when_there_is_one_else_the_rating():
+    assert history_block("Title: X", 4.0, " Loved it. ") == (
+        "Title: X\nReview from the user: (rating: 4.0) Loved it."
+    )
+    assert history_block("Title: X", 2.5, None) == "Title: X\nRating from the user: 2.5"
+    assert history_block("Title: X", 2.5, "   ") == "Title: X\nRating from the user: 2.5"
+
+
+def test_history_texts_keep_time_order_with_blank_lines_between_items():
+    first, second = history_texts(_examples(), _items())
+    blocks = first.split("\n\n")
+    assert [b.splitlines()[0] for b in blocks] == [
+        "Title: Alien (1979)",
+        "Title: Toy Story (1995)",
+        "Title: Heat",
+    ]
+    assert blocks[0].endswith("Review from the user: (rating: 5.0) Scary and brilliant.")
+    assert blocks[1].endswith("Rating from the user: 3.0")
+    assert second.endswith("Rating from the user: 2.0")
+
+
+def test_prompts_put_instruction_then_history_inside_the_chat_template():
+    instruction = DEFAULT_INSTRUCTIONS["movielens_100k"]
+    prompts = build_prompts(_examples(), _items(), _chat_tokenizer(), instruction)
+    history = history_texts(_examples(), _items())
+    assert len(prompts) == 2
+    assert prompts[0] == (
+        f"<|im_start|>user\n{instruction}\n\n{history[0]}<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_unknown_history_item_names_the_user_and_item():
+    items = _items().filter(pl.col("item_id") != "a1")
+    with pytest.raises(ValueError, match=r"'u1'.*'a1'"):
+        history_texts(_examples(), items)
+
+
+def test_amazon_instruction_is_the_papers_text():
+    assert DEFAULT_INSTRUCTIONS["amazon_2023"].startswith(
+        "The user rated (out of 5.0) and reviewed the following movies and TV shows"
+    )
+    assert set(DEFAULT_INSTRUCTIONS) == {"movielens_100k", "amazon_2023", "tabular"}
+
+
+def test_token_counts_add_special_tokens_only_when_asked():
+    tokenizer = _chat_tokenizer()
+    tokenizer.add_special_tokens({"cls_token": "[CLS]"})
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A", special_tokens=[("[CLS]", tokenizer.cls_token_id)]
+    )
+    assert token_counts(["a b c", "a <|im_end|>"], tokenizer) == [3, 2]
+    assert token_counts(["a b c"], tokenizer, add_special_tokens=True) == [4]
+    assert token_counts([], tokenizer) == []
