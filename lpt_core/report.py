@@ -27,6 +27,14 @@ class EvaluationReport:
     table_markdown: str
     numbers: dict  # JSON-able; layout in build_report
 
+    def flat_metrics(self) -> dict[str, float]:
+        """{"<method>.<metric>": mean} for trackers that take flat metric names."""
+        return {
+            f"{method}.{metric}": interval["mean"]
+            for method, metrics in self.numbers["methods"].items()
+            for metric, interval in metrics.items()
+        }
+
     def save(self, folder: Path) -> dict[str, Path]:
         """Write report.md, report.json and metrics.png into `folder`, each atomically."""
         folder = Path(folder)

@@ -256,6 +256,8 @@ class ItemIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.index.d:
             raise ValueError(f"queries must be (n, {self.index.d}), got {queries.shape}")
+        if not np.all(np.isfinite(queries)):
+            raise ValueError("queries contain NaN or infinite values")
         if not queries.shape[0] == rows == exclude_rows:
             raise ValueError(
                 f"row counts differ: {queries.shape[0]} queries, {rows} targets, {exclude_rows} exclude"

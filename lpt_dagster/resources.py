@@ -56,10 +56,17 @@ class MlflowResource(dg.ConfigurableResource):
             name=f"{context.job_name or 'dagster'}:{context.run_id[:8]}",
             tags={"lpt.recipe": recipe.name, "lpt.recipe_hash": recipe.content_hash()},
         )
-        with self.tracker.child_run(parent, name) as run:
-            run.log_params(recipe.model_dump(mode="json"))
-            run.set_tags({"lpt.recipe": recipe.name, "lpt.recipe_hash": recipe.content_hash()})
-            yield run
+        # The parent is closed after every step with that step's outcome, so once the Dagster run
+        # ends it reads FINISHED or FAILED with no run-end hook (none fires under `job execute`).
+        failed = True
+        try:
+            with self.tracker.child_run(parent, name) as run:
+                run.log_params(recipe.model_dump(mode="json"))
+                run.set_tags({"lpt.recipe": recipe.name, "lpt.recipe_hash": recipe.content_hash()})
+                yield run
+            failed = False
+        finally:
+            self.tracker.end_run(parent, failed=failed)
 
     def link(self, run: RunHandle) -> dg.MetadataValue:
         """A clickable link from the asset's metadata to its MLflow run."""

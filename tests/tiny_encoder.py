@@ -1,8 +1,9 @@
 """Build a tiny random sentence-transformers encoder in code, so tests never need a hub download.
 
-The folder holds a 2-layer BertModel with random weights, a WordPiece vocabulary made here from a
-few hundred English words, mean pooling and L2 normalisation: the same module stack as
-all-MiniLM-L6-v2, so code that works on it works on the real default encoder.
+The folder holds a 2-layer BertModel with random weights, a WordPiece vocabulary made here from
+single characters and about a hundred English words, mean pooling and L2 normalisation: the same
+module stack as all-MiniLM-L6-v2, so code that works on it works on the real default encoder.
+Loading it touches only the local folder, never the hub.
 """
 
 from __future__ import annotations

@@ -101,3 +101,70 @@ def _build_tokenizer() -> PreTrainedTokenizerFast:
         unk_token="<|endoftext|>",
         chat_template=CHATML_TEMPLATE,
     )
+
+
+def write_tiny_gguf(hf_folder: Path, gguf_path: Path) -> Path:
+    """Write the tiny LM in `hf_folder` as a float32 llama GGUF, the way llama.cpp's converter
+    lays it out (q/k rows permuted for its rope, byte-level BPE vocabulary and merges), with
+    <|im_end|> as the GGUF's eos like SmolLM2's GGUF."""
+    import json
+
+    import gguf
+
+    model = LlamaForCausalLM.from_pretrained(hf_folder)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(hf_folder)
+    config = model.config
+    vocab = tokenizer.get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+
+    writer = gguf.GGUFWriter(str(gguf_path), arch="llama")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if t in SPECIAL_TOKENS else 1 for t in tokens])
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    writer.add_bos_token_id(vocab["<|im_start|>"])
+    writer.add_eos_token_id(vocab["<|im_end|>"])
+    writer.add_pad_token_id(vocab["<|im_end|>"])
+    writer.add_chat_template(CHATML_TEMPLATE)
+    for name, tensor in _gguf_tensors(model):
+        writer.add_tensor(name, tensor.numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return gguf_path
+
+
+def _gguf_tensors(model: LlamaForCausalLM):
+    config = model.config
+    yield "token_embd.weight", model.model.embed_tokens.weight.detach()
+    for index, layer in enumerate(model.model.layers):
+        block = f"blk.{index}"
+        attention, mlp = layer.self_attn, layer.mlp
+        yield f"{block}.attn_q.weight", _rope_permute(attention.q_proj.weight, config.num_attention_heads)
+        yield f"{block}.attn_k.weight", _rope_permute(attention.k_proj.weight, config.num_key_value_heads)
+        yield f"{block}.attn_v.weight", attention.v_proj.weight.detach()
+        yield f"{block}.attn_output.weight", attention.o_proj.weight.detach()
+        yield f"{block}.ffn_gate.weight", mlp.gate_proj.weight.detach()
+        yield f"{block}.ffn_up.weight", mlp.up_proj.weight.detach()
+        yield f"{block}.ffn_down.weight", mlp.down_proj.weight.detach()
+        yield f"{block}.attn_norm.weight", layer.input_layernorm.weight.detach()
+        yield f"{block}.ffn_norm.weight", layer.post_attention_layernorm.weight.detach()
+    yield "output_norm.weight", model.model.norm.weight.detach()
+    yield "output.weight", model.lm_head.weight.detach()
+
+
+def _rope_permute(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    # llama.cpp's convert_hf_to_gguf permute(); transformers undoes it when reading a GGUF.
+    rows = weight.detach()
+    return rows.reshape(heads, 2, rows.shape[0] // heads // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)

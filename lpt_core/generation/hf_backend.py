@@ -38,9 +38,12 @@ class TransformersGenerator:
         *,
         model_id: str,
         min_new_tokens: int = 0,
+        static_cache: bool | None = None,
     ) -> None:
         """`min_new_tokens` > 0 forbids ending a turn early; benchmarks use it to decode a fixed
-        number of tokens. Profile generation leaves it at 0."""
+        number of tokens. Profile generation leaves it at 0. `static_cache` None means: on CUDA
+        only (a fixed-size KV cache gives the decode step static shapes, so transformers compiles
+        it; on CPU the compile costs more than it saves)."""
         if tokenizer.padding_side != "left":
             raise ValueError("tokenizer.padding_side must be 'left' for batched generation")
         if tokenizer.pad_token_id is None:
@@ -52,8 +55,7 @@ class TransformersGenerator:
         self._stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
         self._hf_config = _hf_generation_config(gen_cfg, self._stop_ids, tokenizer.pad_token_id)
         self._hf_config.min_new_tokens = min_new_tokens or None
-        if model.device.type == "cuda":
-            # A fixed-size cache gives the decode step static shapes, so generate compiles it.
+        if static_cache if static_cache is not None else model.device.type == "cuda":
             self._hf_config.cache_implementation = "static"
 
     @classmethod
