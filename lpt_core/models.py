@@ -77,6 +77,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     _align_special_tokens(tokenizer, model.config)
+    # The GGUF import sets a WordPiece-only clean-up that BPE tokenizers ignore with a warning.
+    tokenizer.clean_up_tokenization_spaces = False
     with atomic.atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -122,6 +124,13 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model (generator or encoder folder) without loading its weights."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=False, local_files_only=True)
+
+
 def load_generator(name: str, cfg: ModelsConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer for batched generation (left padding, a pad token set)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -136,7 +145,7 @@ def load_generator(name: str, cfg: ModelsConfig) -> tuple[PreTrainedModel, PreTr
         local_files_only=True,
     )
     model.to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, local_files_only=True)
+    tokenizer = load_tokenizer(name)
     # Decoder-only batches must be left padded so every row's next token follows its last token.
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import polars as pl
 
+from lpt_core.config import DataConfig
+
 DEFAULT_INSTRUCTIONS: dict[str, str] = {
     "amazon_2023": (
         "The user rated (out of 5.0) and reviewed the following movies and TV shows, listed from "
@@ -26,6 +28,11 @@ DEFAULT_INSTRUCTIONS: dict[str, str] = {
         "Please give a detailed, high-level summary of the user's preferences."
     ),
 }
+
+
+def instruction_for(data: DataConfig) -> str:
+    """The recipe's own instruction, else the default for its data source."""
+    return data.instruction or DEFAULT_INSTRUCTIONS[data.source]
 
 
 def item_texts(items: pl.DataFrame) -> pl.Series:

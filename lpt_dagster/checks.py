@@ -4,7 +4,6 @@ The rules live in lpt_core.data.quality; this module only maps their outcomes on
 checks. They are blocking: a failed check stops downstream assets from materialising in that run.
 """
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 
@@ -15,8 +14,11 @@ from lpt_core.data import quality
 from lpt_dagster.resources import RecipeResource
 
 
-def _specs(asset: str, table: str) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(name, asset=asset, blocking=True) for name in quality.CHECK_NAMES[table]]
+def _specs(asset: str, table: str, also_reads: tuple[str, ...] = ()) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(name, asset=asset, blocking=True, additional_deps=also_reads)
+        for name in quality.CHECK_NAMES[table]
+    ]
 
 
 def _results(asset: str, outcomes: list[quality.CheckOutcome]) -> Iterator[dg.AssetCheckResult]:
@@ -52,7 +54,7 @@ def cleaned_items_checks(cleaned_items: pl.DataFrame) -> Iterator[dg.AssetCheckR
 
 
 @dg.multi_asset_check(
-    specs=_specs("user_examples", "examples"),
+    specs=_specs("user_examples", "examples", also_reads=("item_catalog",)),
     ins={"user_examples": dg.AssetIn(), "item_catalog": dg.AssetIn()},
 )
 def user_examples_checks(

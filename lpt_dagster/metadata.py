@@ -11,10 +11,16 @@ import polars as pl
 
 def frame_preview(frame: pl.DataFrame, rows: int = 10, max_chars: int = 80) -> dg.MetadataValue:
     """The first rows as a markdown table, long cells shortened so the table stays readable."""
-    head = frame.head(rows).with_columns(
-        pl.all().cast(pl.String, strict=False).str.slice(0, max_chars)
+    head = frame.head(rows).select(
+        _as_text(frame.schema[name], pl.col(name)).str.slice(0, max_chars).alias(name) for name in frame.columns
     )
     return dg.MetadataValue.md(head.to_pandas().to_markdown(index=False))
+
+
+def _as_text(dtype: pl.DataType, column: pl.Expr) -> pl.Expr:
+    if isinstance(dtype, pl.List):
+        return column.list.eval(pl.element().cast(pl.String)).list.join(", ")
+    return column.cast(pl.String)
 
 
 def figure_markdown(fig) -> dg.MetadataValue:

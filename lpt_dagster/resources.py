@@ -1,6 +1,5 @@
 """Dagster resources: the recipe a run uses, and MLflow tracking. Both are swappable per environment."""
 
-from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator

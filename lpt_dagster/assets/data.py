@@ -1,6 +1,5 @@
 """Data assets: raw tables -> cleaned histories -> user examples (train/val/test) + item catalogue."""
 
-from __future__ import annotations
 
 import dagster as dg
 import polars as pl
@@ -65,7 +64,8 @@ def _item_token_counter(cfg: Recipe):
     tokenizer = load_tokenizer(cfg.models.encoder)
 
     def count(items: pl.DataFrame) -> pl.Series:
-        return pl.Series("tokens", text.token_counts(text.item_texts(items).to_list(), tokenizer))
+        texts = text.item_texts(items).to_list()
+        return pl.Series("tokens", text.token_counts(texts, tokenizer, add_special_tokens=True))
 
     return count
 

@@ -1,6 +1,5 @@
 """The evaluation report: every method on the same split, the same catalogue, the same ranking."""
 
-from __future__ import annotations
 
 import base64
 from pathlib import Path

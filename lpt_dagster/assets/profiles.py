@@ -1,6 +1,5 @@
 """Profile and retrieval assets: zero-shot profiles from the generator, item embeddings + index."""
 
-from __future__ import annotations
 
 import time
 
@@ -8,7 +7,8 @@ import dagster as dg
 import polars as pl
 
 from lpt_core import text
-from lpt_core.generation import ProfileStore, make_generator
+from lpt_core.generation import make_generator
+from lpt_core.generation.store import ProfileStore
 from lpt_core.models import load_encoder, load_tokenizer
 from lpt_core.paths import outputs_dir
 from lpt_core.profiles import select_profile_examples
@@ -62,7 +62,8 @@ def zero_shot_profiles(
     tokenizer = load_tokenizer(cfg.models.generator)
     prompts = text.build_prompts(examples, cleaned_items, tokenizer, text.instruction_for(cfg.data))
     generator = make_generator(cfg.models.generator, cfg.models, cfg.generation)
-    store = ProfileStore(outputs_dir() / "profile_store.parquet")
+    # Small chunks: progress is logged, and finished work saved, after every chunk.
+    store = ProfileStore(outputs_dir() / "profile_store.parquet", chunk_size=4 * cfg.generation.batch_size)
     started = time.perf_counter()
     generated, fresh = store.get_or_generate(
         prompts, generator, cfg.generation, progress=_progress_logger(context, "profiles")

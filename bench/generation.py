@@ -1,0 +1,170 @@
+"""Tokens/s of the transformers generation backend, by dtype and batch size, or by KV-cache kind.
+
+CPU (default): SmolLM2-135M (or --model), synthetic MovieLens-style prompts of about
+--prompt-tokens tokens, every row forced to decode exactly --new-tokens tokens; prints a table and
+the bf16/fp32 ratio per batch size. The machine's cores may be shared: figures are noisy.
+
+    python bench/generation.py --model /path/to/smollm2-folder
+
+GPU: a random-weight model of gemma-2b's shape (speed does not depend on the weight values), one
+batch of --gpu-batch prompts of 1024 tokens decoding --gpu-new-tokens tokens, dynamic vs static
+KV cache (the static one is compiled on the first call, so each kind is timed on its second run).
+
+    python bench/generation.py --device cuda --shape gemma-2b
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import GemmaConfig, GemmaForCausalLM, PreTrainedTokenizerFast
+
+from lpt_core.config import GenerationConfig, ModelsConfig
+from lpt_core.generation.hf_backend import TransformersGenerator
+from lpt_core.models import load_generator
+from lpt_core.text import DEFAULT_INSTRUCTIONS, history_block
+
+TITLES = [
+    ("Toy Story (1995)", "Animation, Children's, Comedy"),
+    ("Heat (1995)", "Action, Crime, Thriller"),
+    ("Fargo (1996)", "Crime, Drama, Thriller"),
+    ("Star Wars (1977)", "Action, Adventure, Romance, Sci-Fi, War"),
+    ("Sense and Sensibility (1995)", "Drama, Romance"),
+    ("Alien (1979)", "Action, Horror, Sci-Fi, Thriller"),
+    ("Groundhog Day (1993)", "Comedy, Romance"),
+    ("Casablanca (1942)", "Drama, Romance, War"),
+]
+GEMMA_2B_SHAPE = GemmaConfig(
+    num_hidden_layers=18,
+    hidden_size=2048,
+    num_attention_heads=8,
+    num_key_value_heads=1,
+    head_dim=256,
+    intermediate_size=16384,
+    vocab_size=256000,
+)
+
+
+def main() -> None:
+    args = _arguments()
+    if args.shape == "gemma-2b":
+        _bench_static_cache(args)
+    else:
+        _bench_dtypes(args)
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="model name or folder")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--shape", choices=["gemma-2b"], help="random-weight model of this shape (GPU)")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--batch-sizes", default="1,4,16")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--prompt-tokens", type=int, default=300)
+    parser.add_argument("--gpu-batch", type=int, default=32)
+    parser.add_argument("--gpu-new-tokens", type=int, default=512)
+    return parser.parse_args()
+
+
+def _bench_dtypes(args: argparse.Namespace) -> None:
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    dtypes = args.dtypes.split(",")
+    rates: dict[tuple[str, int], float] = {}
+    print(f"model {args.model}, device {args.device}, {args.new_tokens} new tokens per row")
+    print(f"{'dtype':<10}{'batch':>6}{'prompt tok':>12}{'seconds':>10}{'tokens/s':>10}")
+    for dtype in dtypes:
+        model, tokenizer = load_generator(args.model, ModelsConfig(device=args.device, dtype=dtype))
+        prompts = _movielens_prompts(tokenizer, max(batch_sizes), args.prompt_tokens)
+        prompt_tokens = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
+        for batch_size in batch_sizes:
+            generator = _fixed_length_generator(model, tokenizer, batch_size, args.new_tokens)
+            generator.generate(prompts[:1])  # warm-up: first-call allocations and kernel choice
+            seconds = _timed(generator, prompts[:batch_size])
+            rates[dtype, batch_size] = batch_size * args.new_tokens / seconds
+            print(f"{dtype:<10}{batch_size:>6}{prompt_tokens:>12}{seconds:>10.2f}{rates[dtype, batch_size]:>10.1f}")
+        del model
+    if {"float32", "bfloat16"} <= set(dtypes):
+        for batch_size in batch_sizes:
+            ratio = rates["bfloat16", batch_size] / rates["float32", batch_size]
+            print(f"bf16/fp32 tokens/s ratio at batch {batch_size}: {ratio:.2f}")
+
+
+def _bench_static_cache(args: argparse.Namespace) -> None:
+    if args.device != "cuda" or not torch.cuda.is_available():
+        raise SystemExit("--shape gemma-2b is a GPU benchmark: pass --device cuda on a CUDA machine")
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):  # initialise on the GPU: 2.5B random weights on CPU take minutes
+        model = GemmaForCausalLM(GEMMA_2B_SHAPE).eval()
+    tokenizer = _word_tokenizer(vocab_size=1000)
+    rng = random.Random(0)
+    prompts = [" ".join(f"w{rng.randrange(1000)}" for _ in range(1024)) for _ in range(args.gpu_batch)]
+    print(f"gemma-2b shape, random weights, bf16, batch {args.gpu_batch} x 1024 prompt tokens, {args.gpu_new_tokens} new tokens")
+    print(f"{'cache':<10}{'first s':>10}{'timed s':>10}{'tokens/s':>10}{'ms/step':>10}")
+    rates = {}
+    for static in (False, True):
+        generator = _fixed_length_generator(model, tokenizer, args.gpu_batch, args.gpu_new_tokens, static_cache=static)
+        first = _timed(generator, prompts)  # includes compilation for the static cache
+        seconds = _timed(generator, prompts)
+        name = "static" if static else "dynamic"
+        rates[name] = args.gpu_batch * args.gpu_new_tokens / seconds
+        print(f"{name:<10}{first:>10.1f}{seconds:>10.1f}{rates[name]:>10.0f}{1000 * seconds / args.gpu_new_tokens:>10.1f}")
+    print(f"static/dynamic tokens/s ratio: {rates['static'] / rates['dynamic']:.2f}")
+
+
+def _fixed_length_generator(model, tokenizer, batch_size: int, new_tokens: int, static_cache: bool | None = None):
+    settings = GenerationConfig(max_new_tokens=new_tokens, batch_size=batch_size)
+    return TransformersGenerator(
+        model, tokenizer, settings, model_id="bench", min_new_tokens=new_tokens, static_cache=static_cache
+    )
+
+
+def _timed(generator: TransformersGenerator, prompts: list[str]) -> float:
+    if generator.model.device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    profiles = generator.generate(prompts)
+    if generator.model.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    decoded = {p.num_tokens for p in profiles}
+    if decoded != {generator.gen_cfg.max_new_tokens}:
+        raise RuntimeError(f"rows decoded {sorted(decoded)} tokens, not a fixed length: the figures would lie")
+    return seconds
+
+
+def _movielens_prompts(tokenizer, count: int, approx_tokens: int) -> list[str]:
+    """Chat prompts shaped like ML-100K histories, grown item by item to about `approx_tokens`."""
+    rng = random.Random(0)
+    instruction = DEFAULT_INSTRUCTIONS["movielens_100k"]
+    prompts = []
+    for _ in range(count):
+        blocks: list[str] = []
+        while True:
+            title, genres = rng.choice(TITLES)
+            blocks.append(history_block(f"Title: {title}\nCategory: {genres}", float(rng.randint(1, 5)), None))
+            messages = [{"role": "user", "content": instruction + "\n\n" + "\n\n".join(blocks)}]
+            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            if len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) >= approx_tokens:
+                break
+        prompts.append(prompt)
+    return prompts
+
+
+def _word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """One id per word "w<i>", so a prompt of n words is exactly n tokens, for random models."""
+    vocab = {"<pad>": 0, "<eos>": 1, **{f"w{i}": i + 2 for i in range(vocab_size)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>")
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+if __name__ == "__main__":
+    main()

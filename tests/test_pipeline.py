@@ -1,0 +1,149 @@
+"""The Dagster pipeline end to end on a tiny fixture: real Dagster runs, real MLflow store, real
+faiss index, tiny random models built in code (no download)."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from tiny_encoder import build_tiny_encoder
+from tiny_lm import build_tiny_lm
+
+from lpt_dagster import definitions
+from lpt_dagster.io_manager import LocalFilesIOManager
+from lpt_dagster.resources import MlflowResource, RecipeResource
+
+USERS, ITEMS, PER_USER = 40, 30, 16
+GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
+
+
+def write_movielens_fixture(folder: Path, bad_rating_row: bool = False) -> Path:
+    """A small dataset in RecBole's ml-100k atomic-file format, seeded."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    for user in range(1, USERS + 1):
+        items = rng.choice(np.arange(1, ITEMS + 1), size=PER_USER, replace=False)
+        start = 880_000_000 + user * 1000
+        for position, item in enumerate(items):
+            lines.append(f"{user}\t{item}\t{rng.integers(1, 6)}\t{start + position * 60}")
+    if bad_rating_row:
+        lines[5] = lines[5].rsplit("\t", 2)[0] + "\t7\t880000001"
+    (folder / "ml-100k.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    item_lines = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
+    for item in range(1, ITEMS + 1):
+        genres = " ".join(rng.choice(GENRES, size=2, replace=False))
+        item_lines.append(f"{item}\tMovie number {item}\t{1980 + item}\t{genres}")
+    (folder / "ml-100k.item").write_text("\n".join(item_lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {"generator": build_tiny_lm(root / "lm"), "encoder": build_tiny_encoder(root / "encoder")}
+
+
+def write_recipe(folder: Path, data_dir: Path, models: dict[str, Path]) -> Path:
+    recipe = {
+        "data": {"source": "movielens_100k", "path": str(data_dir), "k_core": 2},
+        "split": {"history_len": 3, "windows_per_user": 2, "window_stride": 3},
+        "models": {"generator": str(models["generator"]), "encoder": str(models["encoder"]), "dtype": "float32"},
+        "generation": {"max_new_tokens": 6, "batch_size": 8},
+        "evaluation": {"bootstrap_samples": 50, "max_train_users": 4},
+    }
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+def run_pipeline(tmp_path: Path, recipe_path: Path, monkeypatch) -> tuple[dg.ExecuteInProcessResult, str]:
+    monkeypatch.setenv("LPT_HOME", str(tmp_path / "lpt"))
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    defs = dg.Definitions(
+        assets=definitions.all_assets,
+        asset_checks=definitions.data_quality_checks,
+        jobs=[definitions.pipeline_job],
+        resources={
+            "recipe": RecipeResource(name=str(recipe_path)),
+            "mlflow": MlflowResource(tracking_uri=tracking_uri),
+            "io_manager": LocalFilesIOManager(base_dir=str(tmp_path / "outputs")),
+        },
+    )
+    job = defs.resolve_job_def("langptune_pipeline")
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    return result, tracking_uri
+
+
+def test_definitions_load():
+    graph = definitions.defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {
+        "raw_interactions", "raw_items", "cleaned_histories", "cleaned_items", "user_examples",
+        "item_catalog", "zero_shot_profiles", "item_index", "evaluation_report",
+    } <= keys
+    assert definitions.defs.resolve_job_def("langptune_pipeline") is not None
+    checked = {key.asset_key.to_user_string() for key in graph.asset_check_keys}
+    assert {"raw_interactions", "cleaned_histories", "cleaned_items", "user_examples"} <= checked
+
+
+def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, monkeypatch):
+    data_dir = write_movielens_fixture(tmp_path / "ml")
+    before = {p: p.read_bytes() for p in data_dir.iterdir()}
+    result, tracking_uri = run_pipeline(tmp_path, write_recipe(tmp_path, data_dir, tiny_models), monkeypatch)
+    assert result.success
+
+    materialised = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+    assert "evaluation_report" in materialised and "zero_shot_profiles" in materialised
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(check.passed for check in checks)
+
+    report = json.loads((tmp_path / "outputs" / "evaluation_report.json").read_text())
+    assert set(report["methods"]) == {"random", "popularity", "last_item_text", "history_text", "profile"}
+    for metrics in report["methods"].values():
+        assert 0.0 <= metrics["ndcg@10"]["low"] <= metrics["ndcg@10"]["mean"] <= metrics["ndcg@10"]["high"] <= 1.0
+    for name in ("report.md", "report.json", "metrics.png"):
+        assert (tmp_path / "lpt" / "outputs" / "evaluation_report" / name).is_file()
+
+    # Raw data is never modified.
+    assert {p: p.read_bytes() for p in data_dir.iterdir()} == before
+
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs(client.get_experiment_by_name("langptune").experiment_id)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {r.data.tags["lpt.asset"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert len(parents) == 1 and parents[0].data.tags["lpt.orchestration_run_id"] == result.run_id
+    assert parents[0].info.status == "FINISHED"
+    assert {"raw_data", "cleaned_histories", "user_examples", "zero_shot_profiles", "item_index",
+            "evaluation_report"} <= set(children)
+    evaluation = children["evaluation_report"]
+    assert evaluation.data.params["split.history_len"] == "3"
+    assert "profile.ndcg_at_10" in evaluation.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(evaluation.info.run_id, "evaluation_report")}
+    assert "evaluation_report/report.json" in artifacts
+    lineage = {d.dataset.name for d in client.get_run(children["user_examples"].info.run_id).inputs.dataset_inputs}
+    assert {"examples_train", "examples_val", "examples_test", "item_catalog"} <= lineage
+
+    # A second materialisation reuses the stored profiles and makes one new parent run, no orphans.
+    second, _ = run_pipeline(tmp_path, write_recipe(tmp_path, data_dir, tiny_models), monkeypatch)
+    assert second.success
+    profile_event = [e for e in second.get_asset_materialization_events()
+                     if e.asset_key.to_user_string() == "zero_shot_profiles"][0]
+    assert profile_event.materialization.metadata["newly_generated"].value == 0
+    runs = client.search_runs(client.get_experiment_by_name("langptune").experiment_id)
+    assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 2
+    assert len(runs) == 2 * (1 + len(children))
+
+
+def test_failed_blocking_check_stops_downstream_assets(tmp_path, tiny_models, monkeypatch):
+    data_dir = write_movielens_fixture(tmp_path / "ml", bad_rating_row=True)
+    result, _ = run_pipeline(tmp_path, write_recipe(tmp_path, data_dir, tiny_models), monkeypatch)
+    assert not result.success
+    failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
+    assert [c.check_name for c in failed] == ["interactions_rating_range"]
+    assert "7" in json.dumps(failed[0].metadata["details"].value)
+    materialised = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+    assert materialised == {"raw_interactions", "raw_items"}
