@@ -100,6 +100,56 @@ class EvaluationConfig(_Strict):
     seed: int = 0
 
 
+class RLConfig(_Strict):
+    """The LLM ("encoder") phase: RL on the profile writer, reward = rank of the next item."""
+
+    algorithm: Literal["rebel", "grpo", "rloo"] = "rebel"
+    updates_per_round: int = Field(8, ge=0)
+    prompts_per_update: int = Field(8, ge=1)
+    # REBEL compares two samples per prompt (the reference); GRPO/RLOO can take more.
+    samples_per_prompt: int = Field(2, ge=2)
+    # REBEL: passes over each rollout batch (reference 4).
+    passes_per_batch: int = Field(4, ge=1)
+    micro_batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    # KL shaping coefficient: reward - beta * (log pi_old - log pi_ref) (reference 0.2 for Gemma).
+    beta: float = Field(0.2, ge=0)
+    # REBEL's regression scale on the reward difference (reference 1).
+    eta: float = Field(1.0, gt=0)
+    reward: Literal["ndcg", "mrr"] = "ndcg"
+    max_new_tokens: int = Field(96, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    gradient_checkpointing: bool = False
+
+
+class ContrastiveConfig(_Strict):
+    """The recommender ("decoder") phase: InfoNCE of profile -> target item text, in-batch negatives."""
+
+    steps_per_round: int = Field(50, ge=0)
+    batch_size: int = Field(32, ge=2)
+    learning_rate: float = Field(5e-5, gt=0)
+    # MultipleNegativesRankingLoss scale = 1 / temperature (reference tau = 0.1).
+    scale: float = Field(10.0, gt=0)
+    # Beyond the paper: a learned per-item bias added to the profile-item similarity.
+    item_bias: bool = False
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainingConfig(_Strict):
+    """Alternation of decoder (contrastive) and encoder (RL) phases, decoder first."""
+
+    rounds: int = Field(2, ge=1)
+    rl: RLConfig = RLConfig()
+    contrastive: ContrastiveConfig = ContrastiveConfig()
+    # Train users used for training (None = all); val users monitored at each phase's end.
+    max_train_users: int | None = Field(None, ge=1)
+    max_val_users: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
 class Recipe(_Strict):
     name: str
     seed: int = 0
@@ -108,6 +158,7 @@ class Recipe(_Strict):
     models: ModelsConfig = ModelsConfig()
     generation: GenerationConfig = GenerationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    training: TrainingConfig = TrainingConfig()
 
     @model_validator(mode="after")
     def _check_sources(self) -> Recipe:

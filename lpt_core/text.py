@@ -8,11 +8,12 @@ a hand-written format, so any instruction-tuned model gets the turn markers it w
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from lpt_core.config import DataConfig
+
+if TYPE_CHECKING:  # polars is imported where used: the GPU machine runs generation without it
+    import polars as pl
 
 DEFAULT_INSTRUCTIONS: dict[str, str] = {
     "amazon_2023": (
@@ -42,6 +43,8 @@ def item_texts(items: pl.DataFrame) -> pl.Series:
     models learn from); MovieLens items get only Title (with year) and Category.
     """
     texts = [_item_text(row) for row in items.iter_rows(named=True)]
+    import polars as pl
+
     return pl.Series("text", texts, dtype=pl.String)
 
 
