@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lpt_core.recommenders import HistoryScorer, target_ranks
 from lpt_core.retrieval import ItemIndex, TextEncoder, chunk_rows, rank_targets
 
 if TYPE_CHECKING:  # polars is not needed at run time here (the GPU machine has none)
@@ -32,6 +33,7 @@ class EvalContext:
     seed: int
     history_texts: list[str] | None = None  # one raw history text per row, as the query
     profiles: list[str] | None = None  # one profile per row, as the query
+    models: dict[str, HistoryScorer] | None = None  # fitted history recommenders by method name
 
     @property
     def targets(self) -> list[str]:
@@ -154,3 +156,24 @@ def history_text(ctx: EvalContext) -> np.ndarray:
 def profile(ctx: EvalContext) -> np.ndarray:
     """The LLM-written profile as the query: the method itself."""
     return rank_by_query_texts(ctx, _required(ctx.profiles, "profiles", ctx))
+
+
+def rank_by_history_model(ctx: EvalContext, name: str) -> np.ndarray:
+    """Rank with a fitted history recommender (lpt_core.recommenders): it reads each row's N-item
+    history only, and its ranks go through the same rank_targets exclusion and tie rule."""
+    if ctx.models is None or name not in ctx.models:
+        raise ValueError(f"method {name!r} needs EvalContext.models[{name!r}]: materialise baseline_models")
+    histories = [ctx.index.positions(items) for items in ctx.histories]
+    return target_ranks(ctx.models[name], histories, ctx.index.positions(ctx.targets))
+
+
+@register("sasrec")
+def sasrec(ctx: EvalContext) -> np.ndarray:
+    """SASRec (Kang & McAuley 2018) trained on train users, reading the N-item history."""
+    return rank_by_history_model(ctx, "sasrec")
+
+
+@register("item_knn")
+def item_knn(ctx: EvalContext) -> np.ndarray:
+    """Item-to-item kNN over train users' co-occurrences, scoring from the N-item history."""
+    return rank_by_history_model(ctx, "item_knn")

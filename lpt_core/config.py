@@ -41,11 +41,22 @@ class DataConfig(_Strict):
     dedup: Literal["keep", "first", "last"] = "keep"
     # Malformed rows: "error" stops with file/line/field; "quarantine" sets them aside, counted.
     bad_rows: Literal["error", "quarantine"] = "error"
-    # The profile prompt's instruction; None means the default for the source (lpt_core.text).
-    instruction: str | None = None
     k_core: int = Field(5, ge=1)
     max_item_tokens: int = Field(512, ge=1, description="encoder tokens per item text")
     max_prompt_tokens: int = Field(1024, ge=1, description="generator tokens per profile prompt")
+
+
+class PromptConfig(_Strict):
+    """How the profile prompt is laid out. The defaults are the paper's: instruction first, then one
+    block per history item ("Title: ...", "Category: ...", the user's rating/review)."""
+
+    # None: the paper's instruction for the data source (lpt_core.text.DEFAULT_INSTRUCTIONS).
+    instruction: str | None = None
+    system: str | None = None
+    instruction_position: Literal["before", "after"] = "before"
+    # "lines": one compact line per item ("- Title (1995) [Genres]: rated 4/5"), for sources
+    # without reviews, where small models tend to copy "Title:" blocks instead of summarising.
+    history_format: Literal["blocks", "lines"] = "blocks"
 
 
 class SplitConfig(_Strict):
@@ -150,15 +161,45 @@ class TrainingConfig(_Strict):
     seed: int = 0
 
 
+class SASRecGrid(_Strict):
+    """SASRec settings searched on the validation users (names are SASRecConfig fields)."""
+
+    hidden: tuple[int, ...] = (32, 64)
+    blocks: tuple[int, ...] = (1, 2)
+    dropout: tuple[float, ...] = (0.2, 0.5)
+    lr: tuple[float, ...] = (1e-3, 3e-3)
+    max_len: tuple[int, ...] = (20, 50)
+
+
+class BaselinesConfig(_Strict):
+    """History baselines (SASRec, item-kNN): search space and budget, selected on val users
+    (lpt_core.recommenders.tuning.BaselineSearch has the same fields and defaults)."""
+
+    sasrec_grid: SASRecGrid = SASRecGrid()
+    sasrec_trials: int = Field(3, ge=1, description="SASRec settings drawn from the grid")
+    epochs: int = Field(15, ge=1, description="epoch cap per SASRec trial")
+    patience: int = Field(2, ge=1, description="epochs without val improvement before stopping")
+    batch_size: int = Field(128, ge=1)
+    heads: int = Field(1, ge=1)
+    knn_neighbours: tuple[int, ...] = (20, 50, 100, 200)
+    knn_similarities: tuple[Literal["cosine", "cooccurrence"], ...] = ("cosine", "cooccurrence")
+    metric: str = "ndcg@10"
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting SASRec trials after")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads while training")
+    seed: int = 0
+
+
 class Recipe(_Strict):
     name: str
     seed: int = 0
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     models: ModelsConfig = ModelsConfig()
+    prompt: PromptConfig = PromptConfig()
     generation: GenerationConfig = GenerationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     training: TrainingConfig = TrainingConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
 
     @model_validator(mode="after")
     def _check_sources(self) -> Recipe:

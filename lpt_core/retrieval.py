@@ -11,6 +11,10 @@ tie-breaking, 1 + #higher + #tied/2. The pessimistic rule (1 + #higher + #tied) 
 popularity baseline, whose scores tie in large groups, for the scoring rule rather than for what it
 predicts; an optimistic one would flatter it. Embedding scores almost never tie, so for them both
 rules agree. Ranks are therefore float64 (multiples of 0.5).
+
+An index may carry a per-item bias (learned by the contrastive phase, lpt_core.training): an item's
+score is then cos(query, item) + bias[item], in ranks and top-K lists alike. Biased top-K lists
+are computed exactly from the score matrix, since faiss searches inner products only.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ TIE_RULE = "expected rank under random tie-breaking: 1 + #higher + #tied/2"
 IndexKind = Literal["flat", "hnsw"]
 INDEX_FILE = "index.faiss"
 IDS_FILE = "item_ids.json"
+BIAS_FILE = "item_bias.npy"
 # Scores held at once while ranking (chunk of users x catalogue): 2**24 float32 = 64 MiB.
 RANKING_CHUNK_ELEMENTS = 2**24
 
@@ -132,11 +137,13 @@ def chunk_rows(n_items: int) -> int:
 
 @dataclass
 class ItemIndex:
-    """The catalogue's item embeddings in catalogue order, with a faiss index over them."""
+    """The catalogue's item embeddings in catalogue order, with a faiss index over them, and an
+    optional per-item bias added to every score."""
 
     item_ids: np.ndarray
     index: faiss.Index
     kind: IndexKind
+    bias: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self._position = {item_id: pos for pos, item_id in enumerate(self.item_ids.tolist())}
@@ -146,6 +153,12 @@ class ItemIndex:
         if self.index.ntotal != len(self.item_ids):
             raise ValueError(f"index holds {self.index.ntotal} vectors for {len(self.item_ids)} ids")
         self.vectors = _stored_vectors(self.index)
+        if self.bias is not None:
+            self.bias = np.asarray(self.bias, dtype=np.float32)
+            if self.bias.shape != (len(self.item_ids),):
+                raise ValueError(f"bias must have shape ({len(self.item_ids)},), got {self.bias.shape}")
+            if not np.all(np.isfinite(self.bias)):
+                raise ValueError("bias contains NaN or infinite values")
 
     @classmethod
     def build(
@@ -155,8 +168,11 @@ class ItemIndex:
         kind: IndexKind = "flat",
         hnsw_m: int = 32,
         ef_search: int = 128,
+        bias: np.ndarray | None = None,
     ) -> ItemIndex:
-        """Index `embeddings` (one row per id); rows are L2-normalised so inner product = cosine."""
+        """Index `embeddings` (one row per id); rows are L2-normalised so inner product = cosine.
+
+        `bias` (one value per id, optional) is added to every score of its item."""
         embeddings = np.array(embeddings, dtype=np.float32, order="C", copy=True)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(item_ids):
             raise ValueError(
@@ -172,7 +188,7 @@ class ItemIndex:
         else:
             raise ValueError(f"kind must be 'flat' or 'hnsw', got {kind!r}")
         index.add(embeddings)
-        return cls(np.asarray(list(item_ids), dtype=str), index, kind)
+        return cls(np.asarray(list(item_ids), dtype=str), index, kind, bias)
 
     def save(self, folder: Path) -> Path:
         """Write the faiss index and the ids together; the folder appears only when both are done."""
@@ -180,6 +196,8 @@ class ItemIndex:
             faiss.write_index(self.index, str(tmp / INDEX_FILE))
             payload = {"kind": self.kind, "item_ids": self.item_ids.tolist()}
             (tmp / IDS_FILE).write_text(json.dumps(payload), encoding="utf-8")
+            if self.bias is not None:
+                np.save(tmp / BIAS_FILE, self.bias)
         return Path(folder)
 
     @classmethod
@@ -190,7 +208,8 @@ class ItemIndex:
                 raise FileNotFoundError(f"{folder / name}: missing (not an ItemIndex folder?)")
         payload = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
         index = faiss.read_index(str(folder / INDEX_FILE))
-        return cls(np.asarray(payload["item_ids"], dtype=str), index, payload["kind"])
+        bias = np.load(folder / BIAS_FILE) if (folder / BIAS_FILE).is_file() else None
+        return cls(np.asarray(payload["item_ids"], dtype=str), index, payload["kind"], bias)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -210,7 +229,8 @@ class ItemIndex:
     ) -> np.ndarray:
         """Exact 1-based rank of each row's target among all items, exclude[i] removed from row i.
 
-        Computed from the exact cosine scores whatever the index kind, in chunks of users.
+        Computed from the exact scores (cosine, plus the bias if any) whatever the index kind, in
+        chunks of users.
         """
         queries = self._check_queries(queries, len(targets), len(exclude))
         target_positions = self.positions(targets)
@@ -219,7 +239,7 @@ class ItemIndex:
         step = chunk_rows(len(self))
         for start in range(0, len(targets), step):
             rows = slice(start, start + step)
-            scores = queries[rows] @ self.vectors.T
+            scores = self._exact_scores(queries[rows])
             ranks[rows] = rank_targets(scores, target_positions[rows], exclude_positions[rows])
         return ranks
 
@@ -245,12 +265,35 @@ class ItemIndex:
             scores[row] = found_scores[row, keep[:k]]
         return ids, scores
 
+    def _exact_scores(self, queries: np.ndarray) -> np.ndarray:
+        scores = queries @ self.vectors.T
+        if self.bias is not None:
+            scores += self.bias
+        return scores
+
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.bias is not None:
+            return self._exact_search(queries, k)
         if self.kind == "hnsw":
             # HNSW returns at most efSearch candidates; widen the beam when more are needed.
             ef = max(int(self.index.hnsw.efSearch), k)
             return self.index.search(queries, k, params=faiss.SearchParametersHNSW(efSearch=ef))
         return self.index.search(queries, k)
+
+    def _exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss's (scores, positions) layout, best first, from the exact biased scores."""
+        found_scores = np.empty((len(queries), k), dtype=np.float32)
+        found_positions = np.empty((len(queries), k), dtype=np.int64)
+        step = chunk_rows(len(self))
+        for start in range(0, len(queries), step):
+            rows = slice(start, start + step)
+            scores = self._exact_scores(queries[rows])
+            best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            best_scores = np.take_along_axis(scores, best, axis=1)
+            order = np.argsort(-best_scores, axis=1, kind="stable")
+            found_positions[rows] = np.take_along_axis(best, order, axis=1)
+            found_scores[rows] = np.take_along_axis(best_scores, order, axis=1)
+        return found_scores, found_positions
 
     def _check_queries(self, queries: np.ndarray, rows: int, exclude_rows: int) -> np.ndarray:
         queries = np.ascontiguousarray(queries, dtype=np.float32)

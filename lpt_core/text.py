@@ -8,9 +8,11 @@ a hand-written format, so any instruction-tuned model gets the turn markers it w
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from lpt_core.config import DataConfig
+from lpt_core.config import PromptConfig
+
+HistoryFormat = Literal["blocks", "lines"]
 
 if TYPE_CHECKING:  # polars is imported where used: the GPU machine runs generation without it
     import polars as pl
@@ -31,9 +33,9 @@ DEFAULT_INSTRUCTIONS: dict[str, str] = {
 }
 
 
-def instruction_for(data: DataConfig) -> str:
-    """The recipe's own instruction, else the default for its data source."""
-    return data.instruction or DEFAULT_INSTRUCTIONS[data.source]
+def instruction_for(prompt: PromptConfig, source: str) -> str:
+    """The recipe's own instruction, else the paper's default for its data source."""
+    return prompt.instruction or DEFAULT_INSTRUCTIONS[source]
 
 
 def item_texts(items: pl.DataFrame) -> pl.Series:
@@ -58,22 +60,34 @@ def history_block(item_text: str, rating: float | None, review: str | None) -> s
     return item_text
 
 
-def history_texts(examples: pl.DataFrame, items: pl.DataFrame) -> list[str]:
-    """Each example's history as plain text (oldest first, blank line between items), no template."""
+def history_texts(
+    examples: pl.DataFrame, items: pl.DataFrame, history_format: HistoryFormat = "blocks"
+) -> list[str]:
+    """Each example's history as plain text, oldest first, no template: "blocks" are the paper's
+    (item text + the user's rating/review, blank line between items), "lines" one line per item."""
+    if history_format == "lines":
+        line_by_item = _line_by_item(items)
+        return ["\n".join(_history_lines(row, line_by_item)) for row in examples.iter_rows(named=True)]
     text_by_item = _text_by_item(items)
     return ["\n\n".join(_history_blocks(row, text_by_item)) for row in examples.iter_rows(named=True)]
 
 
 def build_prompts(
-    examples: pl.DataFrame, items: pl.DataFrame, tokenizer: Any, instruction: str
+    examples: pl.DataFrame, items: pl.DataFrame, tokenizer: Any, prompt: PromptConfig, source: str
 ) -> list[str]:
-    """One chat-formatted prompt per EXAMPLES row: the instruction, then the history, oldest first.
+    """One chat-formatted prompt per EXAMPLES row: instruction and history laid out per `prompt`.
 
     The result ends with the assistant turn opened (add_generation_prompt), ready for generation.
     """
+    instruction = instruction_for(prompt, source)
+    system = [{"role": "system", "content": prompt.system}] if prompt.system else []
     prompts = []
-    for history in history_texts(examples, items):
-        messages = [{"role": "user", "content": f"{instruction}\n\n{history}"}]
+    for history in history_texts(examples, items, prompt.history_format):
+        if prompt.instruction_position == "before":
+            content = f"{instruction}\n\n{history}"
+        else:
+            content = f"{history}\n\n{instruction}"
+        messages = [*system, {"role": "user", "content": content}]
         prompts.append(
             tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         )
@@ -129,14 +143,39 @@ def _text_by_item(items: pl.DataFrame) -> dict[str, str]:
     return dict(zip(items["item_id"].to_list(), item_texts(items).to_list(), strict=True))
 
 
+def _line_by_item(items: pl.DataFrame) -> dict[str, str]:
+    lines = {}
+    for row in items.iter_rows(named=True):
+        categories = ", ".join(c for c in row["categories"] or [] if c)
+        title = _title_with_year(row["title"], row["year"])
+        lines[row["item_id"]] = f"{title} [{categories}]" if categories else title
+    return lines
+
+
+def _history_lines(example: dict[str, Any], line_by_item: dict[str, str]) -> Iterable[str]:
+    item_ids = example["history_item_ids"]
+    ratings = example["history_ratings"] or [None] * len(item_ids)
+    reviews = example["history_reviews"] or [None] * len(item_ids)
+    for item_id, rating, review in zip(item_ids, ratings, reviews, strict=True):
+        line = f"- {_known(line_by_item, item_id, example)}"
+        if rating is not None:
+            line += f": rated {_number(rating)}/5"
+        if review is not None and review.strip():
+            line += f'. "{review.strip()}"'
+        yield line
+
+
+def _known(text_by_item: dict[str, str], item_id: str, example: dict[str, Any]) -> str:
+    if item_id not in text_by_item:
+        raise ValueError(
+            f"example of user {example['user_id']!r}: history item {item_id!r} is not in the items table"
+        )
+    return text_by_item[item_id]
+
+
 def _history_blocks(example: dict[str, Any], text_by_item: dict[str, str]) -> Iterable[str]:
     item_ids = example["history_item_ids"]
     ratings = example["history_ratings"] or [None] * len(item_ids)
     reviews = example["history_reviews"] or [None] * len(item_ids)
     for item_id, rating, review in zip(item_ids, ratings, reviews, strict=True):
-        if item_id not in text_by_item:
-            raise ValueError(
-                f"example of user {example['user_id']!r}: history item {item_id!r} "
-                "is not in the items table"
-            )
-        yield history_block(text_by_item[item_id], rating, review)
+        yield history_block(_known(text_by_item, item_id, example), rating, review)

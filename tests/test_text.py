@@ -8,6 +8,7 @@ from tiny_lm import CHATML_TEMPLATE
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from lpt_core.config import PromptConfig
 from lpt_core.data import schemas
 from lpt_core.text import (
     DEFAULT_INSTRUCTIONS,
@@ -120,11 +121,26 @@ def test_history_texts_keep_time_order_with_blank_lines_between_items():
 
 def test_prompts_put_instruction_then_history_inside_the_chat_template():
     instruction = DEFAULT_INSTRUCTIONS["movielens_100k"]
-    prompts = build_prompts(_examples(), _items(), _chat_tokenizer(), instruction)
+    prompts = build_prompts(_examples(), _items(), _chat_tokenizer(), PromptConfig(), "movielens_100k")
     history = history_texts(_examples(), _items())
     assert len(prompts) == 2
     assert prompts[0] == (
         f"<|im_start|>user\n{instruction}\n\n{history[0]}<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_lines_layout_with_system_message_and_instruction_after_the_history():
+    prompt = PromptConfig(
+        system="You write profiles.", instruction="Describe the user.", instruction_position="after",
+        history_format="lines",
+    )
+    first = build_prompts(_examples(), _items(), _chat_tokenizer(), prompt, "movielens_100k")[0]
+    lines = history_texts(_examples(), _items(), "lines")[0]
+    assert lines.splitlines()[0].startswith("- Alien (1979)")
+    assert ": rated 5.0/5" in lines.splitlines()[0] and "Scary and brilliant." in lines.splitlines()[0]
+    assert first == (
+        "<|im_start|>system\nYou write profiles.<|im_end|>\n"
+        f"<|im_start|>user\n{lines}\n\nDescribe the user.<|im_end|>\n<|im_start|>assistant\n"
     )
 
 

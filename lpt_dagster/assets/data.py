@@ -112,8 +112,7 @@ def cleaned_data(
 
 def _prompt_token_counts(cfg: Recipe, split: Split, items: pl.DataFrame) -> pl.Series:
     tokenizer = load_tokenizer(cfg.models.generator)
-    instruction = text.instruction_for(cfg.data)
-    prompts = text.build_prompts(split.examples, items, tokenizer, instruction)
+    prompts = text.build_prompts(split.examples, items, tokenizer, cfg.prompt, cfg.data.source)
     return pl.Series("tokens", text.token_counts(prompts, tokenizer))
 
 

@@ -11,6 +11,7 @@ from lpt_core import text
 from lpt_core.baselines import EvalContext, evaluate_methods
 from lpt_core.models import load_encoder
 from lpt_core.paths import outputs_dir
+from lpt_core.recommenders import load_baseline_models
 from lpt_core.report import build_report
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_dagster.resources import MlflowResource, RecipeResource
@@ -49,20 +50,23 @@ def evaluation_report(
     item_catalog: pl.DataFrame,
     zero_shot_profiles: pl.DataFrame,
     item_index: dict,
+    baseline_models: dict,
 ) -> dict:
     """Recall/NDCG/MRR@K of every method with paired bootstrap intervals, as markdown, plot and JSON."""
     cfg = recipe.get()
     ev = cfg.evaluation
     examples = user_examples.filter(pl.col("split") == ev.split)
+    index = ItemIndex.load(Path(item_index["path"]))
     ctx = EvalContext(
         examples=examples,
-        index=ItemIndex.load(Path(item_index["path"])),
+        index=index,
         encoder=TextEncoder(load_encoder(cfg.models.encoder, cfg.models)),
         item_text=dict(zip(item_catalog["item_id"].to_list(), item_catalog["text"].to_list())),
         train_item_counts=train_item_counts(cleaned_histories, user_examples),
         seed=ev.seed,
         history_texts=text.history_texts(examples, item_catalog),
         profiles=profiles_for(examples, zero_shot_profiles),
+        models=load_baseline_models(Path(baseline_models["path"]), index.item_ids.tolist()),
     )
     ranks = evaluate_methods(ctx, ev.methods)
     report = build_report(

@@ -60,7 +60,7 @@ def zero_shot_profiles(
     cfg = recipe.get()
     examples = select_profile_examples(user_examples, cfg.evaluation.max_train_users)
     tokenizer = load_tokenizer(cfg.models.generator)
-    prompts = text.build_prompts(examples, cleaned_items, tokenizer, text.instruction_for(cfg.data))
+    prompts = text.build_prompts(examples, cleaned_items, tokenizer, cfg.prompt, cfg.data.source)
     generator = make_generator(cfg.models.generator, cfg.models, cfg.generation)
     # Small chunks: progress is logged, and finished work saved, after every chunk.
     store = ProfileStore(outputs_dir() / "profile_store.parquet", chunk_size=4 * cfg.generation.batch_size)

@@ -1,0 +1,56 @@
+"""How a history-reading recommender is ranked: the same rule as every other evaluated method.
+
+A recommender here is anything with `.scores(histories) -> (rows x n_items)` over catalogue
+positions. Its targets are ranked by lpt_core.retrieval.rank_targets with the row's history items
+excluded, so the tie rule and the exclusion are identical to the text and popularity methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from lpt_core.metrics import METRIC_NAMES, summarise
+from lpt_core.retrieval import chunk_rows, rank_targets
+
+
+class HistoryScorer(Protocol):
+    """Scores every catalogue item for each history (histories are lists of catalogue positions)."""
+
+    n_items: int
+
+    def scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray: ...
+
+
+def target_ranks(
+    scorer: HistoryScorer, histories: Sequence[Sequence[int]], targets: Sequence[int]
+) -> np.ndarray:
+    """1-based rank of each row's target among all catalogue items, its history left out,
+    scored in chunks of rows so memory stays near retrieval.RANKING_CHUNK_ELEMENTS."""
+    histories = [np.asarray(h, dtype=np.int64) for h in histories]
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(histories) != len(targets):
+        raise ValueError(f"{len(histories)} histories for {len(targets)} targets")
+    ranks = np.empty(len(targets), dtype=np.float64)
+    step = chunk_rows(scorer.n_items)
+    for start in range(0, len(targets), step):
+        rows = slice(start, start + step)
+        ranks[rows] = rank_targets(scorer.scores(histories[rows]), targets[rows], histories[rows])
+    return ranks
+
+
+def metric_cutoff(metric: str) -> int:
+    """The K of a metric name such as "ndcg@10" (one of lpt_core.metrics' names at some K)."""
+    name, _, k = metric.partition("@")
+    if name not in METRIC_NAMES or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"metric must be one of {METRIC_NAMES} at a cutoff, like 'ndcg@10'; got {metric!r}")
+    return int(k)
+
+
+def validation_metric(
+    scorer: HistoryScorer, histories: Sequence[Sequence[int]], targets: Sequence[int], metric: str
+) -> float:
+    """Mean `metric` over rows, ranked exactly as at evaluation."""
+    return summarise(target_ranks(scorer, histories, targets), [metric_cutoff(metric)])[metric]

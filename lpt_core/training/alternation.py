@@ -1,0 +1,342 @@
+"""The alternating schedule: decoder (contrastive) and encoder (RL) phases, checkpointed, resumable.
+
+Each round runs, in order (method.md, "Training"):
+1. the decoder phase: the current LLM writes one profile per train user (and per monitored val
+   user); with the profiles fixed, the recommender trains contrastively (lpt_core.training.
+   contrastive);
+2. the encoder phase: every item is re-embedded by the current recommender and frozen; the LLM's
+   LoRA adapter trains with RL on the rank reward (lpt_core.training.rl).
+Variant "cl_only" runs decoder phases only (the LLM stays the base model), "rl_only" encoder phases
+only (the recommender stays the base encoder): the paper's two ablations.
+
+Each phase builds its own optimizer for the one model it trains and drops it at the end: the idle
+model never moves (one optimizer over both is a known fault of the reference), and since no
+optimizer state outlives a phase, the phase checkpoints are all a resume needs: a run stopped
+anywhere restarts at the phase after the last finished one, with the same seeds.
+
+Profiles are written by a merged copy of the policy (LoRA folded into the weights): an un-merged
+LoRA model generates about half as fast. The copy costs one more set of weights while it exists;
+merging in place and unmerging after would not, but in bf16 it does not restore the base weights
+exactly, and the policy would drift a little at every phase.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import polars as pl
+import torch
+
+from lpt_core import metrics
+from lpt_core.config import Recipe
+from lpt_core.models import load_encoder, load_generator
+from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.training.checkpoints import PhaseCheckpoint, latest_phase, save_phase
+from lpt_core.training.contrastive import ItemBias, train_recommender
+
+log = logging.getLogger(__name__)
+
+Variant = Literal["langptune", "cl_only", "rl_only"]
+VARIANT_PHASES: dict[str, tuple[str, ...]] = {
+    "langptune": ("decoder", "encoder"),
+    "cl_only": ("decoder",),
+    "rl_only": ("encoder",),
+}
+EXAMPLE_COLUMNS = ("user_id", "prompt", "history_item_ids", "target_item_id")
+VAL_METRIC = "val_ndcg@10"
+# Val profiles written to each phase's artifact, for a reader to see how the profiles change.
+SAMPLE_PROFILES = 5
+
+
+@dataclass
+class TrainingData:
+    """Train and val EXAMPLES rows with a chat-templated "prompt" column, and the item catalogue
+    (item_id, text, ...) that targets and histories refer to."""
+
+    train: pl.DataFrame
+    val: pl.DataFrame
+    catalog: pl.DataFrame
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val"):
+            frame = getattr(self, name)
+            missing = [c for c in EXAMPLE_COLUMNS if c not in frame.columns]
+            if missing:
+                raise ValueError(f"TrainingData.{name}: missing columns {missing}")
+            if frame.is_empty():
+                raise ValueError(f"TrainingData.{name}: no rows")
+        missing = [c for c in ("item_id", "text") if c not in self.catalog.columns]
+        if missing:
+            raise ValueError(f"TrainingData.catalog: missing columns {missing}")
+
+
+class TrainingCallbacks(Protocol):
+    """Where training reports to (the orchestrator logs these to MLflow, say)."""
+
+    def metrics(self, phase: str, round_index: int, step: int, values: dict) -> None: ...
+
+    def artifact_text(self, name: str, text: str) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+
+class LoggingCallbacks:
+    """TrainingCallbacks that only write to this module's logger."""
+
+    def metrics(self, phase: str, round_index: int, step: int, values: dict) -> None:
+        log.info("round %d %s step %d: %s", round_index, phase, step, values)
+
+    def artifact_text(self, name: str, text: str) -> None:
+        log.info("artifact %s (%d characters)", name, len(text))
+
+    def log(self, message: str) -> None:
+        log.info("%s", message)
+
+
+@dataclass
+class TrainingResult:
+    """The last phase's checkpoint and its parts, the per-phase summaries, and where a resumed
+    run started from (None for a fresh run)."""
+
+    checkpoint: Path
+    adapter_dir: Path
+    encoder_dir: Path
+    item_bias: Path | None
+    history: list[dict]
+    resumed_from: str | None
+
+
+def phase_schedule(rounds: int, variant: str) -> list[tuple[int, str]]:
+    """(round, phase) pairs in training order for `variant`."""
+    if variant not in VARIANT_PHASES:
+        raise ValueError(f"variant must be one of {sorted(VARIANT_PHASES)}, got {variant!r}")
+    return [(r, phase) for r in range(rounds) for phase in VARIANT_PHASES[variant]]
+
+
+def train_alternating(
+    recipe: Recipe,
+    variant: Variant,
+    data: TrainingData,
+    root: Path,
+    callbacks: TrainingCallbacks | None = None,
+) -> TrainingResult:
+    """Run (or resume) the alternating training of `recipe` as `variant`, checkpointing every phase
+    under `root`. A run whose last phase is already checkpointed returns at once."""
+    callbacks = callbacks or LoggingCallbacks()
+    root = Path(root)
+    schedule = phase_schedule(recipe.training.rounds, variant)
+    recipe_hash = recipe.content_hash()
+    latest = latest_phase(root, recipe_hash, variant)
+    resumed_from = None if latest is None else str(latest.path)
+    done = 0 if latest is None else schedule.index((latest.round, latest.phase)) + 1
+    if latest is not None:
+        callbacks.log(f"resuming {variant} after round {latest.round} {latest.phase} phase ({latest.path})")
+    if latest is not None and done == len(schedule):
+        return _result(latest, resumed_from)
+
+    session = _TrainingSession(recipe, variant, data, latest, callbacks)
+    for round_index, phase in schedule[done:]:
+        callbacks.log(f"round {round_index} {phase} phase: start")
+        summary = session.run_phase(round_index, phase, root)
+        latest = session.save(root, round_index, phase, summary, recipe_hash)
+        callbacks.log(f"round {round_index} {phase} phase: done, checkpoint {latest.path}")
+    assert latest is not None  # the schedule is never empty: rounds >= 1
+    return _result(latest, resumed_from)
+
+
+class _TrainingSession:
+    """The two models, the data in the shapes the phases use, and the history of phase summaries."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        variant: str,
+        data: TrainingData,
+        resume: PhaseCheckpoint | None,
+        callbacks: TrainingCallbacks,
+    ) -> None:
+        from lpt_core.training.rl import make_policy
+
+        self.recipe = recipe
+        self.variant = variant
+        self.callbacks = callbacks
+        training = recipe.training
+        self.train = _sample_users(data.train, training.max_train_users, training.seed)
+        self.val = _sample_users(data.val, training.max_val_users, training.seed)
+        self.item_ids = data.catalog["item_id"].to_list()
+        self.item_texts = data.catalog["text"].to_list()
+        position = {item_id: p for p, item_id in enumerate(self.item_ids)}
+        self.train_positions = [position[i] for i in self.train["target_item_id"].to_list()]
+
+        base, self.tokenizer = load_generator(recipe.models.generator, recipe.models)
+        # A resumed policy is built the same way as a fresh one, then given the saved LoRA weights,
+        # so that whatever make_policy sets up (gradient checkpointing, say) is there either way.
+        torch.manual_seed(training.seed)  # LoRA A starts random: a fresh run must be repeatable
+        self.policy = make_policy(base, training.rl)
+        if resume is None:
+            self.encoder = load_encoder(recipe.models.encoder, recipe.models)
+        else:
+            _load_adapter_weights(self.policy, resume.adapter_dir)
+            self.encoder = load_encoder(str(resume.encoder_dir), recipe.models)
+        self.item_bias = self._initial_item_bias(resume)
+        self.history: list[dict] = [] if resume is None else list(resume.state.get("history", []))
+
+    def run_phase(self, round_index: int, phase: str, root: Path) -> dict:
+        started = time.perf_counter()
+        seed = _phase_seed(self.recipe.training.seed, round_index, phase)
+        if phase == "decoder":
+            summary, index, val_profiles = self._decoder_phase(round_index, seed)
+        else:
+            summary, index, val_profiles = self._encoder_phase(round_index, seed, root)
+        summary[VAL_METRIC] = self._val_ndcg(index, val_profiles)
+        summary["seconds"] = time.perf_counter() - started
+        self.callbacks.metrics(phase, round_index, summary["steps"], {VAL_METRIC: summary[VAL_METRIC]})
+        self.callbacks.artifact_text(
+            f"profiles_round{round_index}_{phase}.md", self._profile_samples(round_index, phase, val_profiles)
+        )
+        return {"round": round_index, "phase": phase, **summary}
+
+    def save(self, root: Path, round_index: int, phase: str, summary: dict, recipe_hash: str) -> PhaseCheckpoint:
+        self.history.append(summary)
+        bias = None if self.item_bias is None else self.item_bias.to_numpy()
+        state = {"recipe_hash": recipe_hash, "variant": self.variant, "metrics": summary, "history": self.history}
+        folder = save_phase(root, round_index, phase, self.policy, self.encoder, bias, state)
+        return PhaseCheckpoint(folder, round_index, phase, {**state, "round": round_index, "phase": phase})
+
+    def _decoder_phase(self, round_index: int, seed: int) -> tuple[dict, ItemIndex, list[str]]:
+        prompts = self.train["prompt"].to_list() + self.val["prompt"].to_list()
+        profiles = self._write_profiles(prompts)
+        train_profiles, val_profiles = profiles[: self.train.height], profiles[self.train.height :]
+        targets = [self.item_texts[p] for p in self.train_positions]
+        steps = train_recommender(
+            self.encoder,
+            train_profiles,
+            targets,
+            self.recipe.training.contrastive,
+            seed,
+            target_positions=self.train_positions,
+            item_bias=self.item_bias,
+            on_step=lambda step, values: self.callbacks.metrics("decoder", round_index, step, values),
+        )
+        summary = {
+            "steps": len(steps),
+            "loss_first": steps[0]["loss"] if steps else None,
+            "loss_last": steps[-1]["loss"] if steps else None,
+            "seconds_per_step": float(np.mean([s["seconds"] for s in steps])) if steps else None,
+        }
+        return summary, self._item_index(), val_profiles
+
+    def _encoder_phase(self, round_index: int, seed: int, root: Path) -> tuple[dict, ItemIndex, list[str]]:
+        from lpt_core.training.reward import RankReward
+        from lpt_core.training.rl import RLExample, run_rl_phase
+
+        rl = self.recipe.training.rl
+        index = self._item_index()
+        # The bias travels inside the index; RankReward must not add it a second time.
+        reward = RankReward(TextEncoder(self.encoder), index, kind=rl.reward)
+        examples = [
+            RLExample(row["prompt"], row["target_item_id"], list(row["history_item_ids"]))
+            for row in self.train.iter_rows(named=True)
+        ]
+        root.mkdir(parents=True, exist_ok=True)
+        # TRL trainers want a folder; a hidden one, which checkpoint discovery skips.
+        with tempfile.TemporaryDirectory(prefix=".rl-scratch-", dir=root) as scratch:
+            updates = run_rl_phase(
+                self.policy,
+                self.tokenizer,
+                examples,
+                reward,
+                rl,
+                seed,
+                Path(scratch),
+                on_update=lambda step, values: self.callbacks.metrics("encoder", round_index, step, values),
+            )
+        summary = {"steps": len(updates), "last_update": updates[-1] if updates else None}
+        val_profiles = self._write_profiles(self.val["prompt"].to_list())
+        return summary, index, val_profiles
+
+    def _write_profiles(self, prompts: Sequence[str]) -> list[str]:
+        from lpt_core.generation.hf_backend import TransformersGenerator
+
+        merged = copy.deepcopy(self.policy).merge_and_unload().eval()
+        try:
+            generator = TransformersGenerator(merged, self.tokenizer, self.recipe.generation, model_id="policy")
+            return [profile.text for profile in generator.generate(list(prompts))]
+        finally:
+            del merged
+
+    def _item_index(self) -> ItemIndex:
+        """All items embedded by the current recommender, exact search, with the bias if any."""
+        embeddings = TextEncoder(self.encoder).encode(self.item_texts)
+        bias = None if self.item_bias is None else self.item_bias.to_numpy()
+        return ItemIndex.build(self.item_ids, embeddings, kind="flat", bias=bias)
+
+    def _val_ndcg(self, index: ItemIndex, val_profiles: list[str]) -> float:
+        queries = TextEncoder(self.encoder).encode(val_profiles)
+        ranks = index.target_ranks(
+            queries, self.val["target_item_id"].to_list(), self.val["history_item_ids"].to_list()
+        )
+        return metrics.summarise(ranks, (10,))["ndcg@10"]
+
+    def _profile_samples(self, round_index: int, phase: str, val_profiles: list[str]) -> str:
+        lines = [f"# Val profiles after round {round_index}, {phase} phase", ""]
+        rows = self.val.head(SAMPLE_PROFILES).iter_rows(named=True)
+        for row, profile in zip(rows, val_profiles, strict=False):
+            lines += [f"## user {row['user_id']} (next item {row['target_item_id']})", "", profile or "(empty)", ""]
+        return "\n".join(lines)
+
+    def _initial_item_bias(self, resume: PhaseCheckpoint | None) -> ItemBias | None:
+        if not self.recipe.training.contrastive.item_bias:
+            return None
+        stored = None if resume is None else resume.load_item_bias()
+        if stored is None:
+            return ItemBias(len(self.item_ids))
+        if len(stored) != len(self.item_ids):
+            raise ValueError(
+                f"{resume.item_bias_path}: {len(stored)} values for a catalogue of {len(self.item_ids)} items"
+            )
+        return ItemBias.from_numpy(stored)
+
+
+def _load_adapter_weights(policy: Any, adapter_dir: Path) -> None:
+    """Copy a saved adapter's weights into `policy`'s adapter; every saved weight must find its place."""
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    loaded = set_peft_model_state_dict(policy, load_peft_weights(str(adapter_dir), device=str(policy.device)))
+    if loaded.unexpected_keys:
+        raise ValueError(f"{adapter_dir}: weights with no place in the policy: {loaded.unexpected_keys[:5]}")
+
+
+def _sample_users(frame: pl.DataFrame, max_users: int | None, seed: int) -> pl.DataFrame:
+    """All rows of up to `max_users` users drawn at random (seeded), in the frame's order."""
+    if max_users is None:
+        return frame
+    users = frame["user_id"].unique(maintain_order=True)
+    if users.len() <= max_users:
+        return frame
+    kept = users.sample(n=max_users, seed=seed)
+    return frame.filter(pl.col("user_id").is_in(kept.implode()))
+
+
+def _phase_seed(seed: int, round_index: int, phase: str) -> int:
+    return seed + 1000 * round_index + (0 if phase == "decoder" else 1)
+
+
+def _result(checkpoint: PhaseCheckpoint, resumed_from: str | None) -> TrainingResult:
+    return TrainingResult(
+        checkpoint=checkpoint.path,
+        adapter_dir=checkpoint.adapter_dir,
+        encoder_dir=checkpoint.encoder_dir,
+        item_bias=checkpoint.item_bias_path,
+        history=list(checkpoint.state.get("history", [])),
+        resumed_from=resumed_from,
+    )

@@ -1,0 +1,216 @@
+"""REBEL on the profile writer: the method's RL phase (method.md, "Training").
+
+For each prompt two profiles are sampled; the policy regresses the difference of their log-ratios
+(new vs sampling policy) onto the difference of their shaped, whitened rewards:
+
+    L = ( [log pi(p1) - log pi_old(p1)] - [log pi(p2) - log pi_old(p2)] - eta * (r1 - r2) )^2
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from lpt_core.config import GenerationConfig, RLConfig
+from lpt_core.generation.base import GeneratedProfile, profile_from_tokens, stop_token_ids
+from lpt_core.generation.hf_backend import _hf_generation_config
+from lpt_core.training.logprobs import sequence_logprobs
+from lpt_core.training.reward import RankReward
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+    from lpt_core.training.rl import RLExample
+
+SAMPLES_PER_PROMPT = 2  # REBEL's regression compares exactly two samples of the same prompt
+
+
+def rebel_loss(
+    logp_new_1: Tensor,
+    logp_old_1: Tensor,
+    logp_new_2: Tensor,
+    logp_old_2: Tensor,
+    reward_1: Tensor,
+    reward_2: Tensor,
+    eta: float,
+) -> Tensor:
+    """Mean over pairs of REBEL's squared regression error; rewards already shaped and whitened."""
+    log_ratio_gap = (logp_new_1 - logp_old_1) - (logp_new_2 - logp_old_2)
+    return ((log_ratio_gap - eta * (reward_1 - reward_2)) ** 2).mean()
+
+
+def shape_and_whiten(rewards: Tensor, logp_old: Tensor, logp_ref: Tensor, beta: float) -> Tensor:
+    """R - beta * (log pi_old - log pi_ref), then (x - mean) / (std + 1e-8) over the batch.
+
+    The std is the population one (as the reference's whiten), so the result has std exactly 1.
+    """
+    shaped = rewards - beta * (logp_old - logp_ref)
+    return (shaped - shaped.mean()) / (shaped.std(correction=0) + 1e-8)
+
+
+@dataclass
+class Rollout:
+    """Two sampled profiles per prompt, rows 2i and 2i+1 for prompt i, as full token sequences.
+
+    `completion_mask` marks the profile's tokens and the end-of-turn token that closed it (ending
+    the turn is the policy's choice too, so it is trained on it); padding and the prompt are 0.
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    completion_mask: Tensor
+    profiles: list[GeneratedProfile]
+
+
+class RebelTrainer:
+    """REBEL updates of a LoRA policy, written directly on PEFT/transformers.
+
+    Why not a TRL GRPOTrainer subclass: REBEL's unit is a PAIR of samples of one prompt whose
+    squared log-ratio gap is regressed on the reward gap; pi_old log-probs must be frozen at
+    rollout and reused over several passes (4 in the reference) with an optimizer step per
+    micro-batch; rewards are shaped with a sequence-level KL to the base model and whitened over the
+    batch before pairing. GRPO's hooks assume per-token clipped surrogate losses on group
+    advantages with its own KL term, so REBEL would have to override the rollout bookkeeping, the
+    loss and the batching at once, i.e. most of the trainer. The loop here is ~100 lines.
+
+    pi_ref is the base model: the adapter disabled (`policy.disable_adapter()`), no second copy.
+    Sampling is at cfg.temperature; log-probs are the policy's own (temperature 1), so a
+    temperature other than 1 samples slightly off-policy (the reference samples at 1).
+    """
+
+    def __init__(
+        self, policy: PeftModel, tokenizer: Any, reward: RankReward, cfg: RLConfig, seed: int
+    ) -> None:
+        if tokenizer.padding_side != "left":
+            raise ValueError("tokenizer.padding_side must be 'left' for batched generation")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; load it with models.load_generator")
+        self.policy = policy
+        self.tokenizer = tokenizer
+        self.reward = reward
+        self.cfg = cfg
+        self.seed = seed
+        self.updates_done = 0
+        self._stop_ids = stop_token_ids(tokenizer, policy.generation_config.eos_token_id)
+        sampling = GenerationConfig(
+            max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, seed=seed
+        )
+        self._generation_config = _hf_generation_config(sampling, self._stop_ids, tokenizer.pad_token_id)
+        trainable = [p for p in policy.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("the policy has no trainable parameters (expected a LoRA PeftModel)")
+        self.optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
+
+    def update(self, batch: Sequence[RLExample]) -> dict[str, float]:
+        """One REBEL update on `batch`: rollout, rewards, then cfg.passes_per_batch passes."""
+        if not batch:
+            raise ValueError("update() needs at least one example")
+        started = time.perf_counter()
+        rollout = self.rollout([example.prompt for example in batch])
+        rollout_seconds = time.perf_counter() - started
+
+        logp_old = self._logprobs(rollout)
+        with self.policy.disable_adapter():
+            logp_ref = self._logprobs(rollout)
+        rows = [example for example in batch for _ in range(SAMPLES_PER_PROMPT)]
+        raw_rewards = torch.tensor(
+            self.reward(
+                [example.prompt for example in rows],
+                [profile.text for profile in rollout.profiles],
+                target_item_id=[example.target_item_id for example in rows],
+                history_item_ids=[list(example.history_item_ids) for example in rows],
+            ),
+            dtype=torch.float32,
+        )
+        rewards = shape_and_whiten(raw_rewards, logp_old, logp_ref, self.cfg.beta)
+        loss = self._regress(rollout, logp_old, rewards)
+        self.updates_done += 1
+        return {
+            "reward_mean": float(raw_rewards.mean()),
+            "reward_std": float(raw_rewards.std(correction=0)),
+            "kl": float((logp_old - logp_ref).mean()),
+            "loss": loss,
+            "profile_tokens": sum(p.num_tokens for p in rollout.profiles) / len(rollout.profiles),
+            "finished_share": sum(p.finished for p in rollout.profiles) / len(rollout.profiles),
+            "seconds": time.perf_counter() - started,
+            "rollout_seconds": rollout_seconds,
+        }
+
+    def rollout(self, prompts: Sequence[str]) -> Rollout:
+        """Sample two profiles per prompt with the current policy, stopped at the turn's end."""
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        paired = [ids for ids in encoded for _ in range(SAMPLES_PER_PROMPT)]
+        batch = self.tokenizer.pad({"input_ids": paired}, padding=True, return_tensors="pt")
+        batch = batch.to(self.policy.device)
+        prompt_width = batch["input_ids"].shape[1]
+        # Seeded per update: a rerun of the same round samples the same profiles.
+        torch.manual_seed(self.seed + self.updates_done)
+        self.policy.eval()
+        with torch.no_grad():
+            output = self.policy.generate(**batch, generation_config=self._generation_config)
+        generated = output[:, prompt_width:]
+        is_stop = torch.isin(generated, torch.tensor(self._stop_ids, device=generated.device))
+        # Keep every token up to and including the first stop token.
+        after_stop = (is_stop.long().cumsum(dim=1) - is_stop.long()) > 0
+        generated_mask = (~after_stop).long()
+        stop_set = set(self._stop_ids)
+        profiles = [profile_from_tokens(self.tokenizer, row, stop_set) for row in generated.tolist()]
+        return Rollout(
+            input_ids=output,
+            attention_mask=torch.cat([batch["attention_mask"], generated_mask], dim=1),
+            completion_mask=torch.cat([torch.zeros_like(batch["attention_mask"]), generated_mask], dim=1),
+            profiles=profiles,
+        )
+
+    def _logprobs(self, rollout: Rollout) -> Tensor:
+        """Sequence log-probs of every sample, no grad, in micro-batches; returned on the CPU."""
+        self.policy.eval()
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(rollout.profiles), self.cfg.micro_batch_size):
+                rows = torch.arange(start, min(start + self.cfg.micro_batch_size, len(rollout.profiles)))
+                parts.append(self._rows_logprobs(rollout, rows).float().cpu())
+        return torch.cat(parts)
+
+    def _regress(self, rollout: Rollout, logp_old: Tensor, rewards: Tensor) -> float:
+        """cfg.passes_per_batch shuffled passes over the pairs, an AdamW step per micro-batch."""
+        pairs = len(rollout.profiles) // SAMPLES_PER_PROMPT
+        pairs_per_step = max(1, self.cfg.micro_batch_size // SAMPLES_PER_PROMPT)
+        order_rng = torch.Generator().manual_seed(self.seed + self.updates_done)
+        losses = []
+        self.policy.train()
+        for _ in range(self.cfg.passes_per_batch):
+            order = torch.randperm(pairs, generator=order_rng)
+            for start in range(0, pairs, pairs_per_step):
+                pair_ids = order[start : start + pairs_per_step]
+                first, second = 2 * pair_ids, 2 * pair_ids + 1
+                logp_new = self._rows_logprobs(rollout, torch.cat([first, second])).cpu()
+                count = len(pair_ids)
+                loss = rebel_loss(
+                    logp_new[:count], logp_old[first], logp_new[count:], logp_old[second],
+                    rewards[first], rewards[second], self.cfg.eta,
+                )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                losses.append(float(loss.detach()))
+        self.policy.eval()
+        return sum(losses) / len(losses)
+
+    def _rows_logprobs(self, rollout: Rollout, rows: Tensor) -> Tensor:
+        """Sequence log-probs of some rows, with the columns that are padding in all of them cut."""
+        attention = rollout.attention_mask[rows]
+        used = attention.any(dim=0).nonzero().squeeze(1)
+        columns = slice(int(used[0]), int(used[-1]) + 1)
+        device = self.policy.device
+        return sequence_logprobs(
+            self.policy,
+            rollout.input_ids[rows, columns].to(device),
+            attention[:, columns].to(device),
+            rollout.completion_mask[rows, columns].to(device),
+        )

@@ -1,0 +1,115 @@
+"""The RL reward: how well a profile ranks its user's next item under the frozen recommender.
+
+R(p) = 1/log2(rank+1) (NDCG, no cutoff) or 1/rank (MRR), rank = the target's rank among ALL
+catalogue items with the user's history left out (method.md, "Training"). A profile longer than
+the encoder's window gets 0: the encoder would silently truncate it, so the policy must not be paid
+for text the recommender never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from lpt_core.retrieval import ItemIndex, TextEncoder, chunk_rows, rank_targets
+
+RewardKind = Literal["ndcg", "mrr"]
+
+
+class RankReward:
+    """TRL reward-function signature: reward(prompts, completions, **dataset_columns) -> list[float].
+
+    Holds the frozen recommender for one RL phase: the text encoder and the catalogue's item
+    embeddings. `item_bias` (one value per catalogue position, from a recommender trained with a
+    learned item bias) is added to every cosine score before ranking.
+    """
+
+    __name__ = "rank_reward"  # TRL logs reward functions by __name__
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        index: ItemIndex,
+        kind: RewardKind = "ndcg",
+        item_bias: np.ndarray | None = None,
+    ) -> None:
+        if kind not in ("ndcg", "mrr"):
+            raise ValueError(f"kind must be 'ndcg' or 'mrr', got {kind!r}")
+        if item_bias is not None:
+            item_bias = np.asarray(item_bias, dtype=np.float32)
+            if item_bias.shape != (len(index),):
+                raise ValueError(
+                    f"item_bias must have one value per catalogue item ({len(index)}), got shape {item_bias.shape}"
+                )
+        self.encoder = encoder
+        self.index = index
+        self.kind = kind
+        self.item_bias = item_bias
+
+    def __call__(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        target_item_id: Sequence[str],
+        history_item_ids: Sequence[Sequence[str]],
+        **_: Any,
+    ) -> list[float]:
+        """One reward per completion; `prompts` is unused (TRL passes it positionally)."""
+        if not len(completions) == len(target_item_id) == len(history_item_ids):
+            raise ValueError(
+                f"row counts differ: {len(completions)} completions, {len(target_item_id)} "
+                f"target_item_id, {len(history_item_ids)} history_item_ids"
+            )
+        texts = [completion_text(c) for c in completions]
+        rewards = np.zeros(len(texts), dtype=np.float64)
+        window = self.encoder.max_tokens()
+        fits = np.array([n <= window for n in self.encoder.token_counts(texts)], dtype=bool)
+        if fits.any():
+            rows = np.flatnonzero(fits)
+            queries = self.encoder.encode([texts[i] for i in rows])
+            ranks = self.ranks(
+                queries, [target_item_id[i] for i in rows], [list(history_item_ids[i]) for i in rows]
+            )
+            rewards[rows] = reward_from_ranks(ranks, self.kind)
+        return rewards.tolist()
+
+    def ranks(
+        self, queries: np.ndarray, targets: Sequence[str], exclude: Sequence[Sequence[str]]
+    ) -> np.ndarray:
+        """Full-catalogue rank of each target (history excluded), with the item bias if any."""
+        if self.item_bias is None:
+            return self.index.target_ranks(queries, targets, exclude)
+        # Biased scores are ranked here rather than by ItemIndex, whose ranking is cosine only.
+        target_positions = self.index.positions(targets)
+        exclude_positions = [self.index.positions(items) for items in exclude]
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        ranks = np.empty(len(targets), dtype=np.float64)
+        step = chunk_rows(len(self.index))
+        for start in range(0, len(targets), step):
+            rows = slice(start, start + step)
+            scores = queries[rows] @ self.index.vectors.T + self.item_bias
+            ranks[rows] = rank_targets(scores, target_positions[rows], exclude_positions[rows])
+        return ranks
+
+
+def reward_from_ranks(ranks: np.ndarray, kind: RewardKind) -> np.ndarray:
+    """NDCG with no cutoff (one relevant item: 1/log2(rank+1)) or reciprocal rank."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return 1.0 / np.log2(ranks + 1.0) if kind == "ndcg" else 1.0 / ranks
+
+
+def completion_text(completion: Any) -> str:
+    """The profile text of a completion: a plain string, or TRL's conversational form (a list of
+    messages whose last one is the assistant's)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content")
+        if isinstance(content, str):
+            return content
+    raise TypeError(
+        "completion must be a string or a list of {'role', 'content'} messages, "
+        f"got {type(completion).__name__}: {completion!r:.80}"
+    )

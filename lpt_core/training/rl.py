@@ -1,0 +1,129 @@
+"""The RL ("encoder") phase of one round: LoRA on the profile writer, trained on the rank reward.
+
+`run_rl_phase` runs cfg.updates_per_round updates with the algorithm the recipe names: REBEL (the
+method's, lpt_core.training.rebel) or TRL's GRPO / RLOO (lpt_core.training.trl_trainers) with the
+same reward, so the three can be compared on equal terms.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lpt_core.config import RLConfig
+from lpt_core.training.reward import RankReward
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+log = logging.getLogger(__name__)
+
+UpdateCallback = Callable[[int, dict], None]
+
+
+@dataclass(frozen=True)
+class RLExample:
+    """One train user: the chat-formatted prompt, the next item, and the history to leave out."""
+
+    prompt: str
+    target_item_id: str
+    history_item_ids: list[str]
+
+
+def make_policy(base_model: PreTrainedModel, cfg: RLConfig) -> PeftModel:
+    """Wrap `base_model` (in place) with a fresh LoRA adapter on all linear layers.
+
+    LoRA B starts at zero, so the new policy equals the base model, which stays reachable as the
+    KL reference with `policy.disable_adapter()`.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    if cfg.gradient_checkpointing:
+        base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # With frozen embeddings nothing before the first block needs grad; checkpointed blocks
+        # still must see an input that does, or their LoRA weights get none.
+        base_model.enable_input_require_grads()
+    return get_peft_model(base_model, lora)
+
+
+def run_rl_phase(
+    policy: PeftModel,
+    tokenizer: Any,
+    examples: Sequence[RLExample],
+    reward: RankReward,
+    cfg: RLConfig,
+    seed: int,
+    output_dir: Path,
+    on_update: UpdateCallback | None = None,
+) -> list[dict]:
+    """cfg.updates_per_round updates of `policy` with cfg.algorithm; the per-update metrics.
+
+    `on_update(step, metrics)` is called after each update (step counts from 1). `output_dir` is
+    scratch space for TRL's trainer; REBEL writes nothing.
+    """
+    if not examples:
+        raise ValueError("run_rl_phase needs at least one example")
+    if cfg.updates_per_round == 0:
+        return []
+    if cfg.algorithm in ("grpo", "rloo"):
+        from lpt_core.training.trl_trainers import run_trl_updates
+
+        return run_trl_updates(
+            cfg.algorithm, policy, tokenizer, examples, reward, cfg, seed, output_dir, on_update
+        )
+    if cfg.algorithm != "rebel":
+        raise ValueError(f"rl.algorithm {cfg.algorithm!r}: expected 'rebel', 'grpo' or 'rloo'")
+    return _run_rebel(policy, tokenizer, examples, reward, cfg, seed, on_update)
+
+
+def _run_rebel(
+    policy: PeftModel,
+    tokenizer: Any,
+    examples: Sequence[RLExample],
+    reward: RankReward,
+    cfg: RLConfig,
+    seed: int,
+    on_update: UpdateCallback | None,
+) -> list[dict]:
+    from lpt_core.training.rebel import RebelTrainer
+
+    trainer = RebelTrainer(policy, tokenizer, reward, cfg, seed)
+    batches = prompt_batches(examples, cfg.prompts_per_update, seed)
+    history = []
+    for step in range(1, cfg.updates_per_round + 1):
+        metrics = trainer.update(next(batches))
+        log.info("REBEL update %d/%d: %s", step, cfg.updates_per_round, _brief(metrics))
+        history.append(metrics)
+        if on_update is not None:
+            on_update(step, metrics)
+    return history
+
+
+def prompt_batches(examples: Sequence[RLExample], size: int, seed: int) -> Iterator[list[RLExample]]:
+    """Endless batches of `size` examples: a seeded shuffle, reshuffled at each pass over the data,
+    so every example is used once per pass (a batch may straddle two passes)."""
+    rng = random.Random(seed)
+    pending: list[RLExample] = []
+    while True:
+        while len(pending) < size:
+            epoch = list(examples)
+            rng.shuffle(epoch)
+            pending.extend(epoch)
+        yield pending[:size]
+        pending = pending[size:]
+
+
+def _brief(metrics: dict) -> str:
+    return ", ".join(f"{key}={value:.4g}" for key, value in metrics.items())

@@ -1,0 +1,227 @@
+"""The alternating schedule on tiny random models: phase order per variant, checkpoints, metrics
+reported, resume after a failure, and one short run on the real default models (slow)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_encoder import build_tiny_encoder
+from tiny_lm import build_tiny_lm
+from transformers import AutoTokenizer
+
+from lpt_core import paths
+from lpt_core.config import (
+    ContrastiveConfig,
+    GenerationConfig,
+    ModelsConfig,
+    Recipe,
+    RLConfig,
+    TrainingConfig,
+)
+from lpt_core.training.alternation import TrainingData, phase_schedule, train_alternating
+from lpt_core.training.checkpoints import latest_phase
+
+GENRES = ["thriller", "comedy", "drama", "horror", "romance", "western", "fantasy", "crime"]
+
+
+class Recorder:
+    """TrainingCallbacks that remember everything; `fail_at` (phase, round) raises at that phase's
+    end-of-phase report, before its checkpoint is written."""
+
+    def __init__(self, fail_at: tuple[str, int] | None = None) -> None:
+        self.fail_at = fail_at
+        self.phases: list[tuple[int, str]] = []
+        self.steps: list[tuple[int, str, int]] = []
+        self.val_ndcg: list[float] = []
+        self.artifacts: dict[str, str] = {}
+        self.messages: list[str] = []
+
+    def metrics(self, phase: str, round_index: int, step: int, values: dict) -> None:
+        if "val_ndcg@10" not in values:
+            self.steps.append((round_index, phase, step))
+            return
+        if (phase, round_index) == self.fail_at:
+            raise RuntimeError("injected failure")
+        self.phases.append((round_index, phase))
+        self.val_ndcg.append(values["val_ndcg@10"])
+
+    def artifact_text(self, name: str, text: str) -> None:
+        self.artifacts[name] = text
+
+    def log(self, message: str) -> None:
+        self.messages.append(message)
+
+
+def adapter_weights(adapter_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(adapter_dir / "adapter_model.safetensors")
+
+
+def training_data(tokenizer) -> TrainingData:
+    catalog = pl.DataFrame(
+        {
+            "item_id": [f"i{n}" for n in range(len(GENRES))],
+            "text": [f"Title: a {g} movie\nCategory: {g}" for g in GENRES],
+        }
+    )
+
+    def examples(split: str, users: int, offset: int) -> pl.DataFrame:
+        rows = []
+        for u in range(users):
+            history = [f"i{(u + offset + k) % len(GENRES)}" for k in range(2)]
+            target = f"i{(u + offset + 3) % len(GENRES)}"
+            content = "The user rated: " + ", ".join(GENRES[int(i[1:])] for i in history)
+            prompt = tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+            )
+            rows.append({"user_id": f"{split}{u}", "prompt": prompt, "history_item_ids": history, "target_item_id": target})
+        return pl.DataFrame(rows)
+
+    return TrainingData(train=examples("train", 8, 0), val=examples("val", 4, 1), catalog=catalog)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    lm, encoder = build_tiny_lm(root / "lm"), build_tiny_encoder(root / "encoder")
+    tokenizer = AutoTokenizer.from_pretrained(lm)
+    return lm, encoder, training_data(tokenizer)
+
+
+def tiny_recipe(lm: Path, encoder: Path, item_bias: bool = False) -> Recipe:
+    return Recipe(
+        name="tiny",
+        models=ModelsConfig(generator=str(lm), encoder=str(encoder), dtype="float32", device="cpu"),
+        generation=GenerationConfig(max_new_tokens=3, batch_size=8),
+        training=TrainingConfig(
+            rounds=2,
+            rl=RLConfig(
+                updates_per_round=1, prompts_per_update=2, passes_per_batch=1, micro_batch_size=4,
+                max_new_tokens=3, lora_r=2, lora_alpha=4,
+            ),
+            contrastive=ContrastiveConfig(steps_per_round=2, batch_size=4, learning_rate=1e-3, item_bias=item_bias),
+            max_train_users=5,
+            max_val_users=3,
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny, tmp_path_factory):
+    lm, encoder, data = tiny
+    recorder = Recorder()
+    root = tmp_path_factory.mktemp("run")
+    started = time.perf_counter()
+    result = train_alternating(tiny_recipe(lm, encoder, item_bias=True), "langptune", data, root, recorder)
+    print(f"tiny 2-round langptune alternation: {time.perf_counter() - started:.1f} s")
+    return result, recorder
+
+
+def test_langptune_alternates_decoder_then_encoder_and_checkpoints_every_phase(uninterrupted):
+    result, recorder = uninterrupted
+    expected = [(0, "decoder"), (0, "encoder"), (1, "decoder"), (1, "encoder")]
+    assert recorder.phases == expected == phase_schedule(2, "langptune")
+    # Per-step reports: 2 contrastive steps (from 0), 1 RL update (from 1), per round.
+    assert [s for s in recorder.steps if s[1] == "decoder"] == [(r, "decoder", s) for r in (0, 1) for s in (0, 1)]
+    assert [s for s in recorder.steps if s[1] == "encoder"] == [(0, "encoder", 1), (1, "encoder", 1)]
+    assert all(0.0 <= v <= 1.0 for v in recorder.val_ndcg)
+    assert set(recorder.artifacts) == {f"profiles_round{r}_{p}.md" for r, p in expected}
+    assert "## user val" in recorder.artifacts["profiles_round1_encoder.md"]
+
+    assert result.resumed_from is None
+    assert [(h["round"], h["phase"]) for h in result.history] == expected
+    assert result.checkpoint.name.endswith("round001-1-encoder")
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+    assert (result.encoder_dir / "modules.json").is_file()
+    assert result.item_bias is not None and result.item_bias.is_file()
+    state = json.loads((result.checkpoint / "state.json").read_text())
+    assert state["variant"] == "langptune" and state["round"] == 1 and state["phase"] == "encoder"
+
+
+@pytest.mark.parametrize(
+    ("variant", "expected"),
+    [("cl_only", [(0, "decoder"), (1, "decoder")]), ("rl_only", [(0, "encoder"), (1, "encoder")])],
+)
+def test_ablations_run_only_their_phases(tiny, tmp_path, variant, expected):
+    lm, encoder, data = tiny
+    recorder = Recorder()
+
+    result = train_alternating(tiny_recipe(lm, encoder), variant, data, tmp_path, recorder)
+
+    assert recorder.phases == expected
+    assert {s[1] for s in recorder.steps} == {expected[0][1]}
+    assert result.item_bias is None and len(result.history) == 2
+
+
+def test_resume_after_a_failure_continues_from_the_saved_phase(tiny, tmp_path, uninterrupted):
+    lm, encoder, data = tiny
+    recipe = tiny_recipe(lm, encoder, item_bias=True)
+    first = Recorder(fail_at=("encoder", 1))
+    with pytest.raises(RuntimeError, match="injected failure"):
+        train_alternating(recipe, "langptune", data, tmp_path, first)
+    saved = latest_phase(tmp_path, recipe.content_hash(), "langptune")
+    assert (saved.round, saved.phase) == (1, "decoder")
+
+    second = Recorder()
+    result = train_alternating(recipe, "langptune", data, tmp_path, second)
+
+    baseline, baseline_recorder = uninterrupted
+    assert result.resumed_from == str(saved.path)
+    assert second.phases == [(1, "encoder")]
+    assert first.phases + second.phases == baseline_recorder.phases
+    assert [(h["round"], h["phase"]) for h in result.history] == [(h["round"], h["phase"]) for h in baseline.history]
+    # Every phase starts from its checkpoint with fresh optimizers and fixed seeds: same numbers.
+    assert first.val_ndcg + second.val_ndcg == pytest.approx(baseline_recorder.val_ndcg)
+    resumed, straight = adapter_weights(result.adapter_dir), adapter_weights(baseline.adapter_dir)
+    assert resumed.keys() == straight.keys()
+    for name, weight in resumed.items():
+        torch.testing.assert_close(weight, straight[name], msg=name)
+    np.testing.assert_allclose(np.load(result.item_bias), np.load(baseline.item_bias), rtol=1e-6)
+
+    third = Recorder()
+    done = train_alternating(recipe, "langptune", data, tmp_path, third)
+    assert done.resumed_from == str(result.checkpoint) and third.phases == []
+    assert done.history == result.history
+
+
+def test_training_data_names_missing_columns(tiny):
+    _, _, data = tiny
+    with pytest.raises(ValueError, match=r"TrainingData.val: missing columns \['prompt'\]"):
+        TrainingData(train=data.train, val=data.val.drop("prompt"), catalog=data.catalog)
+
+
+@pytest.mark.slow
+def test_one_short_round_on_the_default_models(tmp_path, tiny):
+    models_dir = paths.models_dir()
+    lm, encoder = models_dir / "smollm2-135m-instruct", models_dir / "all-minilm-l6-v2"
+    if not (lm.is_dir() and encoder.is_dir()):
+        pytest.skip(f"default models not fetched under {models_dir}")
+    tokenizer = AutoTokenizer.from_pretrained(lm)
+    data = training_data(tokenizer)
+    recipe = Recipe(
+        name="short",
+        models=ModelsConfig(generator=str(lm), encoder=str(encoder), device="cpu"),
+        generation=GenerationConfig(max_new_tokens=16, batch_size=8),
+        training=TrainingConfig(
+            rounds=1,
+            rl=RLConfig(updates_per_round=1, prompts_per_update=2, passes_per_batch=1, max_new_tokens=16),
+            contrastive=ContrastiveConfig(steps_per_round=2, batch_size=4, item_bias=True),
+            max_train_users=4,
+            max_val_users=2,
+        ),
+    )
+    recorder = Recorder()
+    started = time.perf_counter()
+
+    result = train_alternating(recipe, "langptune", data, tmp_path, recorder)
+
+    print(f"SmolLM2 + MiniLM, 1 round: {time.perf_counter() - started:.1f} s")
+    assert recorder.phases == [(0, "decoder"), (0, "encoder")]
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+    assert any(line.strip() for line in recorder.artifacts["profiles_round0_encoder.md"].splitlines()[2:])

@@ -1,0 +1,81 @@
+"""The rank reward against hand-computed NDCG / MRR on a catalogue built around the profile."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+from tiny_encoder import build_tiny_encoder
+
+from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.training.reward import RankReward
+
+PROFILE = "enjoys funny animation and classic comedy films"
+ITEMS = ["a", "b", "c", "d", "e", "f"]
+# Cosine of each item with the profile's embedding, by construction.
+COSINES = [1.0, 0.9, 0.7, 0.5, 0.3, 0.1]
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory) -> TextEncoder:
+    folder = build_tiny_encoder(tmp_path_factory.mktemp("encoder"))
+    return TextEncoder(SentenceTransformer(str(folder), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def index(encoder) -> ItemIndex:
+    """Item k = cos_k * q + sin_k * b_k, with q the profile's embedding and q, b_1.. orthonormal:
+    the profile's cosine score for item k is exactly COSINES[k]."""
+    query = encoder.encode([PROFILE])[0].astype(np.float64)
+    rng = np.random.default_rng(0)
+    basis, _ = np.linalg.qr(np.column_stack([query, rng.normal(size=(len(query), len(ITEMS)))]))
+    basis = basis.T * np.sign(basis[:, 0] @ query)  # first row = +q (QR may flip its sign)
+    vectors = [c * basis[0] + math.sqrt(1 - c * c) * basis[k + 1] for k, c in enumerate(COSINES)]
+    return ItemIndex.build(ITEMS, np.array(vectors))
+
+
+def _reward(encoder, index, kind, targets, histories, completions=None, item_bias=None):
+    completions = completions or [PROFILE] * len(targets)
+    reward = RankReward(encoder, index, kind=kind, item_bias=item_bias)
+    return reward(["prompt"] * len(targets), completions, target_item_id=targets, history_item_ids=histories)
+
+
+def test_ndcg_and_mrr_match_the_hand_computed_ranks_with_history_excluded(encoder, index):
+    # target c (0.7): a and b score higher; a is in the history, so the rank is 2 (3 without).
+    # target e (0.3): a, b, c, d higher; a and b are history, so the rank is 3.
+    targets, histories = ["c", "c", "e"], [["a"], [], ["a", "b"]]
+
+    ndcg = _reward(encoder, index, "ndcg", targets, histories)
+    mrr = _reward(encoder, index, "mrr", targets, histories)
+
+    assert ndcg == pytest.approx([1 / math.log2(3), 1 / math.log2(4), 1 / math.log2(4)], abs=1e-6)
+    assert mrr == pytest.approx([1 / 2, 1 / 3, 1 / 3], abs=1e-6)
+
+
+def test_conversational_completions_score_like_plain_strings(encoder, index):
+    messages = [[{"role": "assistant", "content": PROFILE}]]
+    assert _reward(encoder, index, "mrr", ["d"], [[]], completions=messages) == pytest.approx([1 / 4])
+
+
+def test_a_profile_overflowing_the_encoder_window_gets_zero(encoder, index):
+    overflowing = " ".join(["comedy"] * (encoder.max_tokens() + 5))
+    assert encoder.token_counts([overflowing])[0] > encoder.max_tokens()
+
+    rewards = _reward(encoder, index, "ndcg", ["c", "c"], [[], []], completions=[overflowing, PROFILE])
+
+    assert rewards[0] == 0.0
+    assert rewards[1] == pytest.approx(1 / math.log2(4))
+
+
+def test_item_bias_is_added_to_the_cosine_scores(encoder, index):
+    # +1 lifts f (0.1 -> 1.1) above c (0.7); -1 drops b (0.9 -> -0.1) below it: c stays third.
+    bias = np.array([0.0, -1.0, 0.0, 0.0, 0.0, 1.0], dtype=np.float32)
+    assert _reward(encoder, index, "mrr", ["c"], [[]], item_bias=bias) == pytest.approx([1 / 3])
+    assert _reward(encoder, index, "mrr", ["c"], [["a"]], item_bias=bias) == pytest.approx([1 / 2])
+
+
+def test_item_bias_of_the_wrong_length_is_rejected(encoder, index):
+    with pytest.raises(ValueError, match="one value per catalogue item"):
+        RankReward(encoder, index, item_bias=np.zeros(len(ITEMS) + 1))

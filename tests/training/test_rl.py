@@ -1,0 +1,229 @@
+"""The RL phase on a tiny random chat LM and a tiny encoder: REBEL, GRPO and RLOO updates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from tiny_encoder import build_tiny_encoder
+from tiny_lm import build_tiny_lm, force_reply
+
+from lpt_core.config import ModelsConfig, RLConfig
+from lpt_core import paths
+from lpt_core.models import load_encoder, load_generator
+from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.training.logprobs import sequence_logprobs
+from lpt_core.training.rebel import RebelTrainer
+from lpt_core.training.reward import RankReward
+from lpt_core.training.rl import RLExample, make_policy, prompt_batches, run_rl_phase
+
+CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
+ITEM_TEXTS = {
+    "toy": "Title: Toy Story\nCategory: animation, children, comedy",
+    "heat": "Title: Heat\nCategory: action, crime, thriller",
+    "alien": "Title: Alien\nCategory: horror, science fiction",
+    "emma": "Title: Emma\nCategory: romance, drama",
+    "fargo": "Title: Fargo\nCategory: crime, drama, comedy",
+    "shoah": "Title: Shoah\nCategory: documentary, war",
+}
+TINY_RL = RLConfig(
+    updates_per_round=2, prompts_per_update=2, micro_batch_size=2, passes_per_batch=2,
+    max_new_tokens=6, learning_rate=1e-2, beta=0.2,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models on a shared 2-core machine: thread hand-offs cost more than the matrix work.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_folder(tmp_path_factory) -> Path:
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+@pytest.fixture(scope="module")
+def reward(tmp_path_factory) -> RankReward:
+    folder = build_tiny_encoder(tmp_path_factory.mktemp("encoder"))
+    encoder = TextEncoder(SentenceTransformer(str(folder), device="cpu"))
+    index = ItemIndex.build(list(ITEM_TEXTS), encoder.encode(list(ITEM_TEXTS.values())))
+    return RankReward(encoder, index, kind="ndcg")
+
+
+def _examples(tokenizer) -> list[RLExample]:
+    histories = [(["heat", "alien"], "toy"), (["emma"], "fargo"), (["toy", "fargo"], "shoah"), (["shoah"], "emma")]
+    examples = []
+    for history, target in histories:
+        content = "The user rated the following movies.\n\n" + "\n\n".join(ITEM_TEXTS[i] for i in history)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
+        examples.append(RLExample(prompt, target, history))
+    return examples
+
+
+def _lora_state(policy) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in policy.named_parameters() if "lora_" in name}
+
+
+def _logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=input_ids).logits
+
+
+def test_make_policy_puts_lora_on_every_linear_layer_and_trains_only_it(tiny_lm_folder):
+    model, _ = load_generator(str(tiny_lm_folder), CPU_FP32)
+    policy = make_policy(model, RLConfig(lora_r=4, lora_alpha=8))
+
+    # Parameter names look like ...layers.0.self_attn.q_proj.lora_A.default.weight
+    lora_targets = {name.split(".lora_A")[0].split(".")[-1] for name, _ in policy.named_parameters() if "lora_A" in name}
+    trainable = [name for name, p in policy.named_parameters() if p.requires_grad]
+
+    assert lora_targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert trainable and all("lora_" in name for name in trainable)
+
+
+def test_one_rebel_update_trains_lora_while_the_disabled_adapter_stays_the_base_model(
+    tiny_lm_folder, reward
+):
+    model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
+    probe = torch.tensor([tokenizer("Review from the user: a great cast")["input_ids"]])
+    base_logits = _logits(model, probe)
+    policy = make_policy(model, TINY_RL)
+    before = _lora_state(policy)
+    with policy.disable_adapter():
+        torch.testing.assert_close(_logits(policy, probe), base_logits)
+    torch.testing.assert_close(_logits(policy, probe), base_logits)  # LoRA B starts at zero
+
+    metrics = RebelTrainer(policy, tokenizer, reward, TINY_RL, seed=0).update(_examples(tokenizer)[:2])
+
+    after = _lora_state(policy)
+    assert any(not torch.equal(before[name], after[name]) for name in after if "lora_B" in name)
+    assert any(after[name].abs().sum() > 0 for name in after if "lora_B" in name)
+    assert not torch.allclose(_logits(policy, probe), base_logits)
+    with policy.disable_adapter():
+        torch.testing.assert_close(_logits(policy, probe), base_logits)
+    assert set(metrics) >= {"reward_mean", "reward_std", "kl", "loss", "profile_tokens", "seconds", "rollout_seconds"}
+    assert 0.0 < metrics["reward_mean"] <= 1.0
+    assert 0 < metrics["profile_tokens"] <= TINY_RL.max_new_tokens
+    assert metrics["kl"] == pytest.approx(0.0, abs=1e-4)  # sampled before any step: pi_old = pi_ref
+
+
+def test_rollout_stops_at_the_end_of_turn_token_and_trains_on_it(tiny_lm_folder, reward):
+    model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
+    reply = tokenizer(" enjoys comedies", add_special_tokens=False)["input_ids"]
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    force_reply(model, reply, end_id=end_of_turn)
+    # Near-greedy sampling: force_reply's logits separate the next token by 1 only.
+    cfg = TINY_RL.model_copy(update={"temperature": 0.01, "max_new_tokens": 10})
+    trainer = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0)
+
+    rollout = trainer.rollout([example.prompt for example in _examples(tokenizer)[:2]])
+
+    assert [p.text for p in rollout.profiles] == ["enjoys comedies"] * 4
+    assert all(p.finished and p.num_tokens == len(reply) for p in rollout.profiles)
+    completions = [ids[mask.bool()].tolist() for ids, mask in zip(rollout.input_ids, rollout.completion_mask)]
+    assert completions == [reply + [end_of_turn]] * 4
+
+
+def test_prompt_batches_cycle_through_every_example_in_a_seeded_order():
+    examples = [RLExample(f"prompt {i}", f"item {i}", []) for i in range(5)]
+
+    batches = prompt_batches(examples, 2, seed=3)
+    first_ten = [example for _ in range(5) for example in next(batches)]
+
+    assert sorted(first_ten[:5], key=lambda e: e.prompt) == examples
+    assert sorted(first_ten[5:], key=lambda e: e.prompt) == examples
+    again = prompt_batches(examples, 2, seed=3)
+    assert [e for _ in range(5) for e in next(again)] == first_ten
+
+
+@pytest.mark.parametrize("algorithm", ["rebel", "grpo", "rloo"])
+def test_run_rl_phase_runs_each_algorithm_and_reports_every_update(
+    algorithm, tiny_lm_folder, reward, tmp_path
+):
+    model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
+    cfg = TINY_RL.model_copy(update={"algorithm": algorithm})
+    policy = make_policy(model, cfg)
+    before = _lora_state(policy)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    seen: list[tuple[int, dict]] = []
+
+    history = run_rl_phase(
+        policy, tokenizer, _examples(tokenizer), reward, cfg, seed=0, output_dir=tmp_path,
+        on_update=lambda step, metrics: seen.append((step, metrics)),
+    )
+
+    assert [step for step, _ in seen] == [1, 2]
+    assert [metrics for _, metrics in seen] == history
+    for metrics in history:
+        assert set(metrics) >= {"reward_mean", "reward_std", "loss", "profile_tokens", "seconds"}
+        assert 0.0 <= metrics["reward_mean"] <= 1.0
+    after = _lora_state(policy)
+    assert after.keys() == before.keys()  # TRL's reference copy of the adapter is not left behind
+    assert any(not torch.equal(before[name], after[name]) for name in after)
+    # The end-of-turn stop TRL was given is not left in the model's own generation config.
+    assert end_of_turn not in torch.atleast_1d(torch.tensor(policy.generation_config.eos_token_id)).tolist()
+
+
+def test_trl_samples_stop_at_the_end_of_turn_token(tiny_lm_folder, reward, tmp_path):
+    model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
+    reply = tokenizer(" enjoys comedies", add_special_tokens=False)["input_ids"]
+    force_reply(model, reply, end_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    cfg = TINY_RL.model_copy(
+        update={"algorithm": "grpo", "updates_per_round": 1, "temperature": 0.01, "max_new_tokens": 10}
+    )
+
+    (metrics,) = run_rl_phase(make_policy(model, cfg), tokenizer, _examples(tokenizer), reward, cfg, 0, tmp_path)
+
+    # TRL counts the end-of-turn token in a completion's length; without the stop it would be 10.
+    assert metrics["profile_tokens"] == len(reply) + 1
+    assert metrics["finished_share"] == 1.0
+
+
+@pytest.mark.slow
+def test_a_rebel_update_on_smollm2_shifts_probability_to_the_better_profile_of_each_pair():
+    """Real SmolLM2 and all-MiniLM: after one update (4 passes, strong lr), each pair's log-ratio
+    gap log pi(better)/pi_old(better) - log pi(worse)/pi_old(worse) has grown, i.e. the policy moved
+    towards the higher-reward profile. (Whether the SAMPLED mean reward rises over a few updates is
+    too noisy to assert at the 6 samples per update this CPU allows in a test.)"""
+    models_dir = paths.models_dir()
+    if not (models_dir / "smollm2-135m-instruct").is_dir() or not (models_dir / "all-minilm-l6-v2").is_dir():
+        pytest.skip("default models not fetched (make setup)")
+    model, tokenizer = load_generator("smollm2-135m-instruct", ModelsConfig(device="cpu"))
+    encoder = TextEncoder(load_encoder("all-minilm-l6-v2", ModelsConfig(device="cpu")))
+    index = ItemIndex.build(list(ITEM_TEXTS), encoder.encode(list(ITEM_TEXTS.values())))
+    reward = RankReward(encoder, index, kind="mrr")
+    cfg = RLConfig(prompts_per_update=3, max_new_tokens=16, learning_rate=1e-3, beta=0.0, micro_batch_size=2)
+    trainer = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0)
+    batch = _examples(tokenizer)[:3]
+    rows = [example for example in batch for _ in range(2)]
+
+    # update() samples with the same seed, so this rollout is the one it trains on.
+    rollout = trainer.rollout([example.prompt for example in batch])
+    rewards = torch.tensor(
+        reward(
+            [e.prompt for e in rows], [p.text for p in rollout.profiles],
+            target_item_id=[e.target_item_id for e in rows], history_item_ids=[e.history_item_ids for e in rows],
+        )
+    )
+    tensors = (rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
+    with torch.no_grad():
+        logp_old = sequence_logprobs(trainer.policy, *tensors)
+    trainer.update(batch)
+    with torch.no_grad():
+        log_ratio = sequence_logprobs(trainer.policy, *tensors) - logp_old
+
+    gaps = [
+        (log_ratio[2 * i] - log_ratio[2 * i + 1]) * torch.sign(rewards[2 * i] - rewards[2 * i + 1])
+        for i in range(len(batch))
+        if rewards[2 * i] != rewards[2 * i + 1]
+    ]
+    assert gaps, f"every pair tied on reward ({rewards.tolist()}): nothing to learn from"
+    assert all(gap > 0 for gap in gaps), [float(g) for g in gaps]
