@@ -53,7 +53,11 @@ def write_recipe(folder: Path, data_dir: Path, models: dict[str, Path]) -> Path:
         "split": {"history_len": 3, "windows_per_user": 2, "window_stride": 3},
         "models": {"generator": str(models["generator"]), "encoder": str(models["encoder"]), "dtype": "float32"},
         "generation": {"max_new_tokens": 6, "batch_size": 8},
-        "evaluation": {"bootstrap_samples": 50, "max_train_users": 4},
+        "evaluation": {
+            "bootstrap_samples": 50, "max_train_users": 4,
+            "methods": ["random", "popularity", "item_knn", "sasrec", "last_item_text", "history_text", "profile"],
+        },
+        "baselines": {"sasrec_trials": 1, "epochs": 2, "knn_neighbours": [5]},
     }
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
@@ -102,7 +106,9 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     assert checks and all(check.passed for check in checks)
 
     report = json.loads((tmp_path / "outputs" / "evaluation_report.json").read_text())
-    assert set(report["methods"]) == {"random", "popularity", "last_item_text", "history_text", "profile"}
+    assert set(report["methods"]) == {
+        "random", "popularity", "item_knn", "sasrec", "last_item_text", "history_text", "profile"
+    }
     for metrics in report["methods"].values():
         assert 0.0 <= metrics["ndcg@10"]["low"] <= metrics["ndcg@10"]["mean"] <= metrics["ndcg@10"]["high"] <= 1.0
     for name in ("report.md", "report.json", "metrics.png"):
@@ -118,7 +124,7 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     assert len(parents) == 1 and parents[0].data.tags["lpt.orchestration_run_id"] == result.run_id
     assert parents[0].info.status == "FINISHED"
     assert {"raw_data", "cleaned_histories", "user_examples", "zero_shot_profiles", "item_index",
-            "evaluation_report"} <= set(children)
+            "baseline_models", "evaluation_report"} <= set(children)
     evaluation = children["evaluation_report"]
     assert evaluation.data.params["split.history_len"] == "3"
     assert "profile.ndcg_at_10" in evaluation.data.metrics
