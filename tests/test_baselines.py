@@ -71,7 +71,8 @@ def ctx(encoder) -> EvalContext:
 
 
 def test_every_method_ranks_the_catalogue_minus_the_history(ctx):
-    ranks = evaluate_methods(ctx, list(METHODS))
+    # sasrec / item_knn need fitted models (ctx.models): tests/test_sasrec.py and test_item_knn.py.
+    ranks = evaluate_methods(ctx, [name for name in METHODS if name not in ("sasrec", "item_knn")])
     assert set(ranks) >= {"random", "popularity", "last_item_text", "history_text", "profile"}
     for name, method_ranks in ranks.items():
         assert method_ranks.shape == (len(ROWS),), name
@@ -120,8 +121,10 @@ def test_missing_inputs_and_unknown_methods_are_named(ctx):
     without_profiles = EvalContext(**{**ctx.__dict__, "profiles": None})
     with pytest.raises(ValueError, match="profiles"):
         evaluate_methods(without_profiles, ["profile"])
-    with pytest.raises(KeyError, match="sasrec"):
+    with pytest.raises(ValueError, match=r"models\['sasrec'\]"):
         evaluate_methods(ctx, ["sasrec"])
+    with pytest.raises(KeyError, match="no_such_method"):
+        evaluate_methods(ctx, ["no_such_method"])
 
 
 def test_a_new_method_is_one_decorated_function(ctx, monkeypatch):
