@@ -153,6 +153,8 @@ class TrainingConfig(_Strict):
     """Alternation of decoder (contrastive) and encoder (RL) phases, decoder first."""
 
     rounds: int = Field(2, ge=1)
+    # The trained systems to build and report (lpt_core.training.variants.VARIANTS).
+    variants: tuple[str, ...] = ("langptune_rebel", "langptune_grpo", "cl_only", "rl_only", "langptune_item_bias")
     rl: RLConfig = RLConfig()
     contrastive: ContrastiveConfig = ContrastiveConfig()
     # Train users used for training (None = all); val users monitored at each phase's end.
@@ -234,18 +236,18 @@ def load_recipe(name_or_path: str, overrides: dict | None = None) -> Recipe:
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: the top level must be a mapping of sections")
     raw.setdefault("name", path.stem)
-    merged = _deep_merge(raw, overrides or {})
+    merged = deep_merge(raw, overrides or {})
     try:
         return Recipe.model_validate(merged)
     except ValidationError as exc:
         raise RecipeError(f"{path}: invalid recipe:\n{_describe(exc)}") from exc
 
 
-def _deep_merge(base: dict, overrides: dict) -> dict:
+def deep_merge(base: dict, overrides: dict) -> dict:
     merged = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged

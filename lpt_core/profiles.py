@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import polars as pl
 
+# The columns that identify one example (a user's window of a split).
+EXAMPLE_KEYS = ["user_id", "split", "window"]
+
 
 def select_profile_examples(examples: pl.DataFrame, max_train_users: int | None) -> pl.DataFrame:
     """Val/test rows first (evaluation needs them all), then train rows of the first train users."""

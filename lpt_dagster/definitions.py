@@ -10,12 +10,12 @@ import os
 
 import dagster as dg
 
-from lpt_dagster.assets import baselines, data, evaluation, profiles
+from lpt_dagster.assets import baselines, data, evaluation, profiles, training
 from lpt_dagster.checks import data_quality_checks
 from lpt_dagster.io_manager import LocalFilesIOManager
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
-all_assets = dg.load_assets_from_modules([data, profiles, baselines, evaluation])
+all_assets = dg.load_assets_from_modules([data, profiles, baselines, training, evaluation])
 
 # One process for the whole run: every step imports torch/transformers, and on a small machine
 # re-importing them in a subprocess per step costs more than the parallelism gains.

@@ -58,6 +58,11 @@ def write_recipe(folder: Path, data_dir: Path, models: dict[str, Path]) -> Path:
             "methods": ["random", "popularity", "item_knn", "sasrec", "last_item_text", "history_text", "profile"],
         },
         "baselines": {"sasrec_trials": 1, "epochs": 2, "knn_neighbours": [5]},
+        "training": {
+            "rounds": 1, "max_train_users": 6, "max_val_users": 4,
+            "rl": {"updates_per_round": 1, "prompts_per_update": 2, "micro_batch_size": 4, "max_new_tokens": 6},
+            "contrastive": {"steps_per_round": 2, "batch_size": 4},
+        },
     }
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
@@ -107,8 +112,10 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
 
     report = json.loads((tmp_path / "outputs" / "evaluation_report.json").read_text())
     assert set(report["methods"]) == {
-        "random", "popularity", "item_knn", "sasrec", "last_item_text", "history_text", "profile"
+        "random", "popularity", "item_knn", "sasrec", "last_item_text", "history_text", "profile",
+        "langptune_rebel", "langptune_grpo", "cl_only", "rl_only", "langptune_item_bias",
     }
+    assert "langptune_rebel - profile" in report["differences"]
     for metrics in report["methods"].values():
         assert 0.0 <= metrics["ndcg@10"]["low"] <= metrics["ndcg@10"]["mean"] <= metrics["ndcg@10"]["high"] <= 1.0
     for name in ("report.md", "report.json", "metrics.png"):
@@ -124,7 +131,9 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     assert len(parents) == 1 and parents[0].data.tags["lpt.orchestration_run_id"] == result.run_id
     assert parents[0].info.status == "FINISHED"
     assert {"raw_data", "cleaned_histories", "user_examples", "zero_shot_profiles", "item_index",
-            "baseline_models", "evaluation_report"} <= set(children)
+            "baseline_models", "evaluation_report", "training/langptune_rebel", "training/cl_only"} <= set(children)
+    rebel_metrics = client.get_run(children["training/langptune_rebel"].info.run_id).data.metrics
+    assert "encoder.reward_mean" in rebel_metrics and "decoder.loss" in rebel_metrics
     evaluation = children["evaluation_report"]
     assert evaluation.data.params["split.history_len"] == "3"
     assert "profile.ndcg_at_10" in evaluation.data.metrics

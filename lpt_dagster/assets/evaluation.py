@@ -2,6 +2,7 @@
 
 
 import base64
+import dataclasses
 from pathlib import Path
 
 import dagster as dg
@@ -11,13 +12,13 @@ from lpt_core import text
 from lpt_core.baselines import EvalContext, evaluate_methods
 from lpt_core.models import load_encoder
 from lpt_core.paths import outputs_dir
+from lpt_core.profiles import EXAMPLE_KEYS
 from lpt_core.recommenders import load_baseline_models
 from lpt_core.report import build_report
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
 GROUP = "evaluation"
-KEYS = ["user_id", "split", "window"]
 
 
 def train_item_counts(cleaned_histories: pl.DataFrame, user_examples: pl.DataFrame) -> dict[str, int]:
@@ -28,11 +29,25 @@ def train_item_counts(cleaned_histories: pl.DataFrame, user_examples: pl.DataFra
 
 
 def profiles_for(examples: pl.DataFrame, profiles: pl.DataFrame) -> list[str]:
-    joined = examples.select(KEYS).join(profiles.select(*KEYS, "profile"), on=KEYS, how="left", maintain_order="left")
+    joined = examples.select(EXAMPLE_KEYS).join(profiles.select(*EXAMPLE_KEYS, "profile"), on=EXAMPLE_KEYS, how="left", maintain_order="left")
     missing = joined["profile"].null_count()
     if missing:
         raise ValueError(f"{missing} evaluation examples have no profile: rematerialise the profiles asset")
     return joined["profile"].to_list()
+
+
+def trained_ranks(ctx: EvalContext, cfg, trained_profiles: pl.DataFrame, trained_item_index: dict) -> dict:
+    """One row per trained variant: its own profiles, ranked by its own recommender and index."""
+    ranks = {}
+    for name, index_info in trained_item_index.items():
+        variant_ctx = dataclasses.replace(
+            ctx,
+            index=ItemIndex.load(Path(index_info["path"])),
+            encoder=TextEncoder(load_encoder(index_info["encoder_dir"], cfg.models)),
+            profiles=profiles_for(ctx.examples, trained_profiles.filter(pl.col("variant") == name)),
+        )
+        ranks[name] = evaluate_methods(variant_ctx, ["profile"])["profile"]
+    return ranks
 
 
 def _png_markdown(path: Path) -> dg.MetadataValue:
@@ -51,6 +66,8 @@ def evaluation_report(
     zero_shot_profiles: pl.DataFrame,
     item_index: dict,
     baseline_models: dict,
+    trained_profiles: pl.DataFrame,
+    trained_item_index: dict,
 ) -> dict:
     """Recall/NDCG/MRR@K of every method with paired bootstrap intervals, as markdown, plot and JSON."""
     cfg = recipe.get()
@@ -69,6 +86,7 @@ def evaluation_report(
         models=load_baseline_models(Path(baseline_models["path"]), index.item_ids.tolist()),
     )
     ranks = evaluate_methods(ctx, ev.methods)
+    ranks.update(trained_ranks(ctx, cfg, trained_profiles, trained_item_index))
     report = build_report(
         ranks, examples["user_id"].to_list(), ks=ev.ks, samples=ev.bootstrap_samples,
         confidence=ev.confidence, seed=ev.seed, baseline=ev.baseline,

@@ -21,7 +21,7 @@ GROUP = "profiles"
 GPU_POOL = "gpu"
 
 
-def _progress_logger(context: dg.AssetExecutionContext, what: str):
+def progress_logger(context: dg.AssetExecutionContext, what: str):
     start = time.perf_counter()
 
     def report(done: int, total: int) -> None:
@@ -66,7 +66,7 @@ def zero_shot_profiles(
     store = ProfileStore(outputs_dir() / "profile_store.parquet", chunk_size=4 * cfg.generation.batch_size)
     started = time.perf_counter()
     generated, fresh = store.get_or_generate(
-        prompts, generator, cfg.generation, progress=_progress_logger(context, "profiles")
+        prompts, generator, cfg.generation, progress=progress_logger(context, "profiles")
     )
     seconds = time.perf_counter() - started
     profiles = examples.select("user_id", "split", "window").with_columns(
@@ -101,7 +101,7 @@ def item_index(
     cfg = recipe.get()
     encoder = TextEncoder(load_encoder(cfg.models.encoder, cfg.models))
     started = time.perf_counter()
-    embeddings = encoder.encode(item_catalog["text"].to_list(), progress=_progress_logger(context, "item texts"))
+    embeddings = encoder.encode(item_catalog["text"].to_list(), progress=progress_logger(context, "item texts"))
     seconds = time.perf_counter() - started
     index = ItemIndex.build(item_catalog["item_id"].to_list(), embeddings, kind=cfg.evaluation.index_kind)
     folder = outputs_dir() / "item_index"

@@ -1,0 +1,182 @@
+"""Training assets: the alternating CL/RL training of every variant, their profiles and indexes.
+
+Each variant (lpt_core.training.variants) trains in its own checkpoint folder, phase by phase; a
+run killed mid-way resumes from the last finished phase when the asset is materialised again with
+the same recipe. Each variant logs to its own MLflow child run under the Dagster run's parent.
+"""
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from lpt_core import text
+from lpt_core.config import Recipe
+from lpt_core.generation.hf_backend import TransformersGenerator
+from lpt_core.generation.store import ProfileStore
+from lpt_core.models import load_encoder, load_tokenizer
+from lpt_core.paths import outputs_dir
+from lpt_core.profiles import EXAMPLE_KEYS
+from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.tracking import RunHandle
+from lpt_core.training.alternation import TrainingData, load_trained_generator, train_alternating
+from lpt_core.training.variants import get_variant
+from lpt_dagster.assets.profiles import GPU_POOL, progress_logger
+from lpt_dagster.metadata import frame_preview
+from lpt_dagster.resources import MlflowResource, RecipeResource
+
+GROUP = "training"
+
+
+class _MlflowCallbacks:
+    """Training progress to the variant's MLflow run (metrics per step) and the Dagster log."""
+
+    def __init__(self, run: RunHandle, context: dg.AssetExecutionContext, variant: str) -> None:
+        self.run, self.context, self.variant = run, context, variant
+        self.steps: dict[str, int] = {}
+
+    def metrics(self, phase: str, round_index: int, step: int, values: dict) -> None:
+        # One running step count per phase, so curves continue across rounds.
+        global_step = self.steps.get(phase, 0)
+        self.steps[phase] = global_step + 1
+        numbers = {f"{phase}.{k}": float(v) for k, v in values.items() if isinstance(v, int | float)}
+        self.run.log_metrics(numbers, step=global_step)
+        self.context.log.info(f"{self.variant} round {round_index} {phase} step {step}: {numbers}")
+
+    def artifact_text(self, name: str, text_: str) -> None:
+        self.run.log_text(text_, f"samples/{name}")
+
+    def log(self, message: str) -> None:
+        self.context.log.info(f"{self.variant}: {message}")
+
+
+def _with_prompts(examples: pl.DataFrame, items: pl.DataFrame, cfg: Recipe) -> pl.DataFrame:
+    tokenizer = load_tokenizer(cfg.models.generator)
+    prompts = text.build_prompts(examples, items, tokenizer, cfg.prompt, cfg.data.source)
+    return examples.with_columns(pl.Series("prompt", prompts, dtype=pl.String))
+
+
+@dg.multi_asset(
+    group_name=GROUP,
+    pool=GPU_POOL,
+    outs={
+        "trained_generator": dg.AssetOut(description="Per variant: the LoRA adapter of the profile writer + its base model."),
+        "trained_recommender": dg.AssetOut(description="Per variant: the contrastively trained text encoder (+ item bias)."),
+    },
+)
+def trained_models(
+    context: dg.AssetExecutionContext,
+    recipe: RecipeResource,
+    mlflow: MlflowResource,
+    user_examples: pl.DataFrame,
+    cleaned_items: pl.DataFrame,
+    item_catalog: pl.DataFrame,
+):
+    """Alternate contrastive (recommender) and RL (profile writer) phases for every variant."""
+    cfg = recipe.get()
+    data = TrainingData(
+        train=_with_prompts(user_examples.filter(pl.col("split") == "train"), cleaned_items, cfg),
+        val=_with_prompts(user_examples.filter(pl.col("split") == "val"), cleaned_items, cfg),
+        catalog=item_catalog,
+    )
+    generators, recommenders, summaries = {}, {}, {}
+    for name in cfg.training.variants:
+        variant = get_variant(name)
+        variant_recipe = variant.recipe_for(cfg)
+        started = time.perf_counter()
+        with mlflow.asset_run(context, variant_recipe, f"training/{name}") as run:
+            run.set_tags({"lpt.variant": name, "lpt.variant_description": variant.description})
+            result = train_alternating(
+                variant_recipe, variant.schedule, data, outputs_dir() / "training" / name,
+                _MlflowCallbacks(run, context, name),
+            )
+            run.log_artifact(result.adapter_dir, "generator_adapter")
+            run.log_artifact(result.encoder_dir, "recommender")
+            run.log_dict({"base_model": cfg.models.generator, "history": result.history}, "training_summary.json")
+        seconds = time.perf_counter() - started
+        generators[name] = {
+            "adapter_dir": str(result.adapter_dir), "base_model": cfg.models.generator,
+            "trains_generator": variant.trains_generator, "checkpoint": str(result.checkpoint),
+            "recipe_hash": variant_recipe.content_hash(),
+        }
+        recommenders[name] = {
+            "encoder_dir": str(result.encoder_dir),
+            "item_bias": None if result.item_bias is None else str(result.item_bias),
+        }
+        summaries[name] = {
+            "seconds": round(seconds, 1), "resumed_from": result.resumed_from,
+            "last_phase": result.history[-1] if result.history else None, "mlflow_run": run.url(mlflow.ui_url),
+        }
+    yield dg.Output(generators, output_name="trained_generator",
+                    metadata={"variants": dg.MetadataValue.json(summaries)})
+    yield dg.Output(recommenders, output_name="trained_recommender",
+                    metadata={"variants": dg.MetadataValue.json(recommenders)})
+
+
+@dg.asset(group_name=GROUP, pool=GPU_POOL)
+def trained_profiles(
+    context: dg.AssetExecutionContext,
+    recipe: RecipeResource,
+    user_examples: pl.DataFrame,
+    cleaned_items: pl.DataFrame,
+    zero_shot_profiles: pl.DataFrame,
+    trained_generator: dict,
+) -> pl.DataFrame:
+    """Every variant's profiles of the evaluation users. CL only keeps the base LLM, so its
+    profiles are the zero-shot ones; the others are written by the merged trained generator."""
+    cfg = recipe.get()
+    examples = user_examples.filter(pl.col("split") == cfg.evaluation.split)
+    store = ProfileStore(outputs_dir() / "profile_store.parquet", chunk_size=4 * cfg.generation.batch_size)
+    frames = []
+    for name, generator_info in trained_generator.items():
+        if not generator_info["trains_generator"]:
+            profiles = examples.select(EXAMPLE_KEYS).join(zero_shot_profiles, on=EXAMPLE_KEYS, how="left", maintain_order="left")
+        else:
+            variant_recipe = get_variant(name).recipe_for(cfg)
+            model, tokenizer = load_trained_generator(variant_recipe, Path(generator_info["adapter_dir"]))
+            generator = TransformersGenerator(
+                model, tokenizer, cfg.generation, model_id=f"{name}@{Path(generator_info['checkpoint']).name}"
+            )
+            prompts = text.build_prompts(examples, cleaned_items, tokenizer, cfg.prompt, cfg.data.source)
+            generated, fresh = store.get_or_generate(
+                prompts, generator, cfg.generation, progress=progress_logger(context, f"{name} profiles")
+            )
+            context.log.info(f"{name}: {fresh} profiles generated, {len(generated) - fresh} reused")
+            profiles = examples.select(EXAMPLE_KEYS).with_columns(
+                pl.Series("profile", [g.text for g in generated], dtype=pl.String),
+                pl.Series("num_tokens", [g.num_tokens for g in generated], dtype=pl.Int32),
+                pl.Series("finished", [g.finished for g in generated], dtype=pl.Boolean),
+            )
+        frames.append(profiles.select(*EXAMPLE_KEYS, "profile", "num_tokens", "finished").with_columns(
+            pl.lit(name).alias("variant")))
+    result = pl.concat(frames)
+    lengths = result.group_by("variant").agg(pl.col("num_tokens").mean().alias("mean_tokens")).sort("variant")
+    context.add_output_metadata({"mean_tokens": frame_preview(lengths), "preview": frame_preview(result)})
+    return result
+
+
+@dg.asset(group_name=GROUP, pool=GPU_POOL)
+def trained_item_index(
+    context: dg.AssetExecutionContext, recipe: RecipeResource, item_catalog: pl.DataFrame, trained_recommender: dict
+) -> dict:
+    """Per variant: the catalogue embedded by its trained recommender, exact index (+ item bias)."""
+    cfg = recipe.get()
+    indexes = {}
+    for name, info in trained_recommender.items():
+        encoder = TextEncoder(load_encoder(info["encoder_dir"], cfg.models))
+        embeddings = encoder.encode(item_catalog["text"].to_list())
+        bias = None if info["item_bias"] is None else _load_bias(info["item_bias"])
+        index = ItemIndex.build(item_catalog["item_id"].to_list(), embeddings, kind=cfg.evaluation.index_kind, bias=bias)
+        folder = outputs_dir() / "trained_item_index" / name
+        index.save(folder)
+        indexes[name] = {"path": str(folder), "encoder_dir": info["encoder_dir"], "item_bias": info["item_bias"] is not None}
+        context.log.info(f"{name}: indexed {len(index.item_ids)} items")
+    context.add_output_metadata({"variants": dg.MetadataValue.json(indexes)})
+    return indexes
+
+
+def _load_bias(path: str):
+    import numpy as np
+
+    return np.load(path)
