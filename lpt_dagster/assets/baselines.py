@@ -11,6 +11,7 @@ from lpt_core.paths import outputs_dir
 from lpt_core.recommenders import save_baseline_models
 from lpt_core.recommenders.sequences import baseline_data
 from lpt_core.recommenders.tuning import BaselineSearch, SearchResult, Trial, pinned_overrides, tune_baselines
+from lpt_dagster.assets.profiles import GPU_POOL
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
 GROUP = "baselines"
@@ -25,7 +26,7 @@ def _trials_markdown(results: dict[str, SearchResult]) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(group_name=GROUP)
+@dg.asset(group_name=GROUP, pool=GPU_POOL)
 def baseline_models(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,

@@ -16,6 +16,7 @@ from lpt_core.profiles import EXAMPLE_KEYS
 from lpt_core.recommenders import load_baseline_models
 from lpt_core.report import build_report
 from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_dagster.assets.profiles import GPU_POOL
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
 GROUP = "evaluation"
@@ -55,7 +56,7 @@ def _png_markdown(path: Path) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![metrics](data:image/png;base64,{encoded})")
 
 
-@dg.asset(group_name=GROUP)
+@dg.asset(group_name=GROUP, pool=GPU_POOL)
 def evaluation_report(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,

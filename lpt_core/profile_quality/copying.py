@@ -11,22 +11,23 @@ import re
 from collections.abc import Sequence
 
 # Labels the item texts and history blocks of lpt_core.text start their lines with.
-_FIELD_LINE = re.compile(
+FIELD_LINE = re.compile(
     r"^\s*[-*]?\s*(Title|Category|Description|Price|Rating from the user|Review from the user)\s*:",
     re.MULTILINE | re.IGNORECASE,
 )
 
 
-def _bare_title(title: str) -> str:
+def bare_title(title: str) -> str:
+    """A title without its trailing "(year)"."""
     # "Toy Story (1995)" -> "Toy Story": a summary naming a film rarely repeats its year.
     return re.sub(r"\s*\(\d{4}\)\s*$", "", title).strip()
 
 
 def copies_history(profile: str, history_titles: Sequence[str]) -> bool:
     """True when the profile repeats the history's field lines, or names most history titles."""
-    if _FIELD_LINE.search(profile):
+    if FIELD_LINE.search(profile):
         return True
-    titles = [_bare_title(t) for t in history_titles if _bare_title(t)]
+    titles = [bare_title(t) for t in history_titles if bare_title(t)]
     if not titles:
         return False
     named = sum(title.lower() in profile.lower() for title in titles)

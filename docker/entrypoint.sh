@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Container entry point. `serve` (the default) runs the Dagster daemon (schedules, sensors, the run
+# queue and its concurrency pools) beside the webserver; any other command runs as given, e.g.
+# `lpt fetch` or `dagster job execute -m lpt_dagster.definitions -j langptune_pipeline`.
+set -euo pipefail
+
+# Run from the project root: workspace.yaml and the recipes are found relative to it.
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# The instance settings come with the image; the instance's storage lives in the work-folder volume.
+mkdir -p "$DAGSTER_HOME"
+ln -sf "$PWD/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
+
+if [[ "${1:-serve}" != "serve" ]]; then
+    exec "$@"
+fi
+
+dagster-daemon run -w workspace.yaml &
+daemon=$!
+dagster-webserver -h 0.0.0.0 -p "${DAGSTER_PORT:-3000}" -w workspace.yaml &
+webserver=$!
+trap 'kill -TERM "$daemon" "$webserver" 2>/dev/null || true' TERM INT
+
+# When either process ends, stop the other and exit with its status, so the container's restart
+# policy applies instead of a UI running with no daemon behind it (nothing scheduled would start).
+set +e
+wait -n "$daemon" "$webserver"
+status=$?
+kill -TERM "$daemon" "$webserver" 2>/dev/null
+wait
+exit "$status"

@@ -1,0 +1,131 @@
+"""Steerability: does an edit to a profile move the catalogue the way the edit says?
+
+Defined in docs/steerability.md. In short, for an edit that adds genre g ("They love Horror
+movies.") the steerability is the mean rank improvement of g's items minus that of the other
+items, as a share of the catalogue; for an edit that removes g (every sentence naming it) it is the
+mean rank LOSS of g's items minus that of the others. Positive = the recommender followed the
+edit; 0 = the edit did nothing to g in particular. Ranks are over the whole catalogue, computed
+with the variant's own encoder and index (cosine plus the item bias, if any).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from lpt_core.profile_quality.faithfulness import mentioned_genres
+from lpt_core.retrieval import ItemIndex, chunk_rows
+
+EditKind = Literal["add", "remove"]
+Encode = Callable[[Sequence[str]], np.ndarray]
+# What the added sentence calls the catalogue's items, per data source.
+ITEM_NOUNS: dict[str, str] = {"movielens_100k": "movies", "amazon_2023": "movies and shows", "tabular": "items"}
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
+
+
+@dataclass(frozen=True)
+class ProfileEdit:
+    """One edited profile: row of the original, the genre, the kind of edit and the new text."""
+
+    row: int
+    genre: str
+    kind: EditKind
+    text: str
+
+
+def add_genre(profile: str, genre: str, noun: str = "movies") -> str:
+    """The profile with one sentence appended that says the user loves `genre`."""
+    return f"{profile.rstrip()} They love {genre} {noun}."
+
+
+def remove_genre(profile: str, pattern: re.Pattern[str]) -> str:
+    """The profile without every sentence that names the genre `pattern` matches."""
+    kept = [s for s in _SENTENCE.findall(profile) if not pattern.search(s)]
+    return " ".join(s.strip() for s in kept if s.strip())
+
+
+def plan_edits(
+    profiles: Sequence[str],
+    patterns: Mapping[str, re.Pattern[str]],
+    edits_per_user: int,
+    seed: int,
+    noun: str = "movies",
+) -> list[ProfileEdit]:
+    """Per profile, up to `edits_per_user` additions of genres it does not name and as many
+    removals of genres it names, chosen at random (row i's choice depends only on seed and i)."""
+    edits = []
+    for row, profile in enumerate(profiles):
+        rng = np.random.default_rng([seed, row])
+        named = mentioned_genres(profile, patterns)
+        absent = [g for g in patterns if g not in named]
+        for genre in _pick(rng, absent, edits_per_user):
+            edits.append(ProfileEdit(row, genre, "add", add_genre(profile, genre, noun)))
+        for genre in _pick(rng, named, edits_per_user):
+            edits.append(ProfileEdit(row, genre, "remove", remove_genre(profile, patterns[genre])))
+    return edits
+
+
+def catalogue_ranks(scores: np.ndarray) -> np.ndarray:
+    """Rank of every item in each row of (rows x items) scores: 1 = best, ties get their mean rank
+    (the expected rank under random tie-breaking, as in lpt_core.retrieval)."""
+    scores = np.asarray(scores)
+    ranks = np.empty(scores.shape, dtype=np.float64)
+    for row, values in enumerate(-scores):
+        ordered = np.sort(values)
+        # 1 + #higher + #tied/2, with #higher = left and #tied = right - left - 1 (itself excluded).
+        left = np.searchsorted(ordered, values, side="left")
+        right = np.searchsorted(ordered, values, side="right")
+        ranks[row] = (left + right + 1) / 2.0
+    return ranks
+
+
+def edit_steerability(
+    index: ItemIndex,
+    encode: Encode,
+    profiles: Sequence[str],
+    edits: Sequence[ProfileEdit],
+    genre_items: Mapping[str, np.ndarray],
+) -> np.ndarray:
+    """Steerability of each edit (docs/steerability.md), given each genre's items as a boolean
+    mask over the index's catalogue order."""
+    values = np.empty(len(edits), dtype=np.float64)
+    step = chunk_rows(len(index))
+    for start in range(0, len(edits), step):
+        chunk = edits[start : start + step]
+        before = catalogue_ranks(_scores(index, encode([profiles[e.row] for e in chunk])))
+        after = catalogue_ranks(_scores(index, encode([e.text for e in chunk])))
+        for offset, edit in enumerate(chunk):
+            in_genre = np.asarray(genre_items[edit.genre], dtype=bool)
+            if in_genre.shape != (len(index),) or in_genre.all() or not in_genre.any():
+                raise ValueError(f"genre {edit.genre!r}: needs a mask over {len(index)} items with both kinds")
+            moved_up = before[offset] - after[offset]
+            shift = moved_up[in_genre].mean() - moved_up[~in_genre].mean()
+            values[start + offset] = (shift if edit.kind == "add" else -shift) / len(index)
+    return values
+
+
+def row_means(edits: Sequence[ProfileEdit], values: np.ndarray, rows: int, kind: EditKind) -> np.ndarray:
+    """Per profile row: the mean steerability of its edits of `kind`, NaN where it has none."""
+    sums, counts = np.zeros(rows), np.zeros(rows)
+    for edit, value in zip(edits, values, strict=True):
+        if edit.kind == kind:
+            sums[edit.row] += value
+            counts[edit.row] += 1
+    with np.errstate(invalid="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _scores(index: ItemIndex, queries: np.ndarray) -> np.ndarray:
+    # The index's exact score: cosine to every item, plus the learned item bias when there is one.
+    scores = np.asarray(queries, dtype=np.float32) @ index.vectors.T
+    return scores + index.bias if index.bias is not None else scores
+
+
+def _pick(rng: np.random.Generator, genres: list[str], count: int) -> list[str]:
+    if not genres or count < 1:
+        return []
+    return rng.choice(genres, size=min(count, len(genres)), replace=False).tolist()

@@ -1,0 +1,325 @@
+"""The servable model: one MLflow pyfunc model holding the whole trained system.
+
+It bundles, as artifacts copied into the model folder (so it loads with no access to the training
+run's folders): the base generator's files, the trained LoRA adapter, the trained recommender (a
+sentence-transformers folder), the item index (faiss + ids + bias) and the item catalogue, plus
+the variant's recipe (prompt layout, decoding and model settings).
+
+A request row carries a user's history (item ids, optional ratings), or a profile text (an edited
+profile), or both (the profile is then ranked and the history items are left out of the results),
+and an optional k. A history without a profile is turned into a prompt exactly as in training
+(lpt_core.text.build_prompts) and the trained generator writes the profile. The answer row carries
+the profile used and the top-k item ids, titles and scores.
+
+Requests the model cannot answer (unknown item ids, an empty history, a profile longer than the
+recommender reads, ...) raise `RequestError`; the pyfunc wrapper turns it into an MlflowException
+with INVALID_PARAMETER_VALUE, which `mlflow models serve` answers with HTTP 400 and the message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import polars as pl
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, DataType, Schema
+
+from lpt_core import text
+from lpt_core.config import Recipe, deep_merge
+from lpt_core.models import resolve_model
+
+DEFAULT_K = 10
+RECIPE_FILE = "recipe.json"
+CATALOG_FILE = "catalog.parquet"
+CATALOG_COLUMNS = ("item_id", "title", "year", "description", "categories", "price", "average_rating", "text")
+# Distributions the model needs at load time; their installed versions are pinned in the model.
+REQUIREMENTS = ("mlflow", "torch", "transformers", "peft", "sentence-transformers", "faiss-cpu", "polars", "langptune")
+
+INPUT_SCHEMA = Schema(
+    [
+        ColSpec(Array(DataType.string), "history_item_ids", required=False),
+        ColSpec(Array(DataType.double), "history_ratings", required=False),
+        ColSpec(DataType.string, "profile", required=False),
+        ColSpec(DataType.long, "k", required=False),
+    ]
+)
+OUTPUT_SCHEMA = Schema(
+    [
+        ColSpec(DataType.string, "profile"),
+        ColSpec(Array(DataType.string), "item_ids"),
+        ColSpec(Array(DataType.string), "titles"),
+        ColSpec(Array(DataType.double), "scores"),
+    ]
+)
+SIGNATURE = ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA)
+
+
+class RequestError(ValueError):
+    """A request row the model cannot answer; the message names the row and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request row: a history, a profile, or both; k results."""
+
+    history_item_ids: list[str] | None = None
+    history_ratings: list[float] | None = None
+    profile: str | None = None
+    k: int = DEFAULT_K
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    profile: str
+    item_ids: list[str]
+    titles: list[str]
+    scores: list[float]
+
+
+@dataclass(frozen=True)
+class ServableParts:
+    """What a trained variant is made of, as left by training: its recipe (prompt layout, decoding,
+    base generator name), its adapter, its recommender, its item index and the catalogue
+    (item_catalog: ITEMS columns plus "text")."""
+
+    recipe: Recipe
+    adapter_dir: Path
+    encoder_dir: Path
+    index_dir: Path
+    catalog: pl.DataFrame
+
+
+class ProfileRecommender:
+    """The trained system at inference: history -> prompt -> profile -> top-k catalogue items."""
+
+    def __init__(self, recipe: Recipe, adapter_dir: Path, index_dir: Path, catalog: pl.DataFrame) -> None:
+        """`recipe.models.generator` / `.encoder` must name the base generator and the trained
+        recommender (folders); `adapter_dir` holds the generator's trained LoRA adapter."""
+        from lpt_core.generation.hf_backend import TransformersGenerator
+        from lpt_core.models import load_encoder
+        from lpt_core.retrieval import ItemIndex, TextEncoder
+        from lpt_core.training.alternation import load_trained_generator
+
+        self.recipe = recipe
+        model, self.tokenizer = load_trained_generator(recipe, Path(adapter_dir))
+        self.generator = TransformersGenerator(model, self.tokenizer, recipe.generation, model_id="served")
+        self.encoder = TextEncoder(load_encoder(recipe.models.encoder, recipe.models))
+        self.index = ItemIndex.load(Path(index_dir))
+        self.catalog = catalog
+        self._title = dict(zip(catalog["item_id"].to_list(), catalog["title"].to_list(), strict=True))
+        unknown = set(self.index.item_ids.tolist()) - self._title.keys()
+        if unknown:
+            raise ValueError(f"{index_dir}: {len(unknown)} indexed items are not in the catalogue")
+
+    def recommend(self, requests: Sequence[Request]) -> list[Recommendation]:
+        """One recommendation per request, in order; RequestError names the first bad row."""
+        for row, request in enumerate(requests):
+            self._check(row, request)
+        profiles = self._profiles(requests)
+        queries = self.encoder.encode(profiles)
+        results = []
+        for row, (request, profile) in enumerate(zip(requests, profiles, strict=True)):
+            ids, scores = self.index.top_k(queries[row : row + 1], request.k, [request.history_item_ids or []])
+            item_ids = ids[0].tolist()
+            titles = [self._title[i] for i in item_ids]
+            results.append(Recommendation(profile, item_ids, titles, scores[0].astype(float).tolist()))
+        return results
+
+    def _check(self, row: int, request: Request) -> None:
+        history = request.history_item_ids
+        if history is None and request.profile is None:
+            raise RequestError(f"row {row}: give history_item_ids or profile (or both)")
+        if history is not None:
+            if not history:
+                raise RequestError(f"row {row}: history_item_ids is empty")
+            unknown = sorted({i for i in history if i not in self._title})
+            if unknown:
+                raise RequestError(f"row {row}: unknown item ids (not in the catalogue): {unknown[:10]}")
+            if request.history_ratings is not None and len(request.history_ratings) != len(history):
+                raise RequestError(
+                    f"row {row}: {len(request.history_ratings)} history_ratings for {len(history)} history_item_ids"
+                )
+        if request.profile is not None:
+            self._check_profile(row, request.profile)
+        available = len(self.index) - len(set(history or []))
+        if not 1 <= request.k <= available:
+            raise RequestError(f"row {row}: k must be between 1 and {available} (catalogue minus history), got {request.k}")
+
+    def _check_profile(self, row: int, profile: str) -> None:
+        if not profile.strip():
+            raise RequestError(f"row {row}: profile is empty")
+        tokens = self.encoder.token_counts([profile])[0]
+        if tokens > self.encoder.max_tokens():
+            raise RequestError(
+                f"row {row}: profile is too long: {tokens} tokens, the recommender reads at most "
+                f"{self.encoder.max_tokens()}"
+            )
+
+    def _profiles(self, requests: Sequence[Request]) -> list[str]:
+        """The given profile where there is one, else one written by the generator."""
+        to_write = [row for row, r in enumerate(requests) if r.profile is None]
+        written = self._write_profiles([requests[row] for row in to_write])
+        profiles = [r.profile for r in requests]
+        for row, profile in zip(to_write, written, strict=True):
+            profiles[row] = profile
+        return profiles  # type: ignore[return-value]  # every None was replaced above
+
+    def _write_profiles(self, requests: Sequence[Request]) -> list[str]:
+        if not requests:
+            return []
+        examples = pl.DataFrame(
+            {
+                "user_id": [f"request-{row}" for row in range(len(requests))],
+                "history_item_ids": [r.history_item_ids for r in requests],
+                "history_ratings": [r.history_ratings for r in requests],
+                "history_reviews": [None] * len(requests),
+            },
+            schema={
+                "user_id": pl.String,
+                "history_item_ids": pl.List(pl.String),
+                "history_ratings": pl.List(pl.Float32),
+                "history_reviews": pl.List(pl.String),
+            },
+        )
+        prompts = text.build_prompts(examples, self.catalog, self.tokenizer, self.recipe.prompt, self.recipe.data.source)
+        limit = self.recipe.data.max_prompt_tokens
+        for row, tokens in enumerate(text.token_counts(prompts, self.tokenizer)):
+            if tokens > limit:
+                raise RequestError(f"history row {row}: the prompt has {tokens} tokens, the generator takes at most {limit}")
+        return [generated.text for generated in self.generator.generate(prompts)]
+
+
+class LangPTuneModel(mlflow.pyfunc.PythonModel):
+    """The pyfunc face of ProfileRecommender: DataFrame rows in and out, errors as HTTP 400."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        artifacts = context.artifacts
+        saved = json.loads(Path(artifacts["recipe"]).read_text(encoding="utf-8"))
+        local_models = {"models": {"generator": artifacts["generator"], "encoder": artifacts["recommender"]}}
+        recipe = Recipe.model_validate(deep_merge(saved, local_models))
+        catalog = pl.read_parquet(artifacts["catalog"])
+        self.recommender = ProfileRecommender(recipe, Path(artifacts["adapter"]), Path(artifacts["item_index"]), catalog)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            answers = self.recommender.recommend(requests_from_frame(model_input))
+        except RequestError as error:
+            raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
+        return pd.DataFrame(
+            {
+                "profile": [a.profile for a in answers],
+                "item_ids": [a.item_ids for a in answers],
+                "titles": [a.titles for a in answers],
+                "scores": [a.scores for a in answers],
+            }
+        )
+
+
+def requests_from_frame(frame: pd.DataFrame) -> list[Request]:
+    """Request rows from a pyfunc input frame; absent columns and missing cells mean "not given"."""
+    requests = []
+    for row, record in enumerate(frame.to_dict(orient="records")):
+        history = _given(record.get("history_item_ids"))
+        ratings = _given(record.get("history_ratings"))
+        profile = _given(record.get("profile"))
+        k = _given(record.get("k"))
+        if profile is not None and not isinstance(profile, str):
+            raise RequestError(f"row {row}: profile must be a string, got {type(profile).__name__}")
+        if k is not None and (isinstance(k, bool) or float(k) != int(k)):
+            raise RequestError(f"row {row}: k must be an integer, got {k!r}")
+        requests.append(
+            Request(
+                history_item_ids=None if history is None else [str(i) for i in history],
+                history_ratings=None if ratings is None else [float(r) for r in ratings],
+                profile=profile,
+                k=DEFAULT_K if k is None else int(k),
+            )
+        )
+    return requests
+
+
+def _given(value: Any) -> Any:
+    """None for a missing cell (None, NaN), lists for array cells (pandas hands numpy arrays)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def input_example(catalog: pl.DataFrame) -> pd.DataFrame:
+    """A two-row example request: a rated history, and an edited profile."""
+    history = catalog["item_id"].head(3).to_list()
+    return pd.DataFrame(
+        {
+            "history_item_ids": [history, None],
+            "history_ratings": [[5.0] * len(history), None],
+            "profile": [None, "Loves light-hearted comedies and animated films; avoids horror."],
+            "k": [5, 5],
+        }
+    )
+
+
+def save_servable_model(parts: ServableParts, path: Path) -> Path:
+    """Write a self-contained pyfunc model folder at `path` (which must not exist yet)."""
+    missing = [c for c in CATALOG_COLUMNS if c not in parts.catalog.columns]
+    if missing:
+        raise ValueError(f"ServableParts.catalog: missing columns {missing}")
+    with tempfile.TemporaryDirectory(prefix="lpt-servable-") as scratch:
+        recipe_file = Path(scratch) / RECIPE_FILE
+        recipe_file.write_text(json.dumps(servable_recipe(parts.recipe)), encoding="utf-8")
+        catalog_file = Path(scratch) / CATALOG_FILE
+        parts.catalog.select(CATALOG_COLUMNS).write_parquet(catalog_file)
+        artifacts = {
+            "generator": str(resolve_model(parts.recipe.models.generator)),
+            "adapter": str(parts.adapter_dir),
+            "recommender": str(parts.encoder_dir),
+            "item_index": str(parts.index_dir),
+            "catalog": str(catalog_file),
+            "recipe": str(recipe_file),
+        }
+        mlflow.pyfunc.save_model(
+            str(path),
+            python_model=LangPTuneModel(),
+            artifacts=artifacts,
+            signature=SIGNATURE,
+            input_example=input_example(parts.catalog),
+            pip_requirements=_pinned_requirements(),
+        )
+    return Path(path)
+
+
+def servable_recipe(recipe: Recipe) -> dict:
+    """The parts of `recipe` the served model reads (prompt layout, decoding, models, LoRA shape,
+    prompt limit): saving only these keeps old models loadable when unrelated sections change."""
+    full = recipe.model_dump(mode="json")
+    data = {key: full["data"][key] for key in ("source", "column_map", "max_prompt_tokens")}
+    kept = {key: full[key] for key in ("name", "seed", "prompt", "generation", "models")}
+    return {**kept, "data": data, "training": {"rl": full["training"]["rl"]}}
+
+
+def _pinned_requirements() -> list[str]:
+    # Given explicitly: MLflow would otherwise infer them by loading the model in a subprocess.
+    pinned = []
+    for name in REQUIREMENTS:
+        try:
+            pinned.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pinned.append(name)
+    return pinned

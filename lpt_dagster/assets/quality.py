@@ -1,0 +1,92 @@
+"""The profile quality report: are the profiles readable, faithful to the history, informative to
+a reader and steerable? Beside the evaluation report, for the zero-shot and every trained variant."""
+
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from lpt_core.config import Recipe
+from lpt_core.models import load_encoder, load_generator
+from lpt_core.paths import outputs_dir
+from lpt_core.profile_quality.report import ProfileVariant, QualitySettings, assess_profiles, plot_quality
+from lpt_core.profile_quality.simulated_reader import QUESTIONS, LikelihoodJudge
+from lpt_core.profiles import EXAMPLE_KEYS
+from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_dagster.assets.profiles import GPU_POOL
+from lpt_dagster.metadata import figure_markdown
+from lpt_dagster.resources import MlflowResource, RecipeResource
+
+GROUP = "evaluation"
+
+
+def assessed_examples(user_examples: pl.DataFrame, split: str, max_users: int | None) -> pl.DataFrame:
+    """The evaluated split's rows of its first `max_users` users (all of them for None)."""
+    examples = user_examples.filter(pl.col("split") == split)
+    if max_users is not None:
+        kept = examples["user_id"].unique(maintain_order=True).head(max_users)
+        examples = examples.filter(pl.col("user_id").is_in(kept.implode()))
+    return examples
+
+
+def _variant(name: str, examples: pl.DataFrame, profiles: pl.DataFrame, index_path: str, encoder: str,
+             cfg: Recipe) -> ProfileVariant:
+    joined = examples.select(EXAMPLE_KEYS).join(
+        profiles.select(*EXAMPLE_KEYS, "profile", "finished"), on=EXAMPLE_KEYS, how="left", maintain_order="left")
+    missing = joined["profile"].null_count()
+    if missing:
+        raise ValueError(f"variant {name!r}: {missing} assessed examples have no profile: rematerialise its profiles")
+    return ProfileVariant(
+        name=name,
+        profiles=joined["profile"].to_list(),
+        finished=joined["finished"].fill_null(False).to_list(),
+        index=ItemIndex.load(Path(index_path)),
+        encode=TextEncoder(load_encoder(encoder, cfg.models)).encode,
+    )
+
+
+@dg.asset(group_name=GROUP, pool=GPU_POOL)
+def profile_quality_report(
+    context: dg.AssetExecutionContext,
+    recipe: RecipeResource,
+    mlflow: MlflowResource,
+    user_examples: pl.DataFrame,
+    item_catalog: pl.DataFrame,
+    zero_shot_profiles: pl.DataFrame,
+    item_index: dict,
+    trained_profiles: pl.DataFrame,
+    trained_item_index: dict,
+) -> dict:
+    """Simulated-reader accuracy, genre faithfulness, steerability and readability of every
+    variant's profiles, with user-level intervals; `registry_tags` holds the key numbers per variant."""
+    cfg = recipe.get()
+    quality, ev = cfg.quality, cfg.evaluation
+    examples = assessed_examples(user_examples, ev.split, quality.max_users)
+    variants = [_variant("zero_shot", examples, zero_shot_profiles, item_index["path"], cfg.models.encoder, cfg)]
+    for name, info in trained_item_index.items():
+        variant_profiles = trained_profiles.filter(pl.col("variant") == name)
+        variants.append(_variant(name, examples, variant_profiles, info["path"], info["encoder_dir"], cfg))
+    model, tokenizer = load_generator(quality.judge, cfg.models)
+    judge = LikelihoodJudge(model, tokenizer, QUESTIONS[cfg.data.source], batch_size=quality.judge_batch_size)
+    settings = QualitySettings(
+        candidates=quality.candidates, edits_per_user=quality.edits_per_user, seed=quality.seed,
+        bootstrap_samples=ev.bootstrap_samples, confidence=ev.confidence, source=cfg.data.source,
+    )
+    title = f"{cfg.name}: profile quality, {ev.split} split, judge {quality.judge}"
+    report = assess_profiles(variants, examples, item_catalog, judge, settings, title=title)
+    files = report.save(outputs_dir() / "profile_quality_report")
+    context.log.info("profile quality report:\n%s", report.markdown())
+    with mlflow.asset_run(context, cfg, "profile_quality_report") as run:
+        run.log_metrics(report.flat_metrics())
+        for path in files.values():
+            run.log_artifact(path, "profile_quality_report")
+    context.add_output_metadata({
+        "table": dg.MetadataValue.md(report.markdown()),
+        "plot": figure_markdown(plot_quality(report.numbers)),
+        "genre_samples": dg.MetadataValue.md(files["samples"].read_text(encoding="utf-8")),
+        "examples": examples.height,
+        "report_folder": dg.MetadataValue.path(str(files["json"].parent)),
+        "mlflow_run": mlflow.link(run),
+    })
+    return report.numbers

@@ -1,0 +1,108 @@
+"""The served model: the chosen trained variant as one MLflow pyfunc model, registered with its
+lineage as the `challenger`, and the blocking check that makes it `champion` only on a win."""
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from lpt_core.serving.pyfunc_model import ServableParts, save_servable_model
+from lpt_core.serving.registry import Lineage, gate_challenger, register_challenger
+from lpt_core.tracking import frame_digest
+from lpt_core.training.variants import get_variant
+from lpt_dagster.resources import MlflowResource, RecipeResource
+
+GROUP = "registry"
+
+
+@dg.asset(group_name=GROUP)
+def registered_model(
+    context: dg.AssetExecutionContext,
+    recipe: RecipeResource,
+    mlflow: MlflowResource,
+    trained_generator: dict,
+    trained_recommender: dict,
+    trained_item_index: dict,
+    item_catalog: pl.DataFrame,
+    user_examples: pl.DataFrame,
+    evaluation_report: dict,
+) -> dict:
+    """The recipe's `registry.variant` as one self-contained pyfunc model (generator + adapter,
+    recommender, item index, catalogue), logged to MLflow and registered as a new version of
+    `registry.model_name` with its lineage, under the alias `challenger`."""
+    cfg = recipe.get()
+    variant = cfg.registry.variant
+    if variant not in trained_generator:
+        raise ValueError(f"registry.variant {variant!r} was not trained (training.variants: {sorted(trained_generator)})")
+    parts = ServableParts(
+        recipe=get_variant(variant).recipe_for(cfg),
+        adapter_dir=Path(trained_generator[variant]["adapter_dir"]),
+        encoder_dir=Path(trained_recommender[variant]["encoder_dir"]),
+        index_dir=Path(trained_item_index[variant]["path"]),
+        catalog=item_catalog,
+    )
+    metrics = {name: interval["mean"] for name, interval in evaluation_report["methods"].get(variant, {}).items()}
+    lineage = Lineage(
+        orchestration_run_id=context.run_id,
+        recipe_hash=parts.recipe.content_hash(),
+        variant=variant,
+        data_digests={"user_examples": frame_digest(user_examples), "item_catalog": frame_digest(item_catalog)},
+        metrics=metrics,
+    )
+    with mlflow.asset_run(context, cfg, "registered_model") as run:
+        run.set_tags({"lpt.variant": variant})
+        run.log_metrics(metrics)
+        with tempfile.TemporaryDirectory(prefix="lpt-registered-model-") as scratch:
+            model_dir = save_servable_model(parts, Path(scratch) / "model")
+            version = register_challenger(mlflow.tracker.client, run.run_id, model_dir, lineage, cfg.registry.model_name)
+    model_uri = f"models:/{version.name}/{version.version}"
+    context.add_output_metadata(
+        {
+            "model_uri": model_uri,
+            "variant": variant,
+            "lineage": dg.MetadataValue.json(lineage.tags()),
+            "mlflow_run": mlflow.link(run),
+        }
+    )
+    return {"model_name": version.name, "version": str(version.version), "model_uri": model_uri,
+            "variant": variant, "run_id": run.run_id}
+
+
+@dg.asset_check(
+    asset=registered_model,
+    blocking=True,
+    additional_ins={"user_examples": dg.AssetIn()},
+    description="The challenger beats the champion on NDCG@10 (paired bootstrap interval above 0) "
+    "on the evaluation users, or there is no champion; only then does `champion` move to it.",
+)
+def beats_champion(
+    recipe: RecipeResource, mlflow: MlflowResource, registered_model: dict, user_examples: pl.DataFrame
+) -> dg.AssetCheckResult:
+    cfg = recipe.get()
+    examples = user_examples.filter(pl.col("split") == cfg.evaluation.split)
+    decision = gate_challenger(
+        mlflow.tracker.client, registered_model["version"], examples, model_name=registered_model["model_name"],
+        samples=cfg.evaluation.bootstrap_samples, confidence=cfg.evaluation.confidence, seed=cfg.evaluation.seed,
+    )
+    numbers = {
+        "promoted": decision.promoted,
+        "challenger_version": decision.challenger_version,
+        "champion_version": decision.champion_version or "none",
+        "users": decision.n_users,
+    }
+    if decision.difference is not None:
+        numbers.update({
+            "metric": decision.metric,
+            "challenger_mean": decision.challenger.mean,
+            "champion_mean": decision.champion.mean,
+            "difference": decision.difference.mean,
+            "difference_low": decision.difference.low,
+            "difference_high": decision.difference.high,
+        })
+    return dg.AssetCheckResult(
+        passed=decision.promoted,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=decision.reason,
+        metadata={**numbers, "decision": dg.MetadataValue.json(decision.as_dict())},
+    )
