@@ -191,6 +191,13 @@ class BaselinesConfig(_Strict):
     seed: int = 0
 
 
+class RegistryConfig(_Strict):
+    """Which trained variant is served, and under which registered model name."""
+
+    variant: str = "langptune_rebel"  # one of training.variants
+    model_name: str = "langptune"
+
+
 class Recipe(_Strict):
     name: str
     seed: int = 0
@@ -202,11 +209,17 @@ class Recipe(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     training: TrainingConfig = TrainingConfig()
     baselines: BaselinesConfig = BaselinesConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     @model_validator(mode="after")
     def _check_sources(self) -> Recipe:
         if self.data.source == "tabular" and not self.data.column_map:
             raise ValueError("data.column_map is required when data.source is 'tabular'")
+        if self.registry.variant not in self.training.variants:
+            raise ValueError(
+                f"registry.variant {self.registry.variant!r} is not among training.variants "
+                f"{list(self.training.variants)}"
+            )
         return self
 
     def content_hash(self) -> str:

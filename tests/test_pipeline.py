@@ -74,7 +74,7 @@ def run_pipeline(tmp_path: Path, recipe_path: Path, monkeypatch) -> tuple[dg.Exe
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     defs = dg.Definitions(
         assets=definitions.all_assets,
-        asset_checks=definitions.data_quality_checks,
+        asset_checks=definitions.all_checks,
         jobs=[definitions.pipeline_job],
         resources={
             "recipe": RecipeResource(name=str(recipe_path)),
@@ -142,12 +142,20 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     lineage = {d.dataset.name for d in client.get_run(children["user_examples"].info.run_id).inputs.dataset_inputs}
     assert {"examples_train", "examples_val", "examples_test", "item_catalog"} <= lineage
 
+    # The served model is registered, and as the first version it becomes the champion.
+    assert client.get_model_version_by_alias("langptune", "champion").version == "1"
+
     # A second materialisation reuses the stored profiles and makes one new parent run, no orphans.
     second, _ = run_pipeline(tmp_path, write_recipe(tmp_path, data_dir, tiny_models), monkeypatch)
     assert second.success
     profile_event = [e for e in second.get_asset_materialization_events()
                      if e.asset_key.to_user_string() == "zero_shot_profiles"][0]
     assert profile_event.materialization.metadata["newly_generated"].value == 0
+    # Its identical challenger does not beat the champion: the alias stays, the run still succeeds.
+    gate = [c for c in second.get_asset_check_evaluations() if c.check_name == "beats_champion"][0]
+    assert not gate.passed
+    assert client.get_model_version_by_alias("langptune", "challenger").version == "2"
+    assert client.get_model_version_by_alias("langptune", "champion").version == "1"
     runs = client.search_runs(client.get_experiment_by_name("langptune").experiment_id)
     assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 2
     assert len(runs) == 2 * (1 + len(children))

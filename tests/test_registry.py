@@ -65,7 +65,7 @@ def gated(store, examples) -> dict:
     for step, name in enumerate(("other", "good", "other_again"), start=1):
         version = _register(store, name.removesuffix("_again"), f"orchestration-{step}")
         decision = registry.gate_challenger(client, version.version, examples, samples=200)
-        outcome[name] = {"version": version.version, "decision": decision, "champion": registry.current_champion(client)}
+        outcome[name] = {"version": str(version.version), "decision": decision, "champion": registry.current_champion(client)}
     return outcome
 
 
@@ -87,7 +87,7 @@ def test_no_win_leaves_champion_and_keeps_the_challenger_alias(store, gated):
     assert not worse.promoted and worse.difference.high < 0 and "no significant win" in worse.reason
     assert gated["other_again"]["champion"] == gated["good"]["version"]
     challenger = store["tracker"].client.get_model_version_by_alias(registry.MODEL_NAME, registry.CHALLENGER)
-    assert challenger.version == gated["other_again"]["version"]
+    assert str(challenger.version) == gated["other_again"]["version"]
 
 
 def test_versions_carry_their_lineage(store, gated):
@@ -122,7 +122,7 @@ def check_server_answers_good_and_bad_requests(model_uri: str, tracking_uri: str
         # Rows of one request share their keys (null where not given): a missing key reaches
         # MLflow's schema check as NaN, which it refuses in an array column.
         status, body = post_json(f"{base}/invocations", {"dataframe_records": [
-            {"history_item_ids": ["1", "2"], "history_ratings": [5.0, 3.0], "profile": None, "k": 3},
+            {"history_item_ids": ["1", "2"], "history_ratings": [5, 3.5], "profile": None, "k": 3},
             {"history_item_ids": None, "history_ratings": None, "profile": "loves comedy films", "k": 2},
         ]})
         assert status == 200, body
@@ -133,7 +133,9 @@ def check_server_answers_good_and_bad_requests(model_uri: str, tracking_uri: str
             ({"history_item_ids": ["1", "nope"]}, "unknown item ids"),
             ({"history_item_ids": []}, "history_item_ids is empty"),
             ({"profile": "comedy " * 200}, "profile is too long"),
-            ({"profile": "comedy", "k": "ten"}, "k"),
+            ({"profile": "comedy", "k": "ten"}, "Failed to convert column k"),
+            ({"history_item_ids": [1, 2]}, "Failed to convert column history_item_ids"),
+            ({"profile": 42}, "profile must be a string"),
         ]
         for row, message in bad_requests:
             status, body = post_json(f"{base}/invocations", {"dataframe_records": [row]})

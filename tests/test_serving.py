@@ -113,6 +113,7 @@ def test_the_model_folder_is_self_contained(model_dir: Path):
         ({"profile": "comedy", "k": 0}, "k must be between 1 and"),
         ({"k": 3}, "give history_item_ids or profile"),
         ({"history_item_ids": ["1", "2"], "history_ratings": [5.0]}, "1 history_ratings for 2"),
+        ({"history_item_ids": ["1"], "history_ratings": ["great"]}, "history_ratings must be numbers"),
     ],
 )
 def test_bad_rows_are_refused_with_a_message_naming_the_problem(model, row, message):

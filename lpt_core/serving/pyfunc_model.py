@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from mlflow.models import ModelSignature
-from mlflow.types.schema import Array, ColSpec, DataType, Schema
+from mlflow.types.schema import AnyType, Array, ColSpec, DataType, Schema
 
 from lpt_core import text
 from lpt_core.config import Recipe, deep_merge
@@ -49,7 +49,9 @@ REQUIREMENTS = ("mlflow", "torch", "transformers", "peft", "sentence-transformer
 INPUT_SCHEMA = Schema(
     [
         ColSpec(Array(DataType.string), "history_item_ids", required=False),
-        ColSpec(Array(DataType.double), "history_ratings", required=False),
+        # Any element type: MLflow refuses integer JSON numbers in a double array ("can not safely
+        # convert int64 to float64"), and ratings are naturally sent as 5 or 4.5; checked here.
+        ColSpec(Array(AnyType()), "history_ratings", required=False),
         ColSpec(DataType.string, "profile", required=False),
         ColSpec(DataType.long, "k", required=False),
     ]
@@ -118,9 +120,9 @@ class ProfileRecommender:
         self.index = ItemIndex.load(Path(index_dir))
         self.catalog = catalog
         self._title = dict(zip(catalog["item_id"].to_list(), catalog["title"].to_list(), strict=True))
-        unknown = set(self.index.item_ids.tolist()) - self._title.keys()
-        if unknown:
-            raise ValueError(f"{index_dir}: {len(unknown)} indexed items are not in the catalogue")
+        self._indexed = set(self.index.item_ids.tolist())
+        if not self._indexed <= self._title.keys():
+            raise ValueError(f"{index_dir}: {len(self._indexed - self._title.keys())} indexed items are not in the catalogue")
 
     def recommend(self, requests: Sequence[Request]) -> list[Recommendation]:
         """One recommendation per request, in order; RequestError names the first bad row."""
@@ -143,7 +145,7 @@ class ProfileRecommender:
         if history is not None:
             if not history:
                 raise RequestError(f"row {row}: history_item_ids is empty")
-            unknown = sorted({i for i in history if i not in self._title})
+            unknown = sorted({i for i in history if i not in self._indexed})
             if unknown:
                 raise RequestError(f"row {row}: unknown item ids (not in the catalogue): {unknown[:10]}")
             if request.history_ratings is not None and len(request.history_ratings) != len(history):
@@ -232,17 +234,20 @@ class LangPTuneModel(mlflow.pyfunc.PythonModel):
 
 
 def requests_from_frame(frame: pd.DataFrame) -> list[Request]:
-    """Request rows from a pyfunc input frame; absent columns and missing cells mean "not given"."""
+    """Request rows from a pyfunc input frame, whose types MLflow checked against the signature
+    (all but the ratings and, it turns out, the profile); absent columns and missing cells mean
+    "not given"."""
     requests = []
     for row, record in enumerate(frame.to_dict(orient="records")):
         history = _given(record.get("history_item_ids"))
         ratings = _given(record.get("history_ratings"))
         profile = _given(record.get("profile"))
         k = _given(record.get("k"))
+        # MLflow's signature check lets a number through in a string column.
         if profile is not None and not isinstance(profile, str):
-            raise RequestError(f"row {row}: profile must be a string, got {type(profile).__name__}")
-        if k is not None and (isinstance(k, bool) or float(k) != int(k)):
-            raise RequestError(f"row {row}: k must be an integer, got {k!r}")
+            raise RequestError(f"row {row}: profile must be a string, got {profile!r}")
+        if ratings is not None and not all(_is_number(r) for r in ratings):
+            raise RequestError(f"row {row}: history_ratings must be numbers, got {ratings!r}")
         requests.append(
             Request(
                 history_item_ids=None if history is None else [str(i) for i in history],
@@ -252,6 +257,10 @@ def requests_from_frame(frame: pd.DataFrame) -> list[Request]:
             )
         )
     return requests
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _given(value: Any) -> Any:

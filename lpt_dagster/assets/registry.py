@@ -100,9 +100,11 @@ def beats_champion(
             "difference_low": decision.difference.low,
             "difference_high": decision.difference.high,
         })
+    # A challenger that does not win is a decision, not a failure: WARN marks the check failed in
+    # the UI without failing the run (nothing is downstream of the registry to hold back).
     return dg.AssetCheckResult(
         passed=decision.promoted,
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.WARN,
         description=decision.reason,
         metadata={**numbers, "decision": dg.MetadataValue.json(decision.as_dict())},
     )
