@@ -143,7 +143,7 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     assert {"examples_train", "examples_val", "examples_test", "item_catalog"} <= lineage
 
     # The served model is registered, and as the first version it becomes the champion.
-    assert client.get_model_version_by_alias("langptune", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("langptune", "champion").version) == "1"
 
     # A second materialisation reuses the stored profiles and makes one new parent run, no orphans.
     second, _ = run_pipeline(tmp_path, write_recipe(tmp_path, data_dir, tiny_models), monkeypatch)
@@ -154,8 +154,8 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     # Its identical challenger does not beat the champion: the alias stays, the run still succeeds.
     gate = [c for c in second.get_asset_check_evaluations() if c.check_name == "beats_champion"][0]
     assert not gate.passed
-    assert client.get_model_version_by_alias("langptune", "challenger").version == "2"
-    assert client.get_model_version_by_alias("langptune", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("langptune", "challenger").version) == "2"
+    assert str(client.get_model_version_by_alias("langptune", "champion").version) == "1"
     runs = client.search_runs(client.get_experiment_by_name("langptune").experiment_id)
     assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 2
     assert len(runs) == 2 * (1 + len(children))
