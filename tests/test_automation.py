@@ -9,7 +9,6 @@ import dagster as dg
 import pytest
 
 from lpt_dagster import automation, definitions
-from lpt_dagster.assets import registry
 from lpt_dagster.automation import NEW_FILE_TAG, WatchState, new_raw_data_sensor
 from lpt_dagster.io_manager import LocalFilesIOManager
 from lpt_dagster.resources import MlflowResource, RecipeResource
@@ -122,15 +121,10 @@ def test_unreadable_cursor_is_an_error_that_shows_it():
 
 
 def automation_definitions() -> dg.Definitions:
-    """The code location's assets and checks, with the registry's even before definitions.py loads
-    that module, plus these jobs, schedule and sensor."""
-    assets, checks = list(definitions.all_assets), list(definitions.data_quality_checks)
-    if not any(dg.AssetKey("registered_model") in asset.keys for asset in assets):
-        assets += dg.load_assets_from_modules([registry])
-        checks += dg.load_asset_checks_from_modules([registry])
+    """The code location's assets and checks plus these jobs, schedule and sensor."""
     return dg.Definitions(
-        assets=assets,
-        asset_checks=checks,
+        assets=definitions.all_assets,
+        asset_checks=definitions.all_checks,
         jobs=[automation.pipeline_job, automation.retrain_job],
         schedules=[automation.weekly_retrain_schedule],
         sensors=[new_raw_data_sensor],
