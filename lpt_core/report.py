@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -159,11 +160,13 @@ def plot_metrics(numbers: dict) -> Figure:
     method, whiskers = the bootstrap interval. Drawn on the Agg canvas: no display needed."""
     methods = numbers["methods"]
     ks = numbers["settings"]["ks"]
-    figure = Figure(figsize=(5.0 * len(PLOTTED), 4.0), layout="constrained")
+    figure = Figure(figsize=(5.0 * len(PLOTTED), 4.8), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(PLOTTED), squeeze=False)[0]
     width = 0.8 / max(1, len(methods))
     positions = np.arange(len(ks))
+    # tab20 rather than the default 10-colour cycle: a report easily has more than ten methods.
+    colours = matplotlib.colormaps["tab20"].colors
     for axis, (metric, label) in zip(axes, PLOTTED):
         for j, (name, per_metric) in enumerate(methods.items()):
             values = [per_metric[f"{metric}@{k}"] for k in ks]
@@ -172,11 +175,16 @@ def plot_metrics(numbers: dict) -> Figure:
             highs = np.array([v["high"] for v in values])
             whiskers = np.clip(np.stack([means - lows, highs - means]), 0.0, None)
             offset = (j - (len(methods) - 1) / 2) * width
-            axis.bar(positions + offset, means, width, yerr=whiskers, capsize=3, label=name)
+            axis.bar(
+                positions + offset, means, width, yerr=whiskers, capsize=3, label=name,
+                color=colours[j % len(colours)],
+            )
         axis.set_xticks(positions, [f"{label}@{k}" for k in ks])
         axis.set_ylabel(label)
         axis.set_title(f"{label}@K, {numbers['settings']['confidence']:.0%} intervals")
         axis.grid(axis="y", alpha=0.3)
-    axes[0].legend(title="method", fontsize="small")
+    # Below the panels: inside one, a dozen methods would cover the bars.
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, title="method", fontsize="small", loc="outside lower center", ncols=min(6, len(labels)))
     figure.suptitle(numbers["title"])
     return figure

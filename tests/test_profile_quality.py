@@ -75,6 +75,8 @@ def test_non_preference_share_counts_tokens_leftovers_and_field_lines():
     assert non_preference_share("abcdefghij<|im_end|>") == pytest.approx(10 / 20)
     assert non_preference_share("Likes war<|im_start|>") == pytest.approx(12 / 20)
     assert non_preference_share("Good taste.\nTitle: Heat (1995)") == pytest.approx(16 / 26)
+    # Fragments of the compact history lines: "(1995)[Crime]" is 13 and "rated4.0/5" 10 characters.
+    assert non_preference_share("Likes Heat (1995) [Crime] rated 4.0/5") == pytest.approx(23 / 32)
 
 
 def test_readability_bundles_the_signals():

@@ -2,7 +2,8 @@
 
 "Not about preferences" is text a reader would have to skip: chat-template tokens, anything the
 model wrote after its turn should have ended (a new "user" turn, a second answer), and lines that
-copy the prompt's item fields ("Title: ...", "Rating from the user: 4"). The share counts
+copy the prompt's item fields ("Title: ...", "Rating from the user: 4") or fragments of its
+compact lines ("(1995) [Action, Crime]", "rated 4.0/5"). The share counts
 characters, so one stray token in a long profile weighs little and a copied list weighs a lot.
 """
 
@@ -18,6 +19,8 @@ from lpt_core.profile_quality.copying import FIELD_LINE, copies_history
 TURN_END = re.compile(r"<\|im_end\|>|<\|eot_id\|>|<end_of_turn>|<\|end\|>|<\|endoftext\|>|</s>")
 # Any template token: <|...|> markers, Gemma's turn tags, Llama 2's [INST] and <s>.
 TEMPLATE_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>|<(?:start|end)_of_turn>|</?s>|\[/?INST\]")
+# Fragments of the compact "lines" history layout: "Heat (1995) [Action, Crime]: rated 4.0/5".
+COPIED_FRAGMENT = re.compile(r"\(\d{4}\)\s*\[[^\]\n]*\]|rated \d+(?:\.\d+)?/5")
 WORD = re.compile(r"\w+(?:['-]\w+)*")
 
 
@@ -45,7 +48,7 @@ def distinct_trigram_ratio(text: str) -> float:
 
 def non_preference_share(text: str) -> float:
     """Share of the text's non-space characters that are template tokens, leftovers after the
-    first turn-end marker, or copied field lines; 0.0 for an empty text."""
+    first turn-end marker, copied field lines or copied history fragments; 0.0 for an empty text."""
     total = _visible_length(text)
     if total == 0:
         return 0.0
@@ -54,6 +57,8 @@ def non_preference_share(text: str) -> float:
     skipped = _visible_length(leftover) + sum(_visible_length(m.group()) for m in TEMPLATE_TOKEN.finditer(body))
     body = TEMPLATE_TOKEN.sub(" ", body)
     skipped += sum(_visible_length(line) for line in body.splitlines() if FIELD_LINE.match(line))
+    body = "\n".join(line for line in body.splitlines() if not FIELD_LINE.match(line))
+    skipped += sum(_visible_length(m.group()) for m in COPIED_FRAGMENT.finditer(body))
     return min(1.0, skipped / total)
 
 
