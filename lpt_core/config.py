@@ -191,6 +191,17 @@ class BaselinesConfig(_Strict):
     seed: int = 0
 
 
+class QualityConfig(_Strict):
+    """The profile quality report (lpt_core.profile_quality): judge LLM, reader, steering edits."""
+
+    judge: str = "smollm2-135m-instruct"
+    candidates: int = Field(5, ge=2)
+    max_users: int | None = Field(50, ge=1)
+    edits_per_user: int = Field(2, ge=0)
+    judge_batch_size: int = Field(8, ge=1)
+    seed: int = 0
+
+
 class RegistryConfig(_Strict):
     """Which trained variant is served, and under which registered model name."""
 
@@ -210,6 +221,7 @@ class Recipe(_Strict):
     training: TrainingConfig = TrainingConfig()
     baselines: BaselinesConfig = BaselinesConfig()
     registry: RegistryConfig = RegistryConfig()
+    quality: QualityConfig = QualityConfig()
 
     @model_validator(mode="after")
     def _check_sources(self) -> Recipe:

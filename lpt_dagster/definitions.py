@@ -10,13 +10,13 @@ import os
 
 import dagster as dg
 
-from lpt_dagster.assets import baselines, data, evaluation, profiles, registry, training
+from lpt_dagster.assets import baselines, data, evaluation, profiles, quality, registry, training
 from lpt_dagster.automation import new_raw_data_sensor, pipeline_job, retrain_job, weekly_retrain_schedule
 from lpt_dagster.checks import data_quality_checks
 from lpt_dagster.io_manager import LocalFilesIOManager
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
-all_assets = dg.load_assets_from_modules([data, profiles, baselines, training, evaluation, registry])
+all_assets = dg.load_assets_from_modules([data, profiles, baselines, training, evaluation, quality, registry])
 all_checks = [*data_quality_checks, registry.beats_champion]
 
 defs = dg.Definitions(

@@ -58,6 +58,7 @@ def write_recipe(folder: Path, data_dir: Path, models: dict[str, Path]) -> Path:
             "methods": ["random", "popularity", "item_knn", "sasrec", "last_item_text", "history_text", "profile"],
         },
         "baselines": {"sasrec_trials": 1, "epochs": 2, "knn_neighbours": [5]},
+        "quality": {"judge": str(models["generator"]), "max_users": 5, "edits_per_user": 1},
         "training": {
             "rounds": 1, "max_train_users": 6, "max_val_users": 4,
             "rl": {"updates_per_round": 1, "prompts_per_update": 2, "micro_batch_size": 4, "max_new_tokens": 6},
@@ -131,7 +132,8 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     assert len(parents) == 1 and parents[0].data.tags["lpt.orchestration_run_id"] == result.run_id
     assert parents[0].info.status == "FINISHED"
     assert {"raw_data", "cleaned_histories", "user_examples", "zero_shot_profiles", "item_index",
-            "baseline_models", "evaluation_report", "training/langptune_rebel", "training/cl_only"} <= set(children)
+            "baseline_models", "evaluation_report", "training/langptune_rebel", "training/cl_only",
+            "profile_quality_report", "registered_model"} <= set(children)
     rebel_metrics = client.get_run(children["training/langptune_rebel"].info.run_id).data.metrics
     assert "encoder.reward_mean" in rebel_metrics and "decoder.loss" in rebel_metrics
     evaluation = children["evaluation_report"]
@@ -143,7 +145,9 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     assert {"examples_train", "examples_val", "examples_test", "item_catalog"} <= lineage
 
     # The served model is registered, and as the first version it becomes the champion.
-    assert str(client.get_model_version_by_alias("langptune", "champion").version) == "1"
+    champion = client.get_model_version_by_alias("langptune", "champion")
+    assert str(champion.version) == "1"
+    assert "lpt.quality.reader_accuracy" in champion.tags and "lpt.recipe_hash" in champion.tags
 
     # A second materialisation reuses the stored profiles and makes one new parent run, no orphans.
     second, _ = run_pipeline(tmp_path, write_recipe(tmp_path, data_dir, tiny_models), monkeypatch)

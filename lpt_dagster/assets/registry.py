@@ -27,6 +27,7 @@ def registered_model(
     item_catalog: pl.DataFrame,
     user_examples: pl.DataFrame,
     evaluation_report: dict,
+    profile_quality_report: dict,
 ) -> dict:
     """The recipe's `registry.variant` as one self-contained pyfunc model (generator + adapter,
     recommender, item index, catalogue), logged to MLflow and registered as a new version of
@@ -56,6 +57,10 @@ def registered_model(
         with tempfile.TemporaryDirectory(prefix="lpt-registered-model-") as scratch:
             model_dir = save_servable_model(parts, Path(scratch) / "model")
             version = register_challenger(mlflow.tracker.client, run.run_id, model_dir, lineage, cfg.registry.model_name)
+    # The profile quality report's key numbers for this variant (reader accuracy, grounding,
+    # steerability) travel with the version, next to its ranking metrics.
+    for key, value in profile_quality_report.get("registry_tags", {}).get(variant, {}).items():
+        mlflow.tracker.client.set_model_version_tag(version.name, version.version, key, value)
     model_uri = f"models:/{version.name}/{version.version}"
     context.add_output_metadata(
         {
