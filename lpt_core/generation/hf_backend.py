@@ -53,7 +53,7 @@ class TransformersGenerator:
         self.gen_cfg = gen_cfg
         self.model_id = model_id
         self._stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
-        self._hf_config = _hf_generation_config(gen_cfg, self._stop_ids, tokenizer.pad_token_id)
+        self._hf_config = hf_generation_config(gen_cfg, self._stop_ids, tokenizer.pad_token_id)
         self._hf_config.min_new_tokens = min_new_tokens or None
         if static_cache if static_cache is not None else model.device.type == "cuda":
             self._hf_config.cache_implementation = "static"
@@ -102,7 +102,7 @@ class TransformersGenerator:
         return profiles
 
 
-def _hf_generation_config(
+def hf_generation_config(
     gen_cfg: GenerationConfig, stop_ids: list[int], pad_token_id: int
 ) -> HFGenerationConfig:
     """Our decoding settings, with every knob that would otherwise fall back to the model's own

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from lpt_core.config import GenerationConfig, RLConfig
 from lpt_core.generation.base import GeneratedProfile, profile_from_tokens, stop_token_ids
-from lpt_core.generation.hf_backend import _hf_generation_config
+from lpt_core.generation.hf_backend import hf_generation_config
 from lpt_core.training.logprobs import sequence_logprobs
 from lpt_core.training.reward import RankReward
 
@@ -100,7 +100,7 @@ class RebelTrainer:
         sampling = GenerationConfig(
             max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, seed=seed
         )
-        self._generation_config = _hf_generation_config(sampling, self._stop_ids, tokenizer.pad_token_id)
+        self._generation_config = hf_generation_config(sampling, self._stop_ids, tokenizer.pad_token_id)
         trainable = [p for p in policy.parameters() if p.requires_grad]
         if not trainable:
             raise ValueError("the policy has no trainable parameters (expected a LoRA PeftModel)")
