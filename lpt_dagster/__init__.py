@@ -1,0 +1,1 @@
+"""Thin Dagster orchestration of lpt_core: assets, checks, resources, jobs, schedule and sensor."""

@@ -1,0 +1,1 @@
+"""Dagster assets by domain: data, profiles, baselines, training, evaluation, quality, registry."""
