@@ -235,9 +235,21 @@ class Recipe(_Strict):
         return self
 
     def content_hash(self) -> str:
-        """Stable short hash of the resolved recipe, used to tag runs and cache outputs."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        """Stable short hash of the whole resolved recipe, used to tag runs."""
+        return _short_hash(self.model_dump(mode="json"))
+
+    def training_hash(self) -> str:
+        """Hash of only what a trained model depends on: a change to evaluation, baselines,
+        quality or registry settings must not invalidate training checkpoints."""
+        return _short_hash(self.model_dump(mode="json", include=TRAINING_INPUTS))
+
+
+# The recipe sections a trained generator/recommender depends on (see Recipe.training_hash).
+TRAINING_INPUTS = {"seed", "data", "split", "prompt", "models", "generation", "training"}
+
+
+def _short_hash(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def recipe_path(name_or_path: str) -> Path:

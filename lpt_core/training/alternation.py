@@ -133,7 +133,7 @@ def train_alternating(
     callbacks = callbacks or LoggingCallbacks()
     root = Path(root)
     schedule = phase_schedule(recipe.training.rounds, variant)
-    recipe_hash = recipe.content_hash()
+    recipe_hash = recipe.training_hash()
     latest = latest_phase(root, recipe_hash, variant)
     resumed_from = None if latest is None else str(latest.path)
     done = 0 if latest is None else schedule.index((latest.round, latest.phase)) + 1

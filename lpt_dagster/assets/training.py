@@ -98,7 +98,7 @@ def trained_models(
         generators[name] = {
             "adapter_dir": str(result.adapter_dir), "base_model": cfg.models.generator,
             "trains_generator": variant.trains_generator, "checkpoint": str(result.checkpoint),
-            "recipe_hash": variant_recipe.content_hash(),
+            "training_hash": variant_recipe.training_hash(),
         }
         recommenders[name] = {
             "encoder_dir": str(result.encoder_dir),

@@ -165,7 +165,7 @@ def test_resume_after_a_failure_continues_from_the_saved_phase(tiny, tmp_path, u
     first = Recorder(fail_at=("encoder", 1))
     with pytest.raises(RuntimeError, match="injected failure"):
         train_alternating(recipe, "langptune", data, tmp_path, first)
-    saved = latest_phase(tmp_path, recipe.content_hash(), "langptune")
+    saved = latest_phase(tmp_path, recipe.training_hash(), "langptune")
     assert (saved.round, saved.phase) == (1, "decoder")
 
     second = Recorder()
