@@ -22,7 +22,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test ui bench clean
+.PHONY: setup demo test ui bench clean browser
 
 setup: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
@@ -40,8 +40,15 @@ demo: setup
 	$(BIN)/dagster job execute -m lpt_dagster.definitions -j langptune_pipeline
 	$(BIN)/lpt summary
 
-test: setup
+test: setup browser
 	$(BIN)/pytest -q
+
+# tests/test_ui.py looks at the Dagster and MLflow UIs through headless Chromium (Debian's
+# package). CI (root, CI=true) installs it; elsewhere the test is skipped unless it is there.
+browser:
+	@command -v chromium >/dev/null || { [ "$$CI" = true ] && [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "chromium not installed: tests/test_ui.py will be skipped"
 
 ui: setup
 	@mkdir -p $(LPT_HOME)/mlflow
