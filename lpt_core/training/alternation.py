@@ -39,7 +39,7 @@ from lpt_core import metrics
 from lpt_core.config import Recipe
 from lpt_core.models import load_encoder, load_generator
 from lpt_core.retrieval import ItemIndex, TextEncoder
-from lpt_core.training.checkpoints import PhaseCheckpoint, latest_phase, save_phase
+from lpt_core.training.checkpoints import PhaseCheckpoint, latest_phase, prune_earlier_phases, save_phase
 from lpt_core.training.contrastive import ItemBias, train_recommender
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,9 @@ class _TrainingSession:
         bias = None if self.item_bias is None else self.item_bias.to_numpy()
         state = {"recipe_hash": recipe_hash, "variant": self.variant, "metrics": summary, "history": self.history}
         folder = save_phase(root, round_index, phase, self.policy, self.encoder, bias, state)
-        return PhaseCheckpoint(folder, round_index, phase, {**state, "round": round_index, "phase": phase})
+        checkpoint = PhaseCheckpoint(folder, round_index, phase, {**state, "round": round_index, "phase": phase})
+        prune_earlier_phases(root, checkpoint)
+        return checkpoint
 
     def _decoder_phase(self, round_index: int, seed: int) -> tuple[dict, ItemIndex, list[str]]:
         prompts = self.train["prompt"].to_list() + self.val["prompt"].to_list()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,6 +118,23 @@ def latest_phase(root: Path, recipe_hash: str, variant: str) -> PhaseCheckpoint 
     if not matching:
         return None
     return max(matching, key=lambda c: (c.round, PHASE_ORDER[c.phase]))
+
+
+def prune_earlier_phases(root: Path, keep: PhaseCheckpoint) -> list[Path]:
+    """Delete the finished phases of `keep`'s recipe and variant that come before it.
+
+    Resume needs only the latest phase, and each checkpoint holds a full copy of the encoder
+    (about 90 MB for MiniLM, over 1 GB for large encoders), so earlier ones only fill the disk.
+    The checkpoint to keep must already be complete (have its state.json) when this is called.
+    """
+    order = (keep.round, PHASE_ORDER[keep.phase])
+    removed = []
+    for checkpoint in filter(None, map(_read_checkpoint, Path(root).iterdir())):
+        same_run = all(checkpoint.state.get(k) == keep.state.get(k) for k in ("recipe_hash", "variant"))
+        if same_run and (checkpoint.round, PHASE_ORDER[checkpoint.phase]) < order:
+            shutil.rmtree(checkpoint.path)
+            removed.append(checkpoint.path)
+    return removed
 
 
 def _json_scalar(value: Any) -> Any:

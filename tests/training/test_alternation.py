@@ -188,6 +188,8 @@ def test_resume_after_a_failure_continues_from_the_saved_phase(tiny, tmp_path, u
     done = train_alternating(recipe, "langptune", data, tmp_path, third)
     assert done.resumed_from == str(result.checkpoint) and third.phases == []
     assert done.history == result.history
+    # Only the last phase is kept: earlier ones are deleted once a later one is complete.
+    assert [p for p in tmp_path.iterdir() if not p.name.startswith(".")] == [result.checkpoint]
 
 
 def test_training_data_names_missing_columns(tiny):

@@ -17,7 +17,7 @@ from tiny_lm import build_tiny_lm
 from transformers import AutoModelForCausalLM
 
 from lpt_core.config import RLConfig
-from lpt_core.training.checkpoints import latest_phase, save_phase
+from lpt_core.training.checkpoints import latest_phase, prune_earlier_phases, save_phase
 from lpt_core.training.rl import make_policy
 
 RL = RLConfig(lora_r=2, lora_alpha=4)
@@ -109,3 +109,17 @@ def test_state_must_name_recipe_and_variant_and_phase_must_be_known(tmp_path, mo
         save_phase(tmp_path, 0, "decoder", policy, encoder, None, {"variant": "langptune"})
     with pytest.raises(ValueError, match="phase must be one of"):
         save_phase(tmp_path, 0, "warmup", policy, encoder, None, state())
+
+
+def test_pruning_keeps_the_latest_phase_and_other_runs(tmp_path, models):
+    policy, encoder = models
+    first = save_phase(tmp_path, 0, "decoder", policy, encoder, None, state())
+    other_variant = save_phase(tmp_path, 0, "decoder", policy, encoder, None, state(variant="rl_only"))
+    other_recipe = save_phase(tmp_path, 0, "decoder", policy, encoder, None, state(recipe_hash="other"))
+    save_phase(tmp_path, 0, "encoder", policy, encoder, None, state())
+    latest = latest_phase(tmp_path, "abc123", "langptune")
+
+    assert prune_earlier_phases(tmp_path, latest) == [first]
+    assert not first.exists()
+    assert latest.path.exists() and other_variant.exists() and other_recipe.exists()
+    assert latest_phase(tmp_path, "abc123", "langptune").path == latest.path
