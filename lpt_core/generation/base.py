@@ -79,3 +79,11 @@ def make_generator(
 
         return VLLMGenerator(model_name, models_cfg, gen_cfg)
     raise ValueError(f"generation.backend {gen_cfg.backend!r}: expected 'transformers' or 'vllm'")
+
+
+def check_batch_tokenizer(tokenizer: Any) -> None:
+    """Batched decoder-only generation needs left padding and a pad token."""
+    if tokenizer.padding_side != "left":
+        raise ValueError("tokenizer.padding_side must be 'left' for batched generation")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; load it with models.load_generator")

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lpt_core import models
 from lpt_core.config import GenerationConfig, ModelsConfig
-from lpt_core.generation.base import GeneratedProfile, profile_from_tokens, stop_token_ids
+from lpt_core.generation.base import GeneratedProfile, check_batch_tokenizer, profile_from_tokens, stop_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,7 @@ class TransformersGenerator:
         number of tokens. Profile generation leaves it at 0. `static_cache` None means: on CUDA
         only (a fixed-size KV cache gives the decode step static shapes, so transformers compiles
         it; on CPU the compile costs more than it saves)."""
-        if tokenizer.padding_side != "left":
-            raise ValueError("tokenizer.padding_side must be 'left' for batched generation")
-        if tokenizer.pad_token_id is None:
-            raise ValueError("the tokenizer has no pad token; load it with models.load_generator")
+        check_batch_tokenizer(tokenizer)
         self.model = model
         self.tokenizer = tokenizer
         self.gen_cfg = gen_cfg

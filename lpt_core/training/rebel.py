@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from lpt_core.config import GenerationConfig, RLConfig
-from lpt_core.generation.base import GeneratedProfile, profile_from_tokens, stop_token_ids
+from lpt_core.generation.base import GeneratedProfile, check_batch_tokenizer, profile_from_tokens, stop_token_ids
 from lpt_core.generation.hf_backend import hf_generation_config
 from lpt_core.training.logprobs import sequence_logprobs
 from lpt_core.training.reward import RankReward
@@ -86,10 +86,7 @@ class RebelTrainer:
     def __init__(
         self, policy: PeftModel, tokenizer: Any, reward: RankReward, cfg: RLConfig, seed: int
     ) -> None:
-        if tokenizer.padding_side != "left":
-            raise ValueError("tokenizer.padding_side must be 'left' for batched generation")
-        if tokenizer.pad_token_id is None:
-            raise ValueError("the tokenizer has no pad token; load it with models.load_generator")
+        check_batch_tokenizer(tokenizer)
         self.policy = policy
         self.tokenizer = tokenizer
         self.reward = reward
