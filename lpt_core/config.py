@@ -240,8 +240,10 @@ class Recipe(_Strict):
 
     def training_hash(self) -> str:
         """Hash of only what a trained model depends on: a change to evaluation, baselines,
-        quality or registry settings must not invalidate training checkpoints."""
-        return _short_hash(self.model_dump(mode="json", include=TRAINING_INPUTS))
+        quality or registry settings must not invalidate training checkpoints. The list of variants
+        is left out too: it says which systems to build, not how (each variant's checkpoints live
+        in a folder of its own), so adding or dropping one keeps the others' checkpoints."""
+        return _short_hash(self.model_dump(mode="json", include=TRAINING_INPUTS, exclude={"training": {"variants"}}))
 
 
 # The recipe sections a trained generator/recommender depends on (see Recipe.training_hash).

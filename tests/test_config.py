@@ -34,7 +34,15 @@ def test_overrides_merge_into_nested_sections():
 
 def test_training_hash_ignores_sections_a_trained_model_does_not_depend_on():
     base = load_recipe("quick")
-    unrelated = load_recipe("quick", {"evaluation": {"bootstrap_samples": 20}, "quality": {"max_users": 3}})
+    unrelated = load_recipe(
+        "quick",
+        {
+            "evaluation": {"bootstrap_samples": 20},
+            "quality": {"max_users": 3},
+            "training": {"variants": ["langptune_rebel"]},
+            "registry": {"variant": "langptune_rebel"},
+        },
+    )
     related = load_recipe("quick", {"training": {"rl": {"learning_rate": 1e-3}}})
     assert unrelated.training_hash() == base.training_hash()
     assert unrelated.content_hash() != base.content_hash()
