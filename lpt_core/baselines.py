@@ -33,6 +33,7 @@ class EvalContext:
     seed: int
     history_texts: list[str] | None = None  # one raw history text per row, as the query
     profiles: list[str] | None = None  # one profile per row, as the query
+    sampled_profiles: list[list[str]] | None = None  # several sampled profiles per row, same count
     models: dict[str, HistoryScorer] | None = None  # fitted history recommenders by method name
 
     @property
@@ -156,6 +157,24 @@ def history_text(ctx: EvalContext) -> np.ndarray:
 def profile(ctx: EvalContext) -> np.ndarray:
     """The LLM-written profile as the query: the method itself."""
     return rank_by_query_texts(ctx, _required(ctx.profiles, "profiles", ctx))
+
+
+@register("profile_mean")
+def profile_mean(ctx: EvalContext) -> np.ndarray:
+    """Several sampled profiles per row, the catalogue ranked by their mean score (beyond the
+    paper). Scores are inner products (+ an item bias), so the mean score is the score of the mean
+    embedding: one ranking per row."""
+    samples = ctx.sampled_profiles
+    if samples is None or len(samples) != ctx.examples.height:
+        got = "none" if samples is None else f"{len(samples)} rows"
+        raise ValueError(f"profile_mean needs EvalContext.sampled_profiles for {ctx.examples.height} rows, got {got}")
+    per_row = {len(row) for row in samples}
+    if len(per_row) != 1 or 0 in per_row:
+        raise ValueError(f"profile_mean needs the same number (> 0) of samples per row, got {sorted(per_row)}")
+    (count,) = per_row
+    embeddings = ctx.encoder.encode([text for row in samples for text in row])
+    queries = embeddings.reshape(len(samples), count, -1).mean(axis=1)
+    return ctx.index.target_ranks(queries, ctx.targets, ctx.histories)
 
 
 def rank_by_history_model(ctx: EvalContext, name: str) -> np.ndarray:

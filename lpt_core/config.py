@@ -108,7 +108,17 @@ class EvaluationConfig(_Strict):
     methods: tuple[str, ...] = ("random", "popularity", "last_item_text", "history_text", "profile")
     # The method every other one is compared with in the paired intervals.
     baseline: str = "profile"
+    # Beyond the paper: profiles sampled per evaluated example (at `sample_temperature`) whose
+    # scores are averaged, the "profile_mean" row; 0 leaves the row out.
+    sampled_profiles: int = Field(0, ge=0)
+    sample_temperature: float = Field(1.0, gt=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _profile_mean_needs_samples(self) -> EvaluationConfig:
+        if "profile_mean" in self.methods and self.sampled_profiles == 0:
+            raise ValueError("evaluation.methods lists profile_mean: set evaluation.sampled_profiles > 0")
+        return self
 
 
 class RLConfig(_Strict):

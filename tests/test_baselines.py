@@ -67,6 +67,8 @@ def ctx(encoder) -> EvalContext:
         # A query that IS the target's text must rank it first: checks the query plumbing.
         history_texts=[ITEM_TEXT[t] for t in targets],
         profiles=[ITEM_TEXT[t] for t in targets],
+        # Two samples per row: the target's own text and that of an unrelated item.
+        sampled_profiles=[[ITEM_TEXT[t], ITEM_TEXT["m39"]] for t in targets],
     )
 
 
@@ -115,6 +117,30 @@ def test_last_item_text_queries_with_the_last_history_item(ctx, encoder):
     frame = examples([("u0", ["m5", "m6", "m7", "m8"], "copy")])
     copy_ctx = EvalContext(frame, index, encoder, item_text, COUNTS, seed=0)
     assert METHODS["last_item_text"](copy_ctx)[0] == 1.0
+
+
+def test_profile_mean_ranks_by_the_mean_score_of_the_samples(ctx, encoder):
+    ranks = METHODS["profile_mean"](ctx)
+    # Directly: each sample scored against every item, scores averaged, history removed, ranked.
+    items = ctx.index.item_ids.tolist()
+    item_vectors = encoder.encode([ITEM_TEXT[i] for i in items])
+    for row, (samples, (_, history, target)) in enumerate(zip(ctx.sampled_profiles, ROWS)):
+        scores = np.mean([item_vectors @ vector for vector in encoder.encode(samples)], axis=0)
+        allowed = [p for p, item in enumerate(items) if item not in history]
+        target_score = scores[items.index(target)]
+        higher = sum(scores[p] > target_score + 1e-6 for p in allowed)
+        assert higher + 1 <= ranks[row] <= higher + 1 + sum(abs(scores[p] - target_score) <= 1e-6 for p in allowed)
+    # One sample per row repeated is the plain profile row.
+    single = EvalContext(**{**ctx.__dict__, "sampled_profiles": [[p, p, p] for p in ctx.profiles]})
+    np.testing.assert_array_equal(METHODS["profile_mean"](single), METHODS["profile"](ctx))
+
+
+def test_profile_mean_needs_the_same_number_of_samples_per_row(ctx):
+    ragged = EvalContext(**{**ctx.__dict__, "sampled_profiles": [["a"], ["a", "b"], ["a"], ["a"], ["a"]]})
+    with pytest.raises(ValueError, match="same number"):
+        METHODS["profile_mean"](ragged)
+    with pytest.raises(ValueError, match="sampled_profiles"):
+        METHODS["profile_mean"](EvalContext(**{**ctx.__dict__, "sampled_profiles": None}))
 
 
 def test_missing_inputs_and_unknown_methods_are_named(ctx):

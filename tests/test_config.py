@@ -52,3 +52,8 @@ def test_training_hash_ignores_sections_a_trained_model_does_not_depend_on():
 def test_registry_variant_must_be_trained():
     with pytest.raises(RecipeError, match="registry.variant"):
         load_recipe("quick", {"training": {"variants": ["cl_only"]}})
+
+
+def test_profile_mean_row_needs_sampled_profiles():
+    with pytest.raises(RecipeError, match="sampled_profiles"):
+        load_recipe("quick", {"evaluation": {"sampled_profiles": 0}})

@@ -54,8 +54,11 @@ def write_recipe(folder: Path, data_dir: Path, models: dict[str, Path]) -> Path:
         "models": {"generator": str(models["generator"]), "encoder": str(models["encoder"]), "dtype": "float32"},
         "generation": {"max_new_tokens": 6, "batch_size": 8},
         "evaluation": {
-            "bootstrap_samples": 50, "max_train_users": 4,
-            "methods": ["random", "popularity", "item_knn", "sasrec", "last_item_text", "history_text", "profile"],
+            "bootstrap_samples": 50, "max_train_users": 4, "sampled_profiles": 2,
+            "methods": [
+                "random", "popularity", "item_knn", "sasrec", "last_item_text", "history_text", "profile",
+                "profile_mean",
+            ],
         },
         "baselines": {"sasrec_trials": 1, "epochs": 2, "knn_neighbours": [5]},
         "quality": {"judge": str(models["generator"]), "max_users": 5, "edits_per_user": 1},
@@ -114,7 +117,7 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     report = json.loads((tmp_path / "outputs" / "evaluation_report.json").read_text())
     assert set(report["methods"]) == {
         "random", "popularity", "item_knn", "sasrec", "last_item_text", "history_text", "profile",
-        "langptune_rebel", "langptune_grpo", "cl_only", "rl_only", "langptune_item_bias",
+        "profile_mean", "langptune_rebel", "langptune_grpo", "cl_only", "rl_only", "langptune_item_bias",
     }
     assert "langptune_rebel - profile" in report["differences"]
     for metrics in report["methods"].values():

@@ -37,6 +37,17 @@ def profiles_for(examples: pl.DataFrame, profiles: pl.DataFrame) -> list[str]:
     return joined["profile"].to_list()
 
 
+def sampled_profiles_for(examples: pl.DataFrame, sampled: pl.DataFrame) -> list[list[str]] | None:
+    """Each example's sampled profiles in sample order, or None when none were sampled."""
+    if sampled.is_empty():
+        return None
+    grouped = sampled.sort("sample").group_by(EXAMPLE_KEYS, maintain_order=True).agg(pl.col("profile"))
+    joined = examples.select(EXAMPLE_KEYS).join(grouped, on=EXAMPLE_KEYS, how="left", maintain_order="left")
+    if joined["profile"].null_count():
+        raise ValueError("some evaluation examples have no sampled profiles: rematerialise sampled_profiles")
+    return joined["profile"].to_list()
+
+
 def trained_ranks(ctx: EvalContext, cfg, trained_profiles: pl.DataFrame, trained_item_index: dict) -> dict:
     """One row per trained variant: its own profiles, ranked by its own recommender and index."""
     ranks = {}
@@ -65,6 +76,7 @@ def evaluation_report(
     cleaned_histories: pl.DataFrame,
     item_catalog: pl.DataFrame,
     zero_shot_profiles: pl.DataFrame,
+    sampled_profiles: pl.DataFrame,
     item_index: dict,
     baseline_models: dict,
     trained_profiles: pl.DataFrame,
@@ -84,6 +96,7 @@ def evaluation_report(
         seed=ev.seed,
         history_texts=text.history_texts(examples, item_catalog),
         profiles=profiles_for(examples, zero_shot_profiles),
+        sampled_profiles=sampled_profiles_for(examples, sampled_profiles),
         models=load_baseline_models(Path(baseline_models["path"]), index.item_ids.tolist()),
     )
     ranks = evaluate_methods(ctx, ev.methods)

@@ -11,7 +11,7 @@ from lpt_core.generation import make_generator
 from lpt_core.generation.store import ProfileStore
 from lpt_core.models import load_encoder, load_tokenizer
 from lpt_core.paths import outputs_dir
-from lpt_core.profiles import select_profile_examples
+from lpt_core.profiles import EXAMPLE_KEYS, sampling_configs, select_profile_examples
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_dagster.metadata import frame_preview
 from lpt_dagster.resources import MlflowResource, RecipeResource
@@ -90,6 +90,37 @@ def zero_shot_profiles(
         {**summary, "model": generator.model_id, "samples": dg.MetadataValue.md(samples),
          "preview": frame_preview(profiles), "mlflow_run": mlflow.link(run)}
     )
+    return profiles
+
+
+@dg.asset(group_name=GROUP, pool=GPU_POOL)
+def sampled_profiles(
+    context: dg.AssetExecutionContext,
+    recipe: RecipeResource,
+    user_examples: pl.DataFrame,
+    cleaned_items: pl.DataFrame,
+) -> pl.DataFrame:
+    """evaluation.sampled_profiles profiles per evaluated example, sampled from the untrained
+    generator, for the report's "profile_mean" row (none when the recipe asks for none)."""
+    cfg = recipe.get()
+    ev = cfg.evaluation
+    examples = user_examples.filter(pl.col("split") == ev.split)
+    frames = [pl.DataFrame(schema={**dict(examples.select(EXAMPLE_KEYS).schema), "sample": pl.Int32, "profile": pl.String})]
+    if ev.sampled_profiles:
+        tokenizer = load_tokenizer(cfg.models.generator)
+        prompts = text.build_prompts(examples, cleaned_items, tokenizer, cfg.prompt, cfg.data.source)
+        store = ProfileStore(outputs_dir() / "profile_store.parquet", chunk_size=4 * cfg.generation.batch_size)
+        for sample, gen_cfg in enumerate(sampling_configs(cfg.generation, ev.sampled_profiles, ev.sample_temperature)):
+            generator = make_generator(cfg.models.generator, cfg.models, gen_cfg)
+            generated, _ = store.get_or_generate(
+                prompts, generator, gen_cfg, progress=progress_logger(context, f"sample {sample + 1}/{ev.sampled_profiles}")
+            )
+            frames.append(examples.select(EXAMPLE_KEYS).with_columns(
+                pl.lit(sample, dtype=pl.Int32).alias("sample"),
+                pl.Series("profile", [g.text for g in generated], dtype=pl.String),
+            ))
+    profiles = pl.concat(frames)
+    context.add_output_metadata({"samples_per_example": ev.sampled_profiles, "preview": frame_preview(profiles)})
     return profiles
 
 
