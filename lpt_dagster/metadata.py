@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -30,8 +31,16 @@ def figure_markdown(fig) -> dg.MetadataValue:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{encoded})")
+    return _png_data_uri(buffer.getvalue())
+
+
+def png_markdown(path: Path) -> dg.MetadataValue:
+    """A PNG file inlined, as figure_markdown does for a figure."""
+    return _png_data_uri(Path(path).read_bytes())
+
+
+def _png_data_uri(png: bytes) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 def histogram_figure(values: pl.Series, title: str, xlabel: str):

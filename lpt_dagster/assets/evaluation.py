@@ -1,7 +1,6 @@
 """The evaluation report: every method on the same split, the same catalogue, the same ranking."""
 
 
-import base64
 import dataclasses
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from lpt_core.recommenders import load_baseline_models
 from lpt_core.report import build_report
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_dagster.assets.profiles import GPU_POOL
+from lpt_dagster.metadata import png_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
 GROUP = "evaluation"
@@ -60,11 +60,6 @@ def trained_ranks(ctx: EvalContext, cfg, trained_profiles: pl.DataFrame, trained
         )
         ranks[name] = evaluate_methods(variant_ctx, ["profile"])["profile"]
     return ranks
-
-
-def _png_markdown(path: Path) -> dg.MetadataValue:
-    encoded = base64.b64encode(path.read_bytes()).decode()
-    return dg.MetadataValue.md(f"![metrics](data:image/png;base64,{encoded})")
 
 
 @dg.asset(group_name=GROUP, pool=GPU_POOL)
@@ -115,7 +110,7 @@ def evaluation_report(
     context.add_output_metadata(
         {
             "table": dg.MetadataValue.md(report.table_markdown),
-            "plot": _png_markdown(files["plot"]),
+            "plot": png_markdown(files["plot"]),
             "examples": examples.height,
             "users": examples["user_id"].n_unique(),
             "report_folder": dg.MetadataValue.path(str(files["json"].parent)),

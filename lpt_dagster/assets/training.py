@@ -21,9 +21,10 @@ from lpt_core.profiles import EXAMPLE_KEYS
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.tracking import RunHandle
 from lpt_core.training.alternation import TrainingData, load_trained_generator, train_alternating
+from lpt_core.training.curves import CURVES, save_training_curves
 from lpt_core.training.variants import get_variant
 from lpt_dagster.assets.profiles import GPU_POOL, progress_logger
-from lpt_dagster.metadata import frame_preview
+from lpt_dagster.metadata import frame_preview, png_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
 GROUP = "training"
@@ -80,7 +81,7 @@ def trained_models(
         val=_with_prompts(user_examples.filter(pl.col("split") == "val"), cleaned_items, cfg),
         catalog=item_catalog,
     )
-    generators, recommenders, summaries = {}, {}, {}
+    generators, recommenders, summaries, curves = {}, {}, {}, {}
     for name in cfg.training.variants:
         variant = get_variant(name)
         variant_recipe = variant.recipe_for(cfg)
@@ -94,6 +95,7 @@ def trained_models(
             run.log_artifact(result.adapter_dir, "generator_adapter")
             run.log_artifact(result.encoder_dir, "recommender")
             run.log_dict({"base_model": cfg.models.generator, "history": result.history}, "training_summary.json")
+            curves[name] = _metric_histories(run)
         seconds = time.perf_counter() - started
         generators[name] = {
             "adapter_dir": str(result.adapter_dir), "base_model": cfg.models.generator,
@@ -108,8 +110,11 @@ def trained_models(
             "seconds": round(seconds, 1), "resumed_from": result.resumed_from,
             "last_phase": result.history[-1] if result.history else None, "mlflow_run": run.url(mlflow.ui_url),
         }
-    yield dg.Output(generators, output_name="trained_generator",
-                    metadata={"variants": dg.MetadataValue.json(summaries)})
+    metadata = {"variants": dg.MetadataValue.json(summaries)}
+    if any(curves.values()):
+        plot = save_training_curves(curves, outputs_dir() / "training" / "curves.png")
+        metadata["curves"] = png_markdown(plot)
+    yield dg.Output(generators, output_name="trained_generator", metadata=metadata)
     yield dg.Output(recommenders, output_name="trained_recommender",
                     metadata={"variants": dg.MetadataValue.json(recommenders)})
 
@@ -174,6 +179,15 @@ def trained_item_index(
         context.log.info(f"{name}: indexed {len(index.item_ids)} items")
     context.add_output_metadata({"variants": dg.MetadataValue.json(indexes)})
     return indexes
+
+
+def _metric_histories(run: RunHandle) -> dict[str, list[tuple[int, float]]]:
+    """The variant run's logged training curves (this materialisation's steps; a resumed run's
+    earlier steps live in the run that was interrupted)."""
+    return {
+        key: [(m.step, m.value) for m in run.client.get_metric_history(run.run_id, key)]
+        for key in CURVES
+    }
 
 
 def _load_bias(path: str):

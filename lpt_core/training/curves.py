@@ -1,0 +1,82 @@
+"""Training curves of every variant in one figure: what a reader checks first after a run.
+
+The series are the per-step metrics training reports (lpt_core.training.alternation's callbacks,
+logged to MLflow as "<phase>.<name>"): RL reward, KL to the base model and REBEL loss per update,
+contrastive loss per step. Noisy per-step values get a trailing moving average drawn over them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lpt_core.atomic import atomic_path
+
+# metric key -> panel title, in panel order.
+CURVES = {
+    "encoder.reward_mean": "RL reward (mean over the rollout)",
+    "encoder.kl": "KL to the base model (per sequence)",
+    "encoder.loss": "RL loss",
+    "encoder.profile_tokens": "profile length (tokens)",
+    "decoder.loss": "contrastive loss (InfoNCE)",
+}
+Series = Sequence[tuple[int, float]]  # (step, value)
+
+
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over up to `window` values (the first points average what exists so far)."""
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    values = np.asarray(values, dtype=np.float64)
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(0, ends - window)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
+def plot_training_curves(histories: Mapping[str, Mapping[str, Series]], window: int = 5) -> Figure:
+    """One panel per metric in CURVES that any variant logged, one line per variant.
+
+    `histories[variant][metric]` is that variant's (step, value) series; an empty mapping gives
+    an error rather than a blank figure."""
+    shown = [key for key in CURVES if any(series.get(key) for series in histories.values())]
+    if not shown:
+        raise ValueError(f"no training curves to plot: none of {list(CURVES)} was logged")
+    columns = min(3, len(shown))
+    rows = -(-len(shown) // columns)
+    figure = Figure(figsize=(4.6 * columns, 3.4 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    colours = matplotlib.colormaps["tab10"].colors
+    for axis, key in zip(axes, shown):
+        for j, (variant, series) in enumerate(histories.items()):
+            points = sorted(series.get(key, ()))
+            if not points:
+                continue
+            steps = [step for step, _ in points]
+            values = [value for _, value in points]
+            colour = colours[j % len(colours)]
+            axis.plot(steps, values, color=colour, alpha=0.3, linewidth=1)
+            axis.plot(steps, moving_average(values, window), color=colour, label=variant)
+        axis.set_title(CURVES[key], fontsize="medium")
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    for axis in axes[len(shown):]:
+        axis.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, title=f"variant (line: mean of last {window})", fontsize="small",
+                  loc="outside lower center", ncols=min(5, max(1, len(labels))))
+    return figure
+
+
+def save_training_curves(histories: Mapping[str, Mapping[str, Series]], path: Path, window: int = 5) -> Path:
+    """plot_training_curves written as a PNG, atomically."""
+    figure = plot_training_curves(histories, window)
+    with atomic_path(Path(path)) as partial:
+        figure.savefig(partial, format="png", dpi=110)
+    return Path(path)
