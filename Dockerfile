@@ -41,11 +41,14 @@ WORKDIR /app
 # build would come from download.pytorch.org/whl/cpu or a local wheel); the check below fails the
 # build if a CPU-only torch ever got in, rather than leaving an image that silently runs on the CPU.
 COPY pyproject.toml README.md ./
+# Extras to install: `vllm` for GPU generation; add `scale` (PostgreSQL instance storage, the
+# Kubernetes run launcher, psycopg2 for an MLflow server) for deploy/: --build-arg LPT_EXTRAS=vllm,scale
+ARG LPT_EXTRAS=vllm
 # The one package installed is this project; pyproject.toml pins every dependency exactly.
 # hadolint ignore=DL3013
 RUN mkdir lpt_core lpt_dagster \
     && touch lpt_core/__init__.py lpt_dagster/__init__.py \
-    && pip install '.[vllm]' \
+    && pip install ".[${LPT_EXTRAS}]" \
     && pip uninstall -y langptune \
     && rm -rf lpt_core lpt_dagster build ./*.egg-info \
     && python -c "import torch; assert torch.version.cuda, 'CPU-only torch in a GPU image'; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"

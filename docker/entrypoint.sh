@@ -6,9 +6,14 @@ set -euo pipefail
 
 # Run from the project root: workspace.yaml and the recipes are found relative to it.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# The instance settings come with the image; the instance's storage lives in the work-folder volume.
-mkdir -p "$DAGSTER_HOME"
-ln -sf "$PWD/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
+# The instance settings come with the image (deploy/docker-compose.yaml mounts its own over
+# /app/dagster.yaml); the instance's storage lives in the work-folder volume. A deployment that
+# mounts its own dagster.yaml into DAGSTER_HOME (a Kubernetes ConfigMap, read-only) keeps it, and a
+# Kubernetes run pod, which gets its instance from the run launcher, may have a DAGSTER_HOME it
+# cannot create: neither needs the link.
+if [[ ! -e "$DAGSTER_HOME/dagster.yaml" ]] && mkdir -p "$DAGSTER_HOME" 2>/dev/null; then
+    ln -sf "$PWD/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
+fi
 
 if [[ "${1:-serve}" != "serve" ]]; then
     exec "$@"

@@ -32,6 +32,12 @@ ORCHESTRATION_RUN_TAG = "lpt.orchestration_run_id"
 ASSET_TAG = "lpt.asset"
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag: its UI nests children under it
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
+# Where to track is the environment's choice, so one configuration serves a laptop and a cluster.
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable
+ARTIFACT_ROOT_ENV = "LPT_MLFLOW_ARTIFACT_ROOT"
+UI_URL_ENV = "LPT_MLFLOW_UI_URL"
+# Tracking URIs served by an MLflow server, which decides where artifacts go.
+_SERVER_SCHEMES = ("http://", "https://", "databricks")
 
 # MLflow's limits (mlflow.utils.validation), restated so importing this module stays cheap.
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -41,6 +47,50 @@ _INVALID_METRIC_CHARACTERS = re.compile(r"[^\w./\- ]")  # colons too: Windows re
 def default_tracking_uri() -> str:
     """The sqlite store in the project's work folder."""
     return f"sqlite:///{paths.mlflow_dir() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """`tracking_uri`, else $MLFLOW_TRACKING_URI, else the sqlite store in the work folder."""
+    return tracking_uri or os.environ.get(TRACKING_URI_ENV) or default_tracking_uri()
+
+
+def default_artifact_root(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts, as a URI; None lets a tracking server decide.
+
+    $LPT_MLFLOW_ARTIFACT_ROOT (a folder or a URI such as s3://bucket/langptune) wins. Otherwise
+    artifacts go beside a sqlite store, or, for another database used without a server
+    (postgresql://...), under the work folder: MLflow's own default there is ./mlruns in whatever
+    folder the process started in, a different place on every machine.
+    """
+    configured = os.environ.get(ARTIFACT_ROOT_ENV)
+    if configured:
+        return _location_uri(configured)
+    if tracking_uri.startswith(_SERVER_SCHEMES):
+        return None
+    sqlite_root = _sqlite_artifact_root(tracking_uri)
+    if sqlite_root is not None:
+        return sqlite_root.resolve().as_uri()
+    if "://" not in tracking_uri or tracking_uri.startswith("file:"):
+        return None  # a local file store keeps artifacts inside itself
+    return (paths.mlflow_dir() / "artifacts").resolve().as_uri()  # a SQLAlchemy database URI
+
+
+def mlflow_ui_url(tracking_uri: str) -> str:
+    """Where people open the MLflow UI: $LPT_MLFLOW_UI_URL, else the tracking server itself,
+    else the local UI of `make ui`."""
+    configured = os.environ.get(UI_URL_ENV)
+    if configured:
+        return configured
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri
+    return DEFAULT_UI_URL
+
+
+def _location_uri(location: str | Path) -> str:
+    """A folder as a file:// URI; a string that already is a URI (s3://, gs://, file://) as given."""
+    if isinstance(location, str) and "://" in location:
+        return location
+    return Path(location).expanduser().resolve().as_uri()
 
 
 def mlflow_metric_name(name: str) -> str:
@@ -96,24 +146,26 @@ class Tracker:
         self,
         tracking_uri: str | None = None,
         experiment: str = "langptune",
-        artifact_root: Path | None = None,
+        artifact_root: str | Path | None = None,
     ) -> None:
-        """`tracking_uri` None means the sqlite store in the work folder. `artifact_root` applies
-        only when the experiment is created; by default artifacts go beside a sqlite store, and a
-        tracking server chooses for itself."""
+        """`tracking_uri` None means $MLFLOW_TRACKING_URI, else the sqlite store in the work
+        folder. `artifact_root` (a folder or a URI) applies only when the experiment is created;
+        None means `default_artifact_root`."""
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow.tracking import MlflowClient
 
-        if tracking_uri is None:
-            paths.mlflow_dir().mkdir(parents=True, exist_ok=True)
-            tracking_uri = default_tracking_uri()
-        if artifact_root is None:
-            artifact_root = _sqlite_artifact_root(tracking_uri)
+        tracking_uri = resolve_tracking_uri(tracking_uri)
+        sqlite_root = _sqlite_artifact_root(tracking_uri)
+        if sqlite_root is not None:  # MLflow does not create the database's folder
+            sqlite_root.parent.mkdir(parents=True, exist_ok=True)
+        location = (
+            _location_uri(artifact_root) if artifact_root is not None else default_artifact_root(tracking_uri)
+        )
         self.tracking_uri = tracking_uri
         self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
-        self.experiment_id: str = self._experiment_id(experiment, artifact_root)
+        self.experiment_id: str = self._experiment_id(experiment, location)
 
-    def _experiment_id(self, name: str, artifact_root: Path | None) -> str:
+    def _experiment_id(self, name: str, location: str | None) -> str:
         from mlflow.exceptions import MlflowException
 
         existing = self.client.get_experiment_by_name(name)
@@ -121,7 +173,6 @@ class Tracker:
             if existing.lifecycle_stage == "deleted":  # deleted in the UI: a run brings it back
                 self.client.restore_experiment(existing.experiment_id)
             return existing.experiment_id
-        location = artifact_root.resolve().as_uri() if artifact_root is not None else None
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except MlflowException:

@@ -7,6 +7,7 @@ unasked is a choice a person makes once, in the UI (Automation tab); the daemon 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import stat
@@ -28,12 +29,42 @@ SENSOR_INTERVAL_SECONDS = 30
 # Names that downloaders and copy tools give a file while they are still writing it.
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download")
 
-# One process for the whole run: every step imports torch/transformers, and on a small machine
-# re-importing them in a subprocess per step costs more than the parallelism gains.
+EXECUTOR_ENV = "LPT_DAGSTER_EXECUTOR"
+# Executors from the `scale` extra, imported only when chosen: name -> (module, attribute).
+OPTIONAL_EXECUTORS = {"k8s": ("dagster_k8s", "k8s_job_executor")}
+
+
+def run_executor() -> dg.ExecutorDefinition:
+    """The executor of both jobs, chosen by $LPT_DAGSTER_EXECUTOR (docs/scaling.md).
+
+    `in_process` (default): one process for the whole run. Every step imports torch/transformers,
+    and on a small machine re-importing them in a subprocess per step costs more than the
+    parallelism gains. `multiprocess`: one process per step, independent steps side by side, for a
+    machine with cores and memory to spare. `k8s`: one Kubernetes pod per step. Whatever the
+    choice, the instance's pool limit (dagster.yaml) caps how many "gpu" steps run at once.
+    """
+    choice = os.environ.get(EXECUTOR_ENV, "in_process")
+    if choice == "in_process":
+        return dg.in_process_executor
+    if choice == "multiprocess":
+        return dg.multiprocess_executor
+    if choice not in OPTIONAL_EXECUTORS:
+        expected = ", ".join(["in_process", "multiprocess", *OPTIONAL_EXECUTORS])
+        raise ValueError(f"${EXECUTOR_ENV}={choice!r}: expected one of {expected}")
+    module_name, attribute = OPTIONAL_EXECUTORS[choice]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ImportError(
+            f"${EXECUTOR_ENV}={choice} needs {module_name}: pip install -e '.[scale]'"
+        ) from error
+    return getattr(module, attribute)
+
+
 pipeline_job = dg.define_asset_job(
     PIPELINE_JOB_NAME,
     selection=dg.AssetSelection.all(),
-    executor_def=dg.in_process_executor,
+    executor_def=run_executor(),
     description="Raw data to evaluation report for the chosen recipe.",
 )
 
@@ -43,7 +74,7 @@ pipeline_job = dg.define_asset_job(
 retrain_job = dg.define_asset_job(
     RETRAIN_JOB_NAME,
     selection=dg.AssetSelection.groups("training").downstream(),
-    executor_def=dg.in_process_executor,
+    executor_def=run_executor(),
     description="Retrain the profile writer and the recommender on the current split, then re-evaluate "
     "(and re-register) them. Needs one full langptune_pipeline run before.",
 )

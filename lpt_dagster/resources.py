@@ -9,7 +9,7 @@ import yaml
 from pydantic import PrivateAttr
 
 from lpt_core.config import Recipe, RecipeError, load_recipe
-from lpt_core.tracking import RunHandle, Tracker
+from lpt_core.tracking import RunHandle, Tracker, mlflow_ui_url
 
 
 class RecipeResource(dg.ConfigurableResource):
@@ -31,11 +31,12 @@ class RecipeResource(dg.ConfigurableResource):
 
 class MlflowResource(dg.ConfigurableResource):
     """MLflow tracking through a client (no global fluent state): one parent run per Dagster run,
-    one child run per asset. tracking_uri None means the sqlite store in the work folder."""
+    one child run per asset. tracking_uri None means $MLFLOW_TRACKING_URI, else the sqlite store in
+    the work folder; ui_url None means $LPT_MLFLOW_UI_URL, else the tracking server, else the local UI."""
 
     tracking_uri: str | None = None
     experiment: str = "langptune"
-    ui_url: str = "http://127.0.0.1:5000"
+    ui_url: str | None = None
     _tracker: Tracker | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -67,6 +68,10 @@ class MlflowResource(dg.ConfigurableResource):
         finally:
             self.tracker.end_run(parent, failed=failed)
 
+    def run_url(self, run: RunHandle) -> str:
+        """Where `run` opens in the MLflow UI."""
+        return run.url(self.ui_url or mlflow_ui_url(self.tracker.tracking_uri))
+
     def link(self, run: RunHandle) -> dg.MetadataValue:
         """A clickable link from the asset's metadata to its MLflow run."""
-        return dg.MetadataValue.url(run.url(self.ui_url))
+        return dg.MetadataValue.url(self.run_url(run))

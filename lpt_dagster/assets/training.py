@@ -108,7 +108,7 @@ def trained_models(
         }
         summaries[name] = {
             "seconds": round(seconds, 1), "resumed_from": result.resumed_from,
-            "last_phase": result.history[-1] if result.history else None, "mlflow_run": run.url(mlflow.ui_url),
+            "last_phase": result.history[-1] if result.history else None, "mlflow_run": mlflow.run_url(run),
         }
     metadata = {"variants": dg.MetadataValue.json(summaries)}
     if any(curves.values()):
