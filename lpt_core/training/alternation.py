@@ -18,11 +18,18 @@ Profiles are written by a merged copy of the policy (LoRA folded into the weight
 LoRA model generates about half as fast. The copy costs one more set of weights while it exists;
 merging in place and unmerging after would not, but in bf16 it does not restore the base weights
 exactly, and the policy would drift a little at every phase.
+
+Launched in several processes (lpt_core.training.distributed; docs/distributed_training.md), every
+process holds both models and runs the same schedule: profiles and item embeddings are computed in
+parts, one per process, and gathered; each phase's training shares its batches across processes;
+only the main process reports to the callbacks and writes checkpoints, the others wait for it at
+the end of each phase. All processes resume from the same (latest) checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import tempfile
 import time
@@ -37,9 +44,16 @@ import torch
 
 from lpt_core import metrics
 from lpt_core.config import Recipe
-from lpt_core.models import load_encoder, load_generator
+from lpt_core.models import load_encoder, load_generator, resolve_model, weights_fingerprint
 from lpt_core.retrieval import ItemIndex, TextEncoder
-from lpt_core.training.checkpoints import PhaseCheckpoint, latest_phase, prune_earlier_phases, save_phase
+from lpt_core.training import distributed
+from lpt_core.training.checkpoints import (
+    PhaseCheckpoint,
+    latest_phase,
+    phase_folder,
+    prune_earlier_phases,
+    save_phase,
+)
 from lpt_core.training.contrastive import ItemBias, train_recommender
 
 log = logging.getLogger(__name__)
@@ -88,6 +102,19 @@ class TrainingCallbacks(Protocol):
     def log(self, message: str) -> None: ...
 
 
+class _SilentCallbacks:
+    """What processes other than the main one report to: nothing (the main reports once for all)."""
+
+    def metrics(self, phase: str, round_index: int, step: int, values: dict) -> None:
+        pass
+
+    def artifact_text(self, name: str, text: str) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
 class LoggingCallbacks:
     """TrainingCallbacks that only write to this module's logger."""
 
@@ -127,10 +154,20 @@ def train_alternating(
     data: TrainingData,
     root: Path,
     callbacks: TrainingCallbacks | None = None,
+    profile_store: Path | None = None,
 ) -> TrainingResult:
     """Run (or resume) the alternating training of `recipe` as `variant`, checkpointing every phase
-    under `root`. A run whose last phase is already checkpointed returns at once."""
+    under `root`. A run whose last phase is already checkpointed returns at once.
+
+    With `profile_store` (a ProfileStore file) the profiles written at each decoder phase are kept
+    and reused: an untrained policy is the base model, so its profiles are shared with the zero-shot
+    ones and across variants, and a resumed run reuses what the killed one wrote.
+
+    Launched in several processes, every process calls this with the same arguments; `callbacks`
+    is used by the main process only."""
     callbacks = callbacks or LoggingCallbacks()
+    if not distributed.is_main():
+        callbacks = _SilentCallbacks()
     root = Path(root)
     schedule = phase_schedule(recipe.training.rounds, variant)
     recipe_hash = recipe.training_hash()
@@ -142,7 +179,7 @@ def train_alternating(
     if latest is not None and done == len(schedule):
         return _result(latest, resumed_from)
 
-    session = _TrainingSession(recipe, variant, data, latest, callbacks)
+    session = _TrainingSession(recipe, variant, data, latest, callbacks, profile_store)
     for round_index, phase in schedule[done:]:
         callbacks.log(f"round {round_index} {phase} phase: start")
         summary = session.run_phase(round_index, phase, root)
@@ -162,12 +199,16 @@ class _TrainingSession:
         data: TrainingData,
         resume: PhaseCheckpoint | None,
         callbacks: TrainingCallbacks,
+        profile_store: Path | None = None,
     ) -> None:
+        from lpt_core.generation.store import ProfileStore
         from lpt_core.training.rl import make_policy
 
         self.recipe = recipe
         self.variant = variant
         self.callbacks = callbacks
+        chunk = 4 * recipe.generation.batch_size  # progress logged, and work saved, per chunk
+        self.profile_store = None if profile_store is None else ProfileStore(profile_store, chunk_size=chunk)
         training = recipe.training
         self.train = _sample_users(data.train, training.max_train_users, training.seed)
         self.val = _sample_users(data.val, training.max_val_users, training.seed)
@@ -205,12 +246,17 @@ class _TrainingSession:
         return {"round": round_index, "phase": phase, **summary}
 
     def save(self, root: Path, round_index: int, phase: str, summary: dict, recipe_hash: str) -> PhaseCheckpoint:
+        """The main process writes the phase's checkpoint (the models are the same in every
+        process); the others wait until it is complete."""
         self.history.append(summary)
         bias = None if self.item_bias is None else self.item_bias.to_numpy()
         state = {"recipe_hash": recipe_hash, "variant": self.variant, "metrics": summary, "history": self.history}
-        folder = save_phase(root, round_index, phase, self.policy, self.encoder, bias, state)
+        folder = phase_folder(root, recipe_hash, self.variant, round_index, phase)
         checkpoint = PhaseCheckpoint(folder, round_index, phase, {**state, "round": round_index, "phase": phase})
-        prune_earlier_phases(root, checkpoint)
+        if distributed.is_main():
+            save_phase(root, round_index, phase, self.policy, self.encoder, bias, state)
+            prune_earlier_phases(root, checkpoint)
+        distributed.barrier()
         return checkpoint
 
     def _decoder_phase(self, round_index: int, seed: int) -> tuple[dict, ItemIndex, list[str]]:
@@ -266,18 +312,47 @@ class _TrainingSession:
         return summary, index, val_profiles
 
     def _write_profiles(self, prompts: Sequence[str]) -> list[str]:
+        """One profile per prompt, in order; each process writes its own part of them, through the
+        profile store if there is one. (Processes writing the store at once can drop each other's
+        new rows from it, never corrupt it: those are regenerated when next asked for.)"""
         from lpt_core.generation.hf_backend import TransformersGenerator
 
+        gen_cfg = self.recipe.generation
+        own = distributed.own_part(prompts)
         merged = copy.deepcopy(self.policy).merge_and_unload().eval()
         try:
-            generator = TransformersGenerator(merged, self.tokenizer, self.recipe.generation, model_id="policy")
-            return [profile.text for profile in generator.generate(list(prompts))]
+            generator = TransformersGenerator(merged, self.tokenizer, gen_cfg, model_id=self._policy_id())
+            if self.profile_store is None:
+                generated = generator.generate(own)
+            else:
+                generated, _ = self.profile_store.get_or_generate(
+                    own, generator, gen_cfg, progress=lambda done, total: self.callbacks.log(f"profiles {done}/{total}")
+                )
         finally:
             del merged
+        texts = [profile.text for profile in generated]
+        return [text for part in distributed.gather_objects(texts) for text in part]
+
+    def _policy_id(self) -> str:
+        """The base model's id while every LoRA B is zero (the policy IS the base model), else the
+        base id plus a hash of the adapter's weights."""
+        name = self.recipe.models.generator
+        base_id = f"{name}@{weights_fingerprint(resolve_model(name))}"
+        adapter = {n: p for n, p in self.policy.named_parameters() if "lora_" in n}
+        if all(not p.any() for n, p in adapter.items() if "lora_B" in n):
+            return base_id
+        digest = hashlib.sha256()
+        for key in sorted(adapter):
+            digest.update(key.encode())
+            digest.update(adapter[key].detach().float().cpu().numpy().tobytes())
+        return f"{base_id}+lora@{digest.hexdigest()[:12]}"
 
     def _item_index(self) -> ItemIndex:
-        """All items embedded by the current recommender, exact search, with the bias if any."""
-        embeddings = TextEncoder(self.encoder).encode(self.item_texts)
+        """All items embedded by the current recommender, exact search, with the bias if any.
+        Each process embeds its own part of the catalogue."""
+        part = distributed.own_part(self.item_texts)
+        pieces = distributed.gather_objects(TextEncoder(self.encoder).encode(part) if part else None)
+        embeddings = np.concatenate([piece for piece in pieces if piece is not None])
         bias = None if self.item_bias is None else self.item_bias.to_numpy()
         return ItemIndex.build(self.item_ids, embeddings, kind="flat", bias=bias)
 

@@ -23,6 +23,13 @@ The loop is the model's own forward pass, the library's loss module, and an opti
 Duplicate targets in a batch would be false negatives (a user's own target counted as another's
 negative). They are AVOIDED, not masked: batches are drawn so that no target appears twice, the
 way sentence-transformers' NO_DUPLICATES batch sampler does, so the plain loss stays exact.
+
+Launched in several processes (lpt_core.training.distributed), cfg.batch_size is the batch of ALL
+processes: every process draws the same batches (same seed) and embeds its own equal share, and
+the loss gathers every process's item embeddings as negatives (MNRL's gather_across_devices; the
+biased loss gathers the same way), so N processes compute the single-process loss of the whole
+batch, and duplicates are avoided across the whole batch too. DDP averages the gradients. (The
+reference took negatives from each GPU's own micro-batch only.)
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from sentence_transformers.sentence_transformer.losses import MultipleNegativesR
 from torch import nn
 
 from lpt_core.config import ContrastiveConfig
+from lpt_core.training import distributed
 
 
 class ItemBias(nn.Module):
@@ -82,13 +90,46 @@ class ItemBiasedInfoNCE(nn.Module):
         self.register_buffer("log_inclusion", log_inclusion.detach().to(item_bias.values), persistent=False)
 
     def forward(
-        self, queries: torch.Tensor, targets: torch.Tensor, target_positions: torch.Tensor
+        self,
+        queries: torch.Tensor,
+        targets: torch.Tensor,
+        target_positions: torch.Tensor,
+        target_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """This process's queries against the targets of ALL processes (one process: its own).
+
+        `target_bias` is item_bias(target_positions) when the caller already computed it (inside
+        the DDP-wrapped forward, where DDP must see every use of the bias)."""
+        if target_bias is None:
+            target_bias = self.item_bias(target_positions)
+        targets = distributed.gather_with_grad(targets)
+        target_bias = distributed.gather_with_grad(target_bias)
+        target_positions = distributed.gather(target_positions)
         cosines = nn.functional.normalize(queries, dim=-1) @ nn.functional.normalize(targets, dim=-1).T
-        offsets = self.item_bias(target_positions) - self.log_inclusion[target_positions]
+        offsets = target_bias - self.log_inclusion[target_positions]
         logits = self.scale * cosines + offsets[None, :]
-        labels = torch.arange(len(queries), device=logits.device)
+        first = distributed.rank() * len(queries)
+        labels = torch.arange(first, first + len(queries), device=logits.device)
         return nn.functional.cross_entropy(logits, labels)
+
+
+class _TrainedModules(nn.Module):
+    """The encoder and the item bias as one module, so one DDP wrapper averages both's gradients.
+
+    forward returns the texts' embeddings and, given catalogue positions, those items' biases: DDP
+    wants every parameter used inside the wrapped forward."""
+
+    def __init__(self, encoder: SentenceTransformer, item_bias: ItemBias | None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.item_bias = item_bias
+
+    def forward(
+        self, features: dict, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        embeddings = self.encoder(features)["sentence_embedding"]
+        bias = None if positions is None or self.item_bias is None else self.item_bias(positions)
+        return embeddings, bias
 
 
 def train_recommender(
@@ -111,36 +152,44 @@ def train_recommender(
     _check_inputs(profiles, target_texts, target_positions, item_bias)
     keys: Sequence[Hashable] = target_positions if target_positions is not None else target_texts
     torch.manual_seed(seed)
-    batches = distinct_target_batches(keys, cfg.batch_size, np.random.default_rng(seed))
-    mnrl = MultipleNegativesRankingLoss(encoder, scale=cfg.scale)
+    processes = distributed.world_size()
+    batches = distinct_target_batches(keys, cfg.batch_size, np.random.default_rng(seed), multiple_of=processes)
+    mnrl = MultipleNegativesRankingLoss(encoder, scale=cfg.scale, gather_across_devices=processes > 1)
     biased = None
-    parameters = list(encoder.parameters())
     if item_bias is not None:
-        batch_size = min(cfg.batch_size, len(set(keys)))
+        batch_size = batch_rows(len(set(keys)), cfg.batch_size, processes)
         log_inclusion = batch_log_inclusion(target_positions, len(item_bias.values), batch_size)
         biased = ItemBiasedInfoNCE(cfg.scale, item_bias.to(encoder.device), log_inclusion)
-        parameters += list(item_bias.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=cfg.learning_rate)
-    scheduler = _warmup_schedule(optimizer, round(cfg.warmup_ratio * cfg.steps_per_round))
+    trained = _TrainedModules(encoder, item_bias)
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=cfg.learning_rate)
+    # Encoders can hold parameters their sentence embedding never uses (BERT's pooler under mean pooling).
+    training = distributed.prepare_training(trained, optimizer, some_parameters_unused=True)
+    scheduler = _warmup_schedule(training.optimizer, round(cfg.warmup_ratio * cfg.steps_per_round))
 
     history: list[dict] = []
     encoder.train()
     try:
         for step in range(cfg.steps_per_round):
             started = time.perf_counter()
-            batch = next(batches)
-            queries = _embed(encoder, [profiles[i] for i in batch])
-            targets = _embed(encoder, [target_texts[i] for i in batch])
+            whole_batch = next(batches)
+            batch = distributed.own_share(whole_batch, "training.contrastive.batch_size")
+            queries, _ = _embed(training.model, encoder, [profiles[i] for i in batch])
             if biased is not None:
                 positions = torch.as_tensor([target_positions[i] for i in batch], device=encoder.device)
-                loss = biased(queries, targets, positions)
+                targets, target_bias = _embed(training.model, encoder, [target_texts[i] for i in batch], positions)
+                loss = biased(queries, targets, positions, target_bias)
             else:
+                targets, _ = _embed(training.model, encoder, [target_texts[i] for i in batch])
                 loss = mnrl.compute_loss_from_embeddings([queries, targets], labels=None)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            training.optimizer.zero_grad(set_to_none=True)
+            training.backward(loss)
+            training.optimizer.step()
             scheduler.step()
-            record = {"loss": float(loss.detach()), "seconds": time.perf_counter() - started, "batch_size": len(batch)}
+            record = {
+                "loss": distributed.mean_across(float(loss.detach())),
+                "seconds": time.perf_counter() - started,
+                "batch_size": len(whole_batch),
+            }
             history.append(record)
             if on_step is not None:
                 on_step(step, record)
@@ -149,18 +198,27 @@ def train_recommender(
     return history
 
 
+def batch_rows(distinct: int, batch_size: int, multiple_of: int = 1) -> int:
+    """Rows per batch: min(batch_size, distinct keys), rounded down to a multiple of `multiple_of`
+    (the number of processes, which each take an equal share); at least 2, and 1 per process."""
+    size = min(batch_size, distinct) // multiple_of * multiple_of
+    if size < max(2, multiple_of):
+        raise ValueError(
+            f"contrastive training needs at least {max(2, multiple_of)} distinct targets per batch "
+            f"({multiple_of} processes), got {distinct} distinct targets and batch_size {batch_size}"
+        )
+    return size
+
+
 def distinct_target_batches(
-    keys: Sequence[Hashable], batch_size: int, rng: np.random.Generator
+    keys: Sequence[Hashable], batch_size: int, rng: np.random.Generator, multiple_of: int = 1
 ) -> Iterator[list[int]]:
     """Endless batches of row indices, no key twice in a batch, every row once per pass.
 
     Rows are taken in a shuffled order; a row whose key is already in the batch waits for a later
-    batch. Batches hold min(batch_size, number of distinct keys) rows.
+    batch. Batches hold `batch_rows(distinct keys, batch_size, multiple_of)` rows.
     """
-    distinct = len(set(keys))
-    if distinct < 2:
-        raise ValueError(f"contrastive training needs at least 2 distinct targets, got {distinct}")
-    size = min(batch_size, distinct)
+    size = batch_rows(len(set(keys)), batch_size, multiple_of)
     waiting: list[int] = []
     while True:
         waiting.extend(rng.permutation(len(keys)).tolist())
@@ -189,10 +247,14 @@ def batch_log_inclusion(target_positions: Sequence[int], num_items: int, batch_s
     return torch.from_numpy(np.log(np.where(counts > 0, inclusion, 1.0))).float()
 
 
-def _embed(encoder: SentenceTransformer, texts: list[str]) -> torch.Tensor:
+def _embed(
+    model: nn.Module, encoder: SentenceTransformer, texts: list[str], positions: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Embeddings of `texts` (and biases of `positions`) through `model`: _TrainedModules, or its
+    DDP wrapper; with grad."""
     features = encoder.preprocess(texts)
     features = {k: v.to(encoder.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-    return encoder(features)["sentence_embedding"]
+    return model(features, positions)
 
 
 def _warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

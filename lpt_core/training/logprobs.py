@@ -5,6 +5,9 @@ The reference code materialises float32 log-softmax over the whole vocabulary fo
 model returns logits only from the first completion position on (`logits_to_keep`), and each
 chunk of positions is upcast to float32 for its logsumexp on its own; under grad the chunk is
 recomputed in the backward pass (checkpoint) instead of its float32 copy being kept.
+
+`adapter_names` (one per row) lets one no-grad pass of a PEFT model score some rows with its LoRA
+adapter and others with the adapter off ("__base__"): REBEL's pi_old and pi_ref in one batch.
 """
 
 from __future__ import annotations
@@ -18,12 +21,18 @@ CHUNK_ELEMENTS = 2**24
 
 
 def sequence_logprobs(
-    model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor
+    model: torch.nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    completion_mask: Tensor,
+    adapter_names: list[str] | None = None,
 ) -> Tensor:
     """[batch] sum of log pi(token | prefix) over the tokens where `completion_mask` is 1.
 
     Rows may be left padded (prompt) and right padded (after the completion): positions follow the
     attention mask, as they did during generation. Carries grad when called under grad.
+    `adapter_names`: per row, the PEFT adapter to use, "__base__" for none (PEFT allows this in
+    eval mode only).
     """
     if not input_ids.shape == attention_mask.shape == completion_mask.shape:
         raise ValueError(
@@ -38,6 +47,7 @@ def sequence_logprobs(
     first = int(completion_mask.any(dim=0).nonzero()[0])
     width = input_ids.shape[1]
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    per_row_adapters = {} if adapter_names is None else {"adapter_names": adapter_names}
     # Logits at positions first-1 .. width-2 predict the tokens at first .. width-1.
     logits = model(
         input_ids=input_ids,
@@ -45,6 +55,7 @@ def sequence_logprobs(
         position_ids=position_ids,
         logits_to_keep=width - first + 1,
         use_cache=False,
+        **per_row_adapters,
     ).logits[:, :-1]
     targets = input_ids[:, first:]
     mask = completion_mask[:, first:]

@@ -4,10 +4,16 @@ For each prompt two profiles are sampled; the policy regresses the difference of
 (new vs sampling policy) onto the difference of their shaped, whitened rewards:
 
     L = ( [log pi(p1) - log pi_old(p1)] - [log pi(p2) - log pi_old(p2)] - eta * (r1 - r2) )^2
+
+Launched in several processes (lpt_core.training.distributed), each process rolls out its own
+share of the update's prompts; rewards are whitened over the batch gathered from all of them (the
+reference whitened each GPU's rows on their own, so a GPU that drew easy users pushed its samples
+up relative to another GPU's); gradients are averaged by DDP; metrics are the whole batch's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +25,7 @@ from torch import Tensor
 from lpt_core.config import GenerationConfig, RLConfig
 from lpt_core.generation.base import GeneratedProfile, check_batch_tokenizer, profile_from_tokens, stop_token_ids
 from lpt_core.generation.hf_backend import hf_generation_config
+from lpt_core.training import distributed
 from lpt_core.training.logprobs import sequence_logprobs
 from lpt_core.training.reward import RankReward
 
@@ -28,6 +35,10 @@ if TYPE_CHECKING:
     from lpt_core.training.rl import RLExample
 
 SAMPLES_PER_PROMPT = 2  # REBEL's regression compares exactly two samples of the same prompt
+# PEFT's name for "no adapter" in a mixed-adapter batch.
+BASE_MODEL = "__base__"
+# Processes sample with seeds this far apart, so that they never draw the same noise.
+RANK_SEED_STRIDE = 1_000_003
 
 
 def rebel_loss(
@@ -48,9 +59,11 @@ def shape_and_whiten(rewards: Tensor, logp_old: Tensor, logp_ref: Tensor, beta: 
     """R - beta * (log pi_old - log pi_ref), then (x - mean) / (std + 1e-8) over the batch.
 
     The std is the population one (as the reference's whiten), so the result has std exactly 1.
+    Launched in several processes, the batch is all processes' rows: each passes its own and gets
+    its own back, whitened with the mean and std of all of them.
     """
     shaped = rewards - beta * (logp_old - logp_ref)
-    return (shaped - shaped.mean()) / (shaped.std(correction=0) + 1e-8)
+    return distributed.whiten_across_processes(shaped)
 
 
 @dataclass
@@ -78,7 +91,11 @@ class RebelTrainer:
     advantages with its own KL term, so REBEL would have to override the rollout bookkeeping, the
     loss and the batching at once, i.e. most of the trainer. The loop here is ~100 lines.
 
-    pi_ref is the base model: the adapter disabled (`policy.disable_adapter()`), no second copy.
+    pi_ref is the base model: the adapter disabled, no second copy. pi_old and pi_ref log-probs
+    come from ONE no-grad pass per micro-batch, each row twice: with the adapter and with it off
+    (PEFT's per-row `adapter_names`), one sweep over the weights instead of two.
+    On CUDA with bf16 weights, rollout and log-prob passes run under bf16 autocast, so the LoRA
+    matmuls (PEFT keeps adapter weights in float32) run in bf16 too.
     Sampling is at cfg.temperature; log-probs are the policy's own (temperature 1), so a
     temperature other than 1 samples slightly off-policy (the reference samples at 1).
     """
@@ -101,19 +118,25 @@ class RebelTrainer:
         trainable = [p for p in policy.parameters() if p.requires_grad]
         if not trainable:
             raise ValueError("the policy has no trainable parameters (expected a LoRA PeftModel)")
-        self.optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
+        self._training = distributed.prepare_training(policy, torch.optim.AdamW(trainable, lr=cfg.learning_rate))
+        self.optimizer = self._training.optimizer
+        base_dtype = policy.get_base_model().dtype
+        self._bf16_autocast = policy.device.type == "cuda" and base_dtype == torch.bfloat16
 
     def update(self, batch: Sequence[RLExample]) -> dict[str, float]:
-        """One REBEL update on `batch`: rollout, rewards, then cfg.passes_per_batch passes."""
+        """One REBEL update on `batch`: rollout, rewards, then cfg.passes_per_batch passes.
+
+        `batch` is the whole update's prompts, the same in every process; each process rolls out
+        its own equal share of it. The metrics are over the whole batch, the same in every process.
+        """
         if not batch:
             raise ValueError("update() needs at least one example")
+        batch = distributed.own_share(batch, "rl.prompts_per_update")
         started = time.perf_counter()
         rollout = self.rollout([example.prompt for example in batch])
         rollout_seconds = time.perf_counter() - started
 
-        logp_old = self._logprobs(rollout)
-        with self.policy.disable_adapter():
-            logp_ref = self._logprobs(rollout)
+        logp_old, logp_ref = self._old_and_ref_logprobs(rollout)
         rows = [example for example in batch for _ in range(SAMPLES_PER_PROMPT)]
         raw_rewards = torch.tensor(
             self.reward(
@@ -127,13 +150,17 @@ class RebelTrainer:
         rewards = shape_and_whiten(raw_rewards, logp_old, logp_ref, self.cfg.beta)
         loss = self._regress(rollout, logp_old, rewards)
         self.updates_done += 1
+        all_rewards = distributed.gather(raw_rewards)
+        profiles = distributed.gather(
+            torch.tensor([[p.num_tokens, p.finished] for p in rollout.profiles], dtype=torch.float64)
+        )
         return {
-            "reward_mean": float(raw_rewards.mean()),
-            "reward_std": float(raw_rewards.std(correction=0)),
-            "kl": float((logp_old - logp_ref).mean()),
-            "loss": loss,
-            "profile_tokens": sum(p.num_tokens for p in rollout.profiles) / len(rollout.profiles),
-            "finished_share": sum(p.finished for p in rollout.profiles) / len(rollout.profiles),
+            "reward_mean": float(all_rewards.mean()),
+            "reward_std": float(all_rewards.std(correction=0)),
+            "kl": float(distributed.gather(logp_old - logp_ref).mean()),
+            "loss": distributed.mean_across(loss),
+            "profile_tokens": float(profiles[:, 0].mean()),
+            "finished_share": float(profiles[:, 1].mean()),
             "seconds": time.perf_counter() - started,
             "rollout_seconds": rollout_seconds,
         }
@@ -145,10 +172,10 @@ class RebelTrainer:
         batch = self.tokenizer.pad({"input_ids": paired}, padding=True, return_tensors="pt")
         batch = batch.to(self.policy.device)
         prompt_width = batch["input_ids"].shape[1]
-        # Seeded per update: a rerun of the same round samples the same profiles.
-        torch.manual_seed(self.seed + self.updates_done)
+        # Seeded per update (and process): a rerun of the same round samples the same profiles.
+        torch.manual_seed(self.seed + self.updates_done + RANK_SEED_STRIDE * distributed.rank())
         self.policy.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             output = self.policy.generate(**batch, generation_config=self._generation_config)
         generated = output[:, prompt_width:]
         is_stop = torch.isin(generated, torch.tensor(self._stop_ids, device=generated.device))
@@ -164,15 +191,20 @@ class RebelTrainer:
             profiles=profiles,
         )
 
-    def _logprobs(self, rollout: Rollout) -> Tensor:
-        """Sequence log-probs of every sample, no grad, in micro-batches; returned on the CPU."""
-        self.policy.eval()
-        parts = []
+    def _old_and_ref_logprobs(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
+        """log pi_old and log pi_ref of every sample, no grad, on the CPU: per micro-batch one pass
+        of each row twice, with the policy's adapter and with none."""
+        adapter = self.policy.active_adapter
+        self.policy.eval()  # PEFT takes per-row adapters in eval mode only
+        old, ref = [], []
         with torch.no_grad():
             for start in range(0, len(rollout.profiles), self.cfg.micro_batch_size):
                 rows = torch.arange(start, min(start + self.cfg.micro_batch_size, len(rollout.profiles)))
-                parts.append(self._rows_logprobs(rollout, rows).float().cpu())
-        return torch.cat(parts)
+                names = [adapter] * len(rows) + [BASE_MODEL] * len(rows)
+                both = self._rows_logprobs(self.policy, rollout, torch.cat([rows, rows]), names).float().cpu()
+                old.append(both[: len(rows)])
+                ref.append(both[len(rows) :])
+        return torch.cat(old), torch.cat(ref)
 
     def _regress(self, rollout: Rollout, logp_old: Tensor, rewards: Tensor) -> float:
         """cfg.passes_per_batch shuffled passes over the pairs, an AdamW step per micro-batch."""
@@ -186,28 +218,36 @@ class RebelTrainer:
             for start in range(0, pairs, pairs_per_step):
                 pair_ids = order[start : start + pairs_per_step]
                 first, second = 2 * pair_ids, 2 * pair_ids + 1
-                logp_new = self._rows_logprobs(rollout, torch.cat([first, second])).cpu()
+                logp_new = self._rows_logprobs(self._training.model, rollout, torch.cat([first, second])).cpu()
                 count = len(pair_ids)
                 loss = rebel_loss(
                     logp_new[:count], logp_old[first], logp_new[count:], logp_old[second],
                     rewards[first], rewards[second], self.cfg.eta,
                 )
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                self._training.backward(loss)
                 self.optimizer.step()
                 losses.append(float(loss.detach()))
         self.policy.eval()
         return sum(losses) / len(losses)
 
-    def _rows_logprobs(self, rollout: Rollout, rows: Tensor) -> Tensor:
-        """Sequence log-probs of some rows, with the columns that are padding in all of them cut."""
+    def _rows_logprobs(
+        self, model: torch.nn.Module, rollout: Rollout, rows: Tensor, adapter_names: list[str] | None = None
+    ) -> Tensor:
+        """Sequence log-probs of some rows under `model` (the policy, or its DDP wrapper when the
+        result needs grad), with the columns that are padding in all of them cut."""
         attention = rollout.attention_mask[rows]
         used = attention.any(dim=0).nonzero().squeeze(1)
         columns = slice(int(used[0]), int(used[-1]) + 1)
         device = self.policy.device
-        return sequence_logprobs(
-            self.policy,
-            rollout.input_ids[rows, columns].to(device),
-            attention[:, columns].to(device),
-            rollout.completion_mask[rows, columns].to(device),
-        )
+        with self._autocast():
+            return sequence_logprobs(
+                model,
+                rollout.input_ids[rows, columns].to(device),
+                attention[:, columns].to(device),
+                rollout.completion_mask[rows, columns].to(device),
+                adapter_names,
+            )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self._bf16_autocast else contextlib.nullcontext()

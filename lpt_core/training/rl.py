@@ -71,7 +71,9 @@ def run_rl_phase(
     """cfg.updates_per_round updates of `policy` with cfg.algorithm; the per-update metrics.
 
     `on_update(step, metrics)` is called after each update (step counts from 1). `output_dir` is
-    scratch space for TRL's trainer; REBEL writes nothing.
+    scratch space for TRL's trainer; REBEL writes nothing. Launched in several processes, every
+    process draws the same batches and REBEL rolls out each process's share of them
+    (lpt_core.training.rebel); TRL's trainers batch per process on their own.
     """
     if not examples:
         raise ValueError("run_rl_phase needs at least one example")

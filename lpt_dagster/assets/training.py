@@ -90,7 +90,7 @@ def trained_models(
             run.set_tags({"lpt.variant": name, "lpt.variant_description": variant.description})
             result = train_alternating(
                 variant_recipe, variant.schedule, data, outputs_dir() / "training" / name,
-                _MlflowCallbacks(run, context, name),
+                _MlflowCallbacks(run, context, name), profile_store=outputs_dir() / "profile_store.parquet",
             )
             run.log_artifact(result.adapter_dir, "generator_adapter")
             run.log_artifact(result.encoder_dir, "recommender")

@@ -227,3 +227,20 @@ def test_one_short_round_on_the_default_models(tmp_path, tiny):
     assert recorder.phases == [(0, "decoder"), (0, "encoder")]
     assert (result.adapter_dir / "adapter_config.json").is_file()
     assert any(line.strip() for line in recorder.artifacts["profiles_round0_encoder.md"].splitlines()[2:])
+
+
+def test_profiles_of_an_untrained_policy_are_shared_through_the_store(tiny, tmp_path):
+    lm, encoder, data = tiny
+    recipe = tiny_recipe(lm, encoder)
+    store = tmp_path / "profiles.parquet"
+    train_alternating(recipe, "cl_only", data, tmp_path / "cl_only", Recorder(), profile_store=store)
+    stored = pl.read_parquet(store)
+    # cl_only never trains the LLM: both rounds ask for the same prompts of the base model.
+    assert stored["model_id"].n_unique() == 1 and "+lora@" not in stored["model_id"][0]
+    rows = stored.height
+
+    train_alternating(recipe, "langptune", data, tmp_path / "langptune", Recorder(), profile_store=store)
+    stored = pl.read_parquet(store)
+    trained = stored.filter(pl.col("model_id").str.contains("+lora@", literal=True))
+    # Round 0's decoder phase reused the base profiles; later phases were written by trained adapters.
+    assert stored.height - rows == trained.height > 0
