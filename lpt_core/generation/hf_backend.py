@@ -50,10 +50,12 @@ class TransformersGenerator:
         self.gen_cfg = gen_cfg
         self.model_id = model_id
         self._stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
-        self._hf_config = hf_generation_config(gen_cfg, self._stop_ids, tokenizer.pad_token_id)
+        if static_cache is None:
+            static_cache = model.device.type == "cuda"
+        self._hf_config = hf_generation_config(
+            gen_cfg, self._stop_ids, tokenizer.pad_token_id, static_cache=static_cache
+        )
         self._hf_config.min_new_tokens = min_new_tokens or None
-        if static_cache if static_cache is not None else model.device.type == "cuda":
-            self._hf_config.cache_implementation = "static"
 
     @classmethod
     def load(
@@ -100,11 +102,15 @@ class TransformersGenerator:
 
 
 def hf_generation_config(
-    gen_cfg: GenerationConfig, stop_ids: list[int], pad_token_id: int
+    gen_cfg: GenerationConfig, stop_ids: list[int], pad_token_id: int, *, static_cache: bool = False
 ) -> HFGenerationConfig:
     """Our decoding settings, with every knob that would otherwise fall back to the model's own
     generation_config (top_k=50, repetition penalties...) pinned, so that the stored settings
-    describe the decoding completely and match the vLLM backend's."""
+    describe the decoding completely and match the vLLM backend's.
+
+    `static_cache` asks for a fixed-size KV cache, with which transformers compiles the decode step
+    on CUDA (pass `model.device.type == "cuda"`; on CPU the compile is skipped and a static cache
+    only costs memory). False leaves the choice to the model's generation_config (dynamic by default)."""
     sampling = (
         {"do_sample": True, "temperature": gen_cfg.temperature, "top_p": gen_cfg.top_p, "top_k": 0}
         if gen_cfg.do_sample
@@ -116,6 +122,7 @@ def hf_generation_config(
         pad_token_id=pad_token_id,
         num_beams=1,
         repetition_penalty=1.0,
+        cache_implementation="static" if static_cache else None,
         **sampling,
     )
 

@@ -27,11 +27,11 @@ from lpt_core.generation.base import GeneratedProfile, check_batch_tokenizer, pr
 from lpt_core.generation.hf_backend import hf_generation_config
 from lpt_core.training import distributed
 from lpt_core.training.logprobs import sequence_logprobs
-from lpt_core.training.reward import RankReward
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type hints only: the reward pulls in faiss, which rollouts never need
     from peft import PeftModel
 
+    from lpt_core.training.reward import RankReward
     from lpt_core.training.rl import RLExample
 
 SAMPLES_PER_PROMPT = 2  # REBEL's regression compares exactly two samples of the same prompt
@@ -114,7 +114,10 @@ class RebelTrainer:
         sampling = GenerationConfig(
             max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, seed=seed
         )
-        self._generation_config = hf_generation_config(sampling, self._stop_ids, tokenizer.pad_token_id)
+        # On CUDA a static KV cache gives the decode step fixed shapes, so transformers compiles it.
+        self._generation_config = hf_generation_config(
+            sampling, self._stop_ids, tokenizer.pad_token_id, static_cache=policy.device.type == "cuda"
+        )
         trainable = [p for p in policy.parameters() if p.requires_grad]
         if not trainable:
             raise ValueError("the policy has no trainable parameters (expected a LoRA PeftModel)")

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lpt_core.config import RLConfig
-from lpt_core.training.reward import RankReward
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type hints only: the reward pulls in faiss, which rollouts never need
     from peft import PeftModel
     from transformers import PreTrainedModel
+
+    from lpt_core.training.reward import RankReward
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,55 @@
+"""The transformers backend's KV-cache choice: static on request, otherwise the model's default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny_lm import build_tiny_lm
+
+from lpt_core.config import GenerationConfig, ModelsConfig
+from lpt_core.generation.hf_backend import TransformersGenerator, hf_generation_config
+from lpt_core.models import load_generator
+
+CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
+PROMPTS = ["a slow-burn thriller fan", "x", "enjoys comedies and animated films, dislikes musicals"]
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    folder: Path = build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+    return load_generator(str(folder), CPU_FP32)
+
+
+def test_static_cache_is_requested_only_when_asked():
+    settings = GenerationConfig(max_new_tokens=8)
+
+    assert hf_generation_config(settings, [1], 0, static_cache=True).cache_implementation == "static"
+    # Unset, not "dynamic": transformers then falls back to the model's own generation_config.
+    assert hf_generation_config(settings, [1], 0).cache_implementation is None
+
+
+def test_generator_uses_a_static_cache_on_cuda_only_unless_told(loaded):
+    model, tokenizer = loaded
+    settings = GenerationConfig(max_new_tokens=4)
+
+    on_cpu = TransformersGenerator(model, tokenizer, settings, model_id="tiny")
+    forced = TransformersGenerator(model, tokenizer, settings, model_id="tiny", static_cache=True)
+
+    assert on_cpu._hf_config.cache_implementation is None
+    assert forced._hf_config.cache_implementation == "static"
+
+
+def test_static_and_dynamic_cache_write_the_same_greedy_profiles(loaded):
+    model, tokenizer = loaded
+    settings = GenerationConfig(max_new_tokens=6, batch_size=2)
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        for text in PROMPTS
+    ]
+
+    dynamic = TransformersGenerator(model, tokenizer, settings, model_id="tiny", static_cache=False).generate(prompts)
+    static = TransformersGenerator(model, tokenizer, settings, model_id="tiny", static_cache=True).generate(prompts)
+
+    assert static == dynamic
+    assert all(profile.num_tokens > 0 for profile in static)
