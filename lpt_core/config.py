@@ -144,6 +144,13 @@ class RLConfig(_Strict):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     gradient_checkpointing: bool = False
+    # Who samples the rollouts (and, with generation.backend "vllm", writes the decoder phase's
+    # profiles): transformers' generate on the policy itself, or a vLLM engine colocated on the same
+    # CUDA GPU whose weights are synced from the policy at every update (docs/vllm.md; the `vllm`
+    # extra). vllm_gpu_memory_utilization is the share of GPU memory that engine may take; the rest
+    # is left to training.
+    rollout_backend: Literal["transformers", "vllm"] = "transformers"
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1)
 
 
 class ContrastiveConfig(_Strict):
@@ -252,12 +259,14 @@ class Recipe(_Strict):
         """Hash of only what a trained model depends on: a change to evaluation, baselines,
         quality or registry settings must not invalidate training checkpoints. The list of variants
         is left out too: it says which systems to build, not how (each variant's checkpoints live
-        in a folder of its own), so adding or dropping one keeps the others' checkpoints."""
-        return _short_hash(self.model_dump(mode="json", include=TRAINING_INPUTS, exclude={"training": {"variants"}}))
+        in a folder of its own), so adding or dropping one keeps the others' checkpoints; so is the
+        GPU memory share of the vLLM engine, which changes no result."""
+        return _short_hash(self.model_dump(mode="json", include=TRAINING_INPUTS, exclude=HASH_EXCLUDED))
 
 
 # The recipe sections a trained generator/recommender depends on (see Recipe.training_hash).
 TRAINING_INPUTS = {"seed", "data", "split", "prompt", "models", "generation", "training"}
+HASH_EXCLUDED = {"training": {"variants": True, "rl": {"vllm_gpu_memory_utilization": True}}}
 
 
 def _short_hash(payload: dict) -> str:

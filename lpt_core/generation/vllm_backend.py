@@ -47,11 +47,8 @@ class VLLMGenerator:
         from transformers import AutoTokenizer
 
         folder = models.resolve_model(model_name)
-        self.model_id = f"{model_name}@{models.weights_fingerprint(folder)}"
-        self.gen_cfg = gen_cfg
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         dtype = models.pick_dtype(models_cfg.dtype, torch.device("cuda"))
-        self._llm = vllm.LLM(
+        llm = vllm.LLM(
             model=str(folder),
             tokenizer=str(folder),
             dtype=str(dtype).removeprefix("torch."),
@@ -63,7 +60,47 @@ class VLLMGenerator:
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
         )
-        self._stop_ids = stop_token_ids(self.tokenizer, _model_eos_ids(folder))
+        self._bind(
+            vllm,
+            llm,
+            AutoTokenizer.from_pretrained(folder, local_files_only=True),
+            gen_cfg,
+            model_id=f"{model_name}@{models.weights_fingerprint(folder)}",
+            eos_ids=_model_eos_ids(folder),
+        )
+
+    @classmethod
+    def for_policy(
+        cls, policy: Any, tokenizer: Any, gen_cfg: GenerationConfig, *, model_id: str, gpu_memory_utilization: float
+    ) -> VLLMGenerator:
+        """A generator writing with the LoRA `policy` being trained (a PeftModel on CUDA), on the
+        process's colocated vLLM engine (lpt_core.training.vllm_rollout, shared with REBEL's
+        rollouts), whose weights are set to the policy's, LoRA merged, now. Generate with it before
+        the policy changes again. UNTESTED here: vLLM is not installed on the development machine."""
+        from lpt_core.training.vllm_rollout import colocated_engine
+
+        engine = colocated_engine(policy, gpu_memory_utilization, setting="generation.backend")
+        engine.sync(policy)
+        generator = cls.__new__(cls)
+        eos_ids = policy.generation_config.eos_token_id
+        generator._bind(engine.vllm, engine.llm, tokenizer, gen_cfg, model_id=model_id, eos_ids=eos_ids)
+        return generator
+
+    def _bind(
+        self,
+        vllm: Any,
+        llm: Any,
+        tokenizer: Any,
+        gen_cfg: GenerationConfig,
+        *,
+        model_id: str,
+        eos_ids: int | list[int] | None,
+    ) -> None:
+        self.model_id = model_id
+        self.gen_cfg = gen_cfg
+        self.tokenizer = tokenizer
+        self._llm = llm
+        self._stop_ids = stop_token_ids(tokenizer, eos_ids)
         self._sampling = vllm.SamplingParams(**_sampling_kwargs(gen_cfg, self._stop_ids))
 
     def generate(self, prompts: Sequence[str]) -> list[GeneratedProfile]:
@@ -108,17 +145,23 @@ def _import_vllm(models_cfg: ModelsConfig) -> Any:
             "generation.backend 'vllm' needs a CUDA GPU but models.device is 'cpu': "
             "use generation.backend 'transformers'"
         )
+    require_cuda("generation.backend")
+    return import_vllm("generation.backend")
+
+
+def require_cuda(setting: str) -> None:
+    """Stop with an error naming the recipe `setting` that chose vLLM when no CUDA GPU is there."""
     if not torch.cuda.is_available():
-        raise RuntimeError(
-            "generation.backend 'vllm' needs a CUDA GPU and none is available: "
-            "use generation.backend 'transformers'"
-        )
+        raise RuntimeError(f"{setting} 'vllm' needs a CUDA GPU and none is available: use {setting} 'transformers'")
+
+
+def import_vllm(setting: str) -> Any:
+    """The vllm module; without it, an ImportError naming the `vllm` extra and the recipe `setting`."""
     try:
         import vllm
     except ImportError as exc:
         raise ImportError(
-            "generation.backend 'vllm' needs the vllm extra: pip install '.[vllm]' "
-            f"(import failed: {exc})"
+            f"{setting} 'vllm' needs the vllm extra: pip install '.[vllm]' (import failed: {exc})"
         ) from exc
     return vllm
 

@@ -28,12 +28,13 @@ the end of each phase. All processes resume from the same (latest) checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -44,6 +45,7 @@ import torch
 
 from lpt_core import metrics
 from lpt_core.config import Recipe
+from lpt_core.generation.base import ProfileGenerator
 from lpt_core.models import load_encoder, load_generator, resolve_model, weights_fingerprint
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training import distributed
@@ -314,24 +316,40 @@ class _TrainingSession:
     def _write_profiles(self, prompts: Sequence[str]) -> list[str]:
         """One profile per prompt, in order; each process writes its own part of them, through the
         profile store if there is one. (Processes writing the store at once can drop each other's
-        new rows from it, never corrupt it: those are regenerated when next asked for.)"""
-        from lpt_core.generation.hf_backend import TransformersGenerator
+        new rows from it, never corrupt it: those are regenerated when next asked for.)
 
+        With generation.backend "vllm" the colocated vLLM engine (the one REBEL's rollouts use) is
+        synced to the policy and writes them; otherwise a merged copy of the policy does."""
         gen_cfg = self.recipe.generation
         own = distributed.own_part(prompts)
-        merged = copy.deepcopy(self.policy).merge_and_unload().eval()
-        try:
-            generator = TransformersGenerator(merged, self.tokenizer, gen_cfg, model_id=self._policy_id())
+        with self._profile_writer() as generator:
             if self.profile_store is None:
                 generated = generator.generate(own)
             else:
                 generated, _ = self.profile_store.get_or_generate(
                     own, generator, gen_cfg, progress=lambda done, total: self.callbacks.log(f"profiles {done}/{total}")
                 )
-        finally:
-            del merged
         texts = [profile.text for profile in generated]
         return [text for part in distributed.gather_objects(texts) for text in part]
+
+    @contextlib.contextmanager
+    def _profile_writer(self) -> Iterator[ProfileGenerator]:
+        gen_cfg = self.recipe.generation
+        if gen_cfg.backend == "vllm":
+            from lpt_core.generation.vllm_backend import VLLMGenerator
+
+            yield VLLMGenerator.for_policy(
+                self.policy, self.tokenizer, gen_cfg, model_id=self._policy_id(),
+                gpu_memory_utilization=self.recipe.training.rl.vllm_gpu_memory_utilization,
+            )
+            return
+        from lpt_core.generation.hf_backend import TransformersGenerator
+
+        merged = copy.deepcopy(self.policy).merge_and_unload().eval()
+        try:
+            yield TransformersGenerator(merged, self.tokenizer, gen_cfg, model_id=self._policy_id())
+        finally:
+            del merged
 
     def _policy_id(self) -> str:
         """The base model's id while every LoRA B is zero (the policy IS the base model), else the

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
@@ -80,6 +80,86 @@ class Rollout:
     profiles: list[GeneratedProfile]
 
 
+class RolloutEngine(Protocol):
+    """What samples REBEL's rollouts: transformers' generate on the policy (GenerateRolloutEngine)
+    or a colocated vLLM engine synced from it (lpt_core.training.vllm_rollout.VLLMRolloutEngine),
+    as `training.rl.rollout_backend` says. Everything after the rollout is the same for both."""
+
+    def rollout(self, prompts: Sequence[str], seed: int) -> Rollout:
+        """SAMPLES_PER_PROMPT samples of each prompt from the policy as it is now, drawn with `seed`."""
+        ...
+
+
+class GenerateRolloutEngine:
+    """Rollouts with transformers' `generate` on the policy itself (any device)."""
+
+    def __init__(
+        self,
+        policy: PeftModel,
+        tokenizer: Any,
+        cfg: RLConfig,
+        stop_ids: Sequence[int],
+        autocast: Callable[[], contextlib.AbstractContextManager],
+    ) -> None:
+        self.policy = policy
+        self.tokenizer = tokenizer
+        self.stop_ids = list(stop_ids)
+        self._autocast = autocast
+        # The seed is set per rollout (torch.manual_seed), not in this config.
+        sampling = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature)
+        # On CUDA a static KV cache gives the decode step fixed shapes, so transformers compiles it.
+        self._generation_config = hf_generation_config(
+            sampling, self.stop_ids, tokenizer.pad_token_id, static_cache=policy.device.type == "cuda"
+        )
+
+    def rollout(self, prompts: Sequence[str], seed: int) -> Rollout:
+        """Two samples per prompt, rows 2i and 2i+1 for prompt i, stopped at the turn's end."""
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        paired = [ids for ids in encoded for _ in range(SAMPLES_PER_PROMPT)]
+        batch = self.tokenizer.pad({"input_ids": paired}, padding=True, return_tensors="pt")
+        batch = batch.to(self.policy.device)
+        torch.manual_seed(seed)
+        self.policy.eval()
+        with torch.no_grad(), self._autocast():
+            output = self.policy.generate(**batch, generation_config=self._generation_config)
+        return rollout_from_generate(batch["attention_mask"], output, self.tokenizer, self.stop_ids)
+
+
+def rollout_from_generate(
+    prompt_attention_mask: Tensor, output: Tensor, tokenizer: Any, stop_ids: Sequence[int]
+) -> Rollout:
+    """The Rollout of `generate`'s `output` (left-padded prompts, then the generated tokens, padded
+    after each row's stop): each row's completion is kept through its first stop token."""
+    generated = output[:, prompt_attention_mask.shape[1] :]
+    is_stop = torch.isin(generated, torch.tensor(list(stop_ids), device=generated.device))
+    # Keep every token up to and including the first stop token.
+    after_stop = (is_stop.long().cumsum(dim=1) - is_stop.long()) > 0
+    generated_mask = (~after_stop).long()
+    stop_set = set(stop_ids)
+    profiles = [profile_from_tokens(tokenizer, row, stop_set) for row in generated.tolist()]
+    return Rollout(
+        input_ids=output,
+        attention_mask=torch.cat([prompt_attention_mask, generated_mask], dim=1),
+        completion_mask=torch.cat([torch.zeros_like(prompt_attention_mask), generated_mask], dim=1),
+        profiles=profiles,
+    )
+
+
+def make_rollout_engine(
+    policy: PeftModel,
+    tokenizer: Any,
+    cfg: RLConfig,
+    stop_ids: Sequence[int],
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> RolloutEngine:
+    """The engine that cfg.rollout_backend names."""
+    if cfg.rollout_backend == "vllm":
+        from lpt_core.training.vllm_rollout import VLLMRolloutEngine
+
+        return VLLMRolloutEngine(policy, tokenizer, cfg, stop_ids)
+    return GenerateRolloutEngine(policy, tokenizer, cfg, stop_ids, autocast)
+
+
 class RebelTrainer:
     """REBEL updates of a LoRA policy, written directly on PEFT/transformers.
 
@@ -98,6 +178,9 @@ class RebelTrainer:
     matmuls (PEFT keeps adapter weights in float32) run in bf16 too.
     Sampling is at cfg.temperature; log-probs are the policy's own (temperature 1), so a
     temperature other than 1 samples slightly off-policy (the reference samples at 1).
+    Rollouts come from the engine cfg.rollout_backend names (RolloutEngine); with vLLM, pi_old is
+    still the policy's own log-prob (this pass), not vLLM's, so kernel differences between the two
+    engines do not enter the loss.
     """
 
     def __init__(
@@ -110,14 +193,6 @@ class RebelTrainer:
         self.cfg = cfg
         self.seed = seed
         self.updates_done = 0
-        self._stop_ids = stop_token_ids(tokenizer, policy.generation_config.eos_token_id)
-        sampling = GenerationConfig(
-            max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, seed=seed
-        )
-        # On CUDA a static KV cache gives the decode step fixed shapes, so transformers compiles it.
-        self._generation_config = hf_generation_config(
-            sampling, self._stop_ids, tokenizer.pad_token_id, static_cache=policy.device.type == "cuda"
-        )
         trainable = [p for p in policy.parameters() if p.requires_grad]
         if not trainable:
             raise ValueError("the policy has no trainable parameters (expected a LoRA PeftModel)")
@@ -125,6 +200,8 @@ class RebelTrainer:
         self.optimizer = self._training.optimizer
         base_dtype = policy.get_base_model().dtype
         self._bf16_autocast = policy.device.type == "cuda" and base_dtype == torch.bfloat16
+        stop_ids = stop_token_ids(tokenizer, policy.generation_config.eos_token_id)
+        self._rollout_engine = make_rollout_engine(policy, tokenizer, cfg, stop_ids, self._autocast)
 
     def update(self, batch: Sequence[RLExample]) -> dict[str, float]:
         """One REBEL update on `batch`: rollout, rewards, then cfg.passes_per_batch passes.
@@ -170,29 +247,9 @@ class RebelTrainer:
 
     def rollout(self, prompts: Sequence[str]) -> Rollout:
         """Sample two profiles per prompt with the current policy, stopped at the turn's end."""
-        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        paired = [ids for ids in encoded for _ in range(SAMPLES_PER_PROMPT)]
-        batch = self.tokenizer.pad({"input_ids": paired}, padding=True, return_tensors="pt")
-        batch = batch.to(self.policy.device)
-        prompt_width = batch["input_ids"].shape[1]
         # Seeded per update (and process): a rerun of the same round samples the same profiles.
-        torch.manual_seed(self.seed + self.updates_done + RANK_SEED_STRIDE * distributed.rank())
-        self.policy.eval()
-        with torch.no_grad(), self._autocast():
-            output = self.policy.generate(**batch, generation_config=self._generation_config)
-        generated = output[:, prompt_width:]
-        is_stop = torch.isin(generated, torch.tensor(self._stop_ids, device=generated.device))
-        # Keep every token up to and including the first stop token.
-        after_stop = (is_stop.long().cumsum(dim=1) - is_stop.long()) > 0
-        generated_mask = (~after_stop).long()
-        stop_set = set(self._stop_ids)
-        profiles = [profile_from_tokens(self.tokenizer, row, stop_set) for row in generated.tolist()]
-        return Rollout(
-            input_ids=output,
-            attention_mask=torch.cat([batch["attention_mask"], generated_mask], dim=1),
-            completion_mask=torch.cat([torch.zeros_like(batch["attention_mask"]), generated_mask], dim=1),
-            profiles=profiles,
-        )
+        seed = self.seed + self.updates_done + RANK_SEED_STRIDE * distributed.rank()
+        return self._rollout_engine.rollout(prompts, seed)
 
     def _old_and_ref_logprobs(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
         """log pi_old and log pi_ref of every sample, no grad, on the CPU: per micro-batch one pass

@@ -68,8 +68,12 @@ def run_trl_updates(
         raise ValueError(
             f"{len(examples)} examples cannot fill one update of rl.prompts_per_update={cfg.prompts_per_update}"
         )
+    if cfg.rollout_backend == "vllm":
+        from lpt_core.training.vllm_rollout import check_rollout_backend
+
+        check_rollout_backend(policy.device)
     config_class, trainer_class = (GRPOConfig, GRPOTrainer) if algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
-    args = config_class(**_trainer_arguments(cfg, seed, output_dir, policy))
+    args = config_class(**_trainer_arguments(cfg, seed, output_dir, policy, tokenizer))
     collector = _MetricsCollector(on_update)
     with _stopping_at_end_of_turn(policy, tokenizer):
         trainer = trainer_class(
@@ -91,8 +95,9 @@ def run_trl_updates(
     return collector.history
 
 
-def _trainer_arguments(cfg: RLConfig, seed: int, output_dir: Path, policy: PeftModel) -> dict:
-    """GRPOConfig/RLOOConfig keywords that make one optimizer step per rollout batch."""
+def _trainer_arguments(cfg: RLConfig, seed: int, output_dir: Path, policy: PeftModel, tokenizer: Any) -> dict:
+    """GRPOConfig/RLOOConfig keywords that make one optimizer step per rollout batch, sampled by
+    the engine cfg.rollout_backend names."""
     sequences = cfg.prompts_per_update * cfg.samples_per_prompt
     # TRL needs the rollout batch to split into whole micro-batches.
     micro_batch = math.gcd(sequences, cfg.micro_batch_size)
@@ -118,12 +123,31 @@ def _trainer_arguments(cfg: RLConfig, seed: int, output_dir: Path, policy: PeftM
         "use_cpu": not on_cuda,
         "bf16": on_cuda and policy.dtype == torch.bfloat16,
         "fp16": False,
-        "use_vllm": False,
+        **_rollout_arguments(cfg, stop_token_ids(tokenizer, policy.generation_config.eos_token_id)),
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": "none",
         "disable_tqdm": True,
         "log_completions": False,
+    }
+
+
+def _rollout_arguments(cfg: RLConfig, stop_ids: list[int]) -> dict:
+    """TRL's vLLM keywords: off, or TRL's colocate mode (an engine in this process on the training
+    GPU, its weights set to the policy's, LoRA merged, before each rollout; TRL does the syncing).
+
+    TRL's vLLM path takes its stop tokens from vLLM's own defaults (the model's eos), not from the
+    model's generation_config that `_stopping_at_end_of_turn` extends, so the end-of-turn tokens
+    are passed to vLLM's SamplingParams through generation_kwargs. The vLLM run itself is UNTESTED
+    here (vLLM is not installed on the development machine); the keywords are checked against
+    TRL's config classes."""
+    if cfg.rollout_backend != "vllm":
+        return {"use_vllm": False}
+    return {
+        "use_vllm": True,
+        "vllm_mode": "colocate",
+        "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
+        "generation_kwargs": {"stop_token_ids": stop_ids},
     }
 
 
