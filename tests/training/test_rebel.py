@@ -13,13 +13,7 @@ from lpt_core.training.logprobs import sequence_logprobs
 from lpt_core.training.rebel import rebel_loss, shape_and_whiten
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: thread hand-offs cost more than the matrix work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_rebel_loss_and_its_gradient_match_the_closed_form():

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 from tiny_encoder import build_tiny_encoder
-from tiny_lm import build_tiny_lm, force_reply
+from tiny_lm import force_reply
 
 from lpt_core.config import ModelsConfig, RLConfig
 from lpt_core import paths
@@ -34,18 +33,7 @@ TINY_RL = RLConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: thread hand-offs cost more than the matrix work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_lm_folder(tmp_path_factory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,10 @@ from __future__ import annotations
 import copy
 import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
 from pydantic import ValidationError
-from tiny_lm import build_tiny_lm
 from trl import GRPOConfig, RLOOConfig
 
 from lpt_core.config import ModelsConfig, RLConfig
@@ -37,31 +35,16 @@ CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
 TINY_RL = RLConfig(prompts_per_update=2, micro_batch_size=2, max_new_tokens=8, lora_r=4, lora_alpha=8)
 VLLM_MISSING = importlib.util.find_spec("vllm") is None
 
-
 @dataclass
 class CompletionRecord:
     token_ids: list[int]
-
 
 @dataclass
 class RequestRecord:
     prompt_token_ids: list[int]
     outputs: list[CompletionRecord]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: thread hand-offs cost more than the matrix work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_lm_folder(tmp_path_factory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _prompts(tokenizer) -> list[str]:
     contents = ["Title: Heat\nCategory: action", "The user rated the following movies.\n\nTitle: Toy Story (1995)"]
@@ -70,13 +53,11 @@ def _prompts(tokenizer) -> list[str]:
         for c in contents
     ]
 
-
 def _assert_same_rollout(actual, expected) -> None:
     torch.testing.assert_close(actual.input_ids, expected.input_ids.cpu(), rtol=0, atol=0)
     torch.testing.assert_close(actual.attention_mask, expected.attention_mask.cpu(), rtol=0, atol=0)
     torch.testing.assert_close(actual.completion_mask, expected.completion_mask.cpu(), rtol=0, atol=0)
     assert actual.profiles == expected.profiles
-
 
 def test_the_rollout_backend_defaults_to_transformers_and_accepts_only_the_two_engines():
     assert RLConfig().rollout_backend == "transformers"
@@ -85,7 +66,6 @@ def test_the_rollout_backend_defaults_to_transformers_and_accepts_only_the_two_e
         RLConfig(rollout_backend="sglang")
     with pytest.raises(ValidationError, match="vllm_gpu_memory_utilization"):
         RLConfig(vllm_gpu_memory_utilization=1.5)
-
 
 def test_vllm_rollouts_of_a_cpu_policy_stop_with_an_error_naming_the_setting(tiny_lm_folder):
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
@@ -96,13 +76,11 @@ def test_vllm_rollouts_of_a_cpu_policy_stop_with_an_error_naming_the_setting(tin
     with pytest.raises(ValueError, match=r"training\.rl\.rollout_backend"):
         check_rollout_backend(torch.device("cpu"))
 
-
 @pytest.mark.skipif(not VLLM_MISSING, reason="vllm is installed here")
 def test_a_missing_vllm_is_an_import_error_naming_the_extra_and_the_setting():
     message = r"training\.rl\.rollout_backend 'vllm' needs the vllm extra: pip install '\.\[vllm\]'"
     with pytest.raises(ImportError, match=message):
         import_vllm("training.rl.rollout_backend")
-
 
 @pytest.mark.parametrize("config_class", [GRPOConfig, RLOOConfig])
 def test_grpo_and_rloo_get_trl_colocate_vllm_options_with_the_end_of_turn_stop(
@@ -120,7 +98,6 @@ def test_grpo_and_rloo_get_trl_colocate_vllm_options_with_the_end_of_turn_stop(
     assert args.vllm_gpu_memory_utilization == 0.4
     assert end_of_turn in args.generation_kwargs["stop_token_ids"]
     assert not plain.use_vllm and not plain.generation_kwargs
-
 
 def test_the_weights_handed_to_vllm_equal_a_merged_copy_and_leave_the_policy_as_it_was(tiny_lm_folder):
     model, _ = load_generator(str(tiny_lm_folder), CPU_FP32)
@@ -145,7 +122,6 @@ def test_the_weights_handed_to_vllm_equal_a_merged_copy_and_leave_the_policy_as_
     for name, parameter in policy.named_parameters():
         assert torch.equal(parameter, before[name]), name
 
-
 def test_vllm_outputs_of_a_real_transformers_rollout_give_back_the_same_rollout(tiny_lm_folder):
     """The tokens a transformers rollout sampled, given as vLLM would return them (each prompt's
     two samples under one request, each cut after its stop token), convert into the same tensors."""
@@ -163,7 +139,6 @@ def test_vllm_outputs_of_a_real_transformers_rollout_give_back_the_same_rollout(
     ]
     stop_ids = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
     _assert_same_rollout(rollout_from_vllm_outputs(outputs, tokenizer, stop_ids), expected)
-
 
 def test_stopped_and_unfinished_samples_of_unequal_prompts_convert_as_generate_output_does(tiny_lm_folder):
     _, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
