@@ -111,7 +111,7 @@ def trained_models(
             "last_phase": result.history[-1] if result.history else None, "mlflow_run": mlflow.run_url(run),
         }
     metadata = {"variants": dg.MetadataValue.json(summaries)}
-    if any(curves.values()):
+    if any(points for series in curves.values() for points in series.values()):  # none if all were trained before
         plot = save_training_curves(curves, outputs_dir() / "training" / "curves.png")
         metadata["curves"] = png_markdown(plot)
     yield dg.Output(generators, output_name="trained_generator", metadata=metadata)
