@@ -23,11 +23,12 @@ from lpt_core.serving import free_port
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
 BIN = Path(sys.executable).parent
-# Flags that keep Chromium off the (closed) network and quiet as root in a sandbox.
+# Flags that keep Chromium off the (closed) network and quiet as root in a sandbox. The window is
+# tall because the Dagster asset list renders only the rows in view: every asset must fit.
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--window-size=1400,900", "--virtual-time-budget=20000",
+    "--hide-scrollbars", "--window-size=1400,2000", "--virtual-time-budget=20000",
 ]
 
 
