@@ -14,6 +14,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lpt_core.atomic import atomic_path
 
@@ -65,10 +66,16 @@ def plot_training_curves(histories: Mapping[str, Mapping[str, Series]], window: 
             axis.plot(steps, moving_average(values, window), color=colour, label=variant)
         axis.set_title(CURVES[key], fontsize="medium")
         axis.set_xlabel("step")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
     for axis in axes[len(shown):]:
         axis.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
+    # A variant may appear in some panels only (CL only logs no RL curves): one entry per variant.
+    legend = {}
+    for axis in axes[: len(shown)]:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
     figure.legend(handles, labels, title=f"variant (line: mean of last {window})", fontsize="small",
                   loc="outside lower center", ncols=min(5, max(1, len(labels))))
     return figure

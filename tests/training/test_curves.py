@@ -23,6 +23,8 @@ def test_one_panel_per_logged_metric_one_line_pair_per_variant(tmp_path):
     assert [axis.get_title() for axis in visible] == ["RL reward (mean over the rollout)", "contrastive loss (InfoNCE)"]
     # raw + smoothed line per variant that logged the metric
     assert [len(axis.get_lines()) for axis in visible] == [2, 4]
+    # cl_only has no RL curve but still gets its legend entry
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["langptune_rebel", "cl_only"]
     path = save_training_curves(histories, tmp_path / "curves.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
