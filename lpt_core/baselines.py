@@ -4,6 +4,11 @@ All methods rank the same catalogue, for the same rows, with each row's history 
 break ties by the same rule (lpt_core.retrieval.rank_targets), so their numbers compare directly.
 "No profile at all" baselines are part of the honest comparison: they can win (method.md).
 Adding a method is one function decorated with @register("name").
+
+The *_head rows (beyond the paper) fit an item-side head (lpt_core.training.item_head) on the
+query texts of train examples, stopped early on val examples, before ranking: history_text_head
+on the raw history texts (the paper's decisive "no LLM at all" ablation), profile_head on the
+zero-shot profiles of the same train examples. Both see the same rows and the same head settings.
 """
 
 from __future__ import annotations
@@ -14,11 +19,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lpt_core.config import ItemHeadConfig
 from lpt_core.recommenders import HistoryScorer, target_ranks
 from lpt_core.retrieval import ItemIndex, TextEncoder, chunk_rows, rank_targets
+from lpt_core.training.item_head import TextRows, head_ranks_from_texts
 
 if TYPE_CHECKING:  # polars is not needed at run time here (the GPU machine has none)
     import polars as pl
+
+
+@dataclass
+class HeadTraining:
+    """What the *_head rows fit their head on: per query kind ("history_text", "profile"), the
+    (train, val) rows as query texts; every kind holds the same train and val examples."""
+
+    rows: dict[str, tuple[TextRows, TextRows]]
+    config: ItemHeadConfig
 
 
 @dataclass
@@ -35,6 +51,7 @@ class EvalContext:
     profiles: list[str] | None = None  # one profile per row, as the query
     sampled_profiles: list[list[str]] | None = None  # several sampled profiles per row, same count
     models: dict[str, HistoryScorer] | None = None  # fitted history recommenders by method name
+    head_training: HeadTraining | None = None  # what the *_head rows fit on
 
     @property
     def targets(self) -> list[str]:
@@ -157,6 +174,30 @@ def history_text(ctx: EvalContext) -> np.ndarray:
 def profile(ctx: EvalContext) -> np.ndarray:
     """The LLM-written profile as the query: the method itself."""
     return rank_by_query_texts(ctx, _required(ctx.profiles, "profiles", ctx))
+
+
+def rank_with_fitted_head(ctx: EvalContext, kind: str, texts: list[str]) -> np.ndarray:
+    """Fit an item-side head on the train rows' `kind` texts over `ctx.index` (the base encoder's
+    plain index), then rank this split's rows, `texts` as their queries, through it."""
+    training = ctx.head_training
+    if training is None or kind not in training.rows:
+        raise ValueError(f"this method needs EvalContext.head_training with {kind!r} rows")
+    train, val = training.rows[kind]
+    evaluated = TextRows(texts, ctx.targets, ctx.histories)
+    ranks, _ = head_ranks_from_texts(ctx.encoder, ctx.index, train, val, evaluated, training.config, ctx.seed)
+    return ranks
+
+
+@register("history_text_head")
+def history_text_head(ctx: EvalContext) -> np.ndarray:
+    """The raw history text as the query, through a head fitted on train history texts (no LLM)."""
+    return rank_with_fitted_head(ctx, "history_text", _required(ctx.history_texts, "history_texts", ctx))
+
+
+@register("profile_head")
+def profile_head(ctx: EvalContext) -> np.ndarray:
+    """The zero-shot profile as the query, through a head fitted on train zero-shot profiles."""
+    return rank_with_fitted_head(ctx, "profile", _required(ctx.profiles, "profiles", ctx))
 
 
 @register("profile_mean")

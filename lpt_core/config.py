@@ -10,12 +10,38 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from lpt_core.paths import resolve_repo_path
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+# The names a recipe may use, copied from their registries so that loading a recipe imports
+# neither torch nor the registries (which import this module); tests/test_config.py checks each
+# copy against its registry, so a name added there and forgotten here fails a test.
+EVALUATION_METHODS = (  # lpt_core.baselines.METHODS
+    "random", "popularity", "last_item_text", "history_text", "profile", "profile_mean", "sasrec", "item_knn",
+)
+TRAINING_VARIANTS = (  # lpt_core.training.variants.VARIANTS
+    "langptune_rebel", "langptune_grpo", "langptune_rloo", "best_of_n", "langptune_bon", "cl_only", "rl_only",
+    "langptune_item_bias", "langptune_head", "langptune_hybrid",
+)
+PACKAGED_MODELS = ("smollm2-135m-instruct", "all-minilm-l6-v2")  # lpt_core.models.DEFAULT_MODELS
+# The evaluation rows that fit an item-side head on train examples (lpt_core.baselines).
+HEAD_METHODS = ("history_text_head", "profile_head")
 
 
 class RecipeError(ValueError):
@@ -24,6 +50,41 @@ class RecipeError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _boolean_is_not_a_number(cls, value: object, info: ValidationInfo) -> object:
+        # YAML reads true/yes/on as booleans, and pydantic would quietly take one as the number 1.
+        accepted = get_args(cls.model_fields[info.field_name].annotation) or (
+            cls.model_fields[info.field_name].annotation,
+        )
+        if isinstance(value, bool) and bool not in accepted and {int, float} & set(accepted):
+            raise ValueError("expected a number, got a boolean")
+        return value
+
+
+def _one_of(names: tuple[str, ...], valid: tuple[str, ...], what: str) -> tuple[str, ...]:
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+    return names
+
+
+def _known_model(name: str) -> str:
+    """A packaged default, a local folder or .gguf file, or a hub id (owner/name); a bare name that
+    is none of these is a typo that would otherwise fail only when the model is loaded."""
+    if name in PACKAGED_MODELS or "/" in name or name.endswith(".gguf"):
+        return name
+    # lpt_core.models.resolve_model looks in the working folder, then the repository root.
+    if Path(name).expanduser().exists() or resolve_repo_path(name).exists():
+        return name
+    raise ValueError(
+        f"model {name!r} is not a packaged default ({', '.join(PACKAGED_MODELS)}), an existing local "
+        "folder or .gguf file, or a hub id written owner/name"
+    )
+
+
+ModelName = Annotated[str, AfterValidator(_known_model)]
 
 
 class DataConfig(_Strict):
@@ -42,8 +103,23 @@ class DataConfig(_Strict):
     # Malformed rows: "error" stops with file/line/field; "quarantine" sets them aside, counted.
     bad_rows: Literal["error", "quarantine"] = "error"
     k_core: int = Field(5, ge=1)
+    # A file with more than this share of its rows quarantined fails the run: that many bad rows
+    # mean a wrong format or column mapping, not a few damaged lines.
+    max_quarantine_share: float = Field(0.1, ge=0, le=1)
     max_item_tokens: int = Field(512, ge=1, description="encoder tokens per item text")
     max_prompt_tokens: int = Field(1024, ge=1, description="generator tokens per profile prompt")
+
+    @model_validator(mode="after")
+    def _paths_for_source(self) -> DataConfig:
+        # The default path is the MovieLens folder: another source must name its own file.
+        movielens_folder = type(self).model_fields["path"].default
+        if self.source != "movielens_100k" and self.path == movielens_folder:
+            raise ValueError(
+                f"data.path is the MovieLens folder {movielens_folder!r}: name the {self.source} file"
+            )
+        if self.source == "amazon_2023" and self.items_path is None:
+            raise ValueError("data.items_path (the metadata file) is required when data.source is 'amazon_2023'")
+        return self
 
 
 class PromptConfig(_Strict):
@@ -76,8 +152,8 @@ class SplitConfig(_Strict):
 class ModelsConfig(_Strict):
     """Model names: a packaged default, a local Hugging Face folder, a .gguf file or a hub id."""
 
-    generator: str = "smollm2-135m-instruct"
-    encoder: str = "all-minilm-l6-v2"
+    generator: ModelName = "smollm2-135m-instruct"
+    encoder: ModelName = "all-minilm-l6-v2"
     # "auto" picks bf16 where the CPU supports it and it is faster, fp32 otherwise, bf16 on CUDA.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -95,8 +171,27 @@ class GenerationConfig(_Strict):
     seed: int = 0
 
 
+class ItemHeadConfig(_Strict):
+    """The item-side head over frozen text embeddings (lpt_core.training.item_head): item vector
+    v_i = scale * (M k_i + r_i), score = q . v_i + b_i, fitted with a full-catalogue softmax on all
+    train rows and stopped early on val NDCG@10. "linear" learns M and b; "hybrid" adds r."""
+
+    kind: Literal["none", "linear", "hybrid"] = "none"
+    # Inverse softmax temperature, folded into the item vectors (the bias is in logit units); 10
+    # (tau 0.1, as the contrastive phase) was best on val NDCG@10 of 10/20/40 on the full recipe.
+    scale: float = Field(10.0, gt=0)
+    epochs: int = Field(50, ge=1, description="epoch cap; stopped earlier by `patience`")
+    patience: int = Field(3, ge=1, description="epochs without val NDCG@10 gain before stopping")
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(256, ge=1)
+    # AdamW decay of M - I: pulls the map towards plain cosine, not towards zero scores.
+    weight_decay: float = Field(0.0, ge=0)
+    # L2 weight on the per-item residuals (hybrid only), summed over items, added to the batch loss.
+    residual_l2: float = Field(1e-3, ge=0)
+
+
 class EvaluationConfig(_Strict):
-    ks: tuple[int, ...] = (5, 10, 20)
+    ks: tuple[PositiveInt, ...] = Field((5, 10, 20), min_length=1)
     bootstrap_samples: int = Field(1000, ge=10)
     confidence: float = Field(0.95, gt=0, lt=1)
     # Cap on train users given zero-shot profiles (contrastive training needs them); None = all.
@@ -112,12 +207,29 @@ class EvaluationConfig(_Strict):
     # scores are averaged, the "profile_mean" row; 0 leaves the row out.
     sampled_profiles: int = Field(0, ge=0)
     sample_temperature: float = Field(1.0, gt=0)
+    # Beyond the paper: the rows history_text_head and profile_head fit this item-side head on the
+    # history texts / zero-shot profiles of the SAME train examples (those of the first
+    # `head_train_users` train users; None = all) and stop early on every val example.
+    head: ItemHeadConfig = ItemHeadConfig(kind="linear")
+    head_train_users: int | None = Field(None, ge=1)
     seed: int = 0
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_registered(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
+        return _one_of(methods, (*EVALUATION_METHODS, *HEAD_METHODS), "evaluation method(s)")
 
     @model_validator(mode="after")
     def _profile_mean_needs_samples(self) -> EvaluationConfig:
         if "profile_mean" in self.methods and self.sampled_profiles == 0:
             raise ValueError("evaluation.methods lists profile_mean: set evaluation.sampled_profiles > 0")
+        return self
+
+    @model_validator(mode="after")
+    def _head_rows_need_a_head(self) -> EvaluationConfig:
+        rows = [m for m in self.methods if m in HEAD_METHODS]
+        if rows and self.head.kind == "none":
+            raise ValueError(f"evaluation.methods lists {rows}: set evaluation.head.kind to linear or hybrid")
         return self
 
 
@@ -129,15 +241,25 @@ class RLConfig(_Strict):
     prompts_per_update: int = Field(8, ge=1)
     # REBEL compares two samples per prompt (the reference); GRPO/RLOO can take more.
     samples_per_prompt: int = Field(2, ge=2)
-    # REBEL: passes over each rollout batch (reference 4).
+    # REBEL: optimizer steps on each rollout batch, each on the gradient of the whole batch's loss
+    # (the reference's 4 passes with one mini-batch per pass).
     passes_per_batch: int = Field(4, ge=1)
+    # Rows per forward/backward pass; gradients accumulate over micro-batches up to the whole batch.
     micro_batch_size: int = Field(4, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
+    # REBEL: a step that raises its own batch's loss is undone and retried at half the step size,
+    # up to this many times per update (a backtracking line search; 0 turns the check off).
+    max_backtracks: int = Field(4, ge=0)
+    # A fixed probe set of train examples whose GREEDY profiles are scored with the phase's reward
+    # every `probe_every` updates (and before the first): the learning curve of the RL phase.
+    probe_examples: int = Field(0, ge=0)
+    probe_every: int = Field(5, ge=1)
     # KL shaping coefficient: reward - beta * (log pi_old - log pi_ref) (reference 0.2 for Gemma).
     beta: float = Field(0.2, ge=0)
     # REBEL's regression scale on the reward difference (reference 1).
     eta: float = Field(1.0, gt=0)
-    reward: Literal["ndcg", "mrr"] = "ndcg"
+    # The rank reward (lpt_core.training.reward): the paper's ndcg or mrr, or log_rank.
+    reward: Literal["ndcg", "mrr", "log_rank"] = "ndcg"
     max_new_tokens: int = Field(96, ge=1)
     temperature: float = Field(1.0, gt=0)
     lora_r: int = Field(16, ge=1)
@@ -152,6 +274,29 @@ class RLConfig(_Strict):
     rollout_backend: Literal["transformers", "vllm"] = "transformers"
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1)
 
+    @model_validator(mode="after")
+    def _rebel_compares_pairs(self) -> RLConfig:
+        # REBEL's regression is on the difference of exactly two samples; a larger group would be
+        # silently ignored.
+        if self.algorithm == "rebel" and self.samples_per_prompt != 2:
+            raise ValueError(f"rl.samples_per_prompt {self.samples_per_prompt}: REBEL compares exactly 2 samples")
+        return self
+
+
+class BestOfNConfig(_Strict):
+    """Best-of-n warm start at the start of each encoder phase (lpt_core.training.best_of_n):
+    sample `samples` profiles per train example, fine-tune the LoRA on the best of each with TRL's
+    SFTTrainer; `iterations` 0 turns it off."""
+
+    iterations: int = Field(0, ge=0)
+    samples: int = Field(4, ge=2)
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1, description="sampling batch")
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    micro_batch_size: int = Field(4, ge=1)
+
 
 class ContrastiveConfig(_Strict):
     """The recommender ("decoder") phase: InfoNCE of profile -> target item text, in-batch negatives."""
@@ -164,6 +309,21 @@ class ContrastiveConfig(_Strict):
     # Beyond the paper: a learned per-item bias added to the profile-item similarity.
     item_bias: bool = False
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    # Early stopping of the encoder's steps: val NDCG@10 checked before the first step and every
+    # `val_every` steps, the best check's weights kept, stopped after `val_patience` checks without
+    # a gain; 0 = off (every step runs, the last weights are kept).
+    val_every: int = Field(0, ge=0)
+    val_patience: int = Field(3, ge=1)
+    # Beyond the paper: an item-side head fitted after the encoder's steps, over its frozen
+    # embeddings; with steps_per_round 0 only the head trains.
+    head: ItemHeadConfig = ItemHeadConfig()
+
+    @model_validator(mode="after")
+    def _one_item_bias(self) -> ContrastiveConfig:
+        # The head learns its own per-item bias; two biases would both be added to every score.
+        if self.item_bias and self.head.kind != "none":
+            raise ValueError("contrastive.item_bias and contrastive.head both learn a per-item bias: use one")
+        return self
 
 
 class TrainingConfig(_Strict):
@@ -173,11 +333,17 @@ class TrainingConfig(_Strict):
     # The trained systems to build and report (lpt_core.training.variants.VARIANTS).
     variants: tuple[str, ...] = ("langptune_rebel", "langptune_grpo", "cl_only", "rl_only", "langptune_item_bias")
     rl: RLConfig = RLConfig()
+    best_of_n: BestOfNConfig = BestOfNConfig()
     contrastive: ContrastiveConfig = ContrastiveConfig()
     # Train users used for training (None = all); val users monitored at each phase's end.
     max_train_users: int | None = Field(None, ge=1)
     max_val_users: int | None = Field(None, ge=1)
     seed: int = 0
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_known(cls, variants: tuple[str, ...]) -> tuple[str, ...]:
+        return _one_of(variants, TRAINING_VARIANTS, "training variant(s)")
 
 
 class SASRecGrid(_Strict):
@@ -211,7 +377,7 @@ class BaselinesConfig(_Strict):
 class QualityConfig(_Strict):
     """The profile quality report (lpt_core.profile_quality): judge LLM, reader, steering edits."""
 
-    judge: str = "smollm2-135m-instruct"
+    judge: ModelName = "smollm2-135m-instruct"
     candidates: int = Field(5, ge=2)
     max_users: int | None = Field(50, ge=1)
     edits_per_user: int = Field(2, ge=0)
@@ -244,6 +410,13 @@ class Recipe(_Strict):
     def _check_sources(self) -> Recipe:
         if self.data.source == "tabular" and not self.data.column_map:
             raise ValueError("data.column_map is required when data.source is 'tabular'")
+        # The report's rows are the evaluated methods and the trained variants.
+        rows = (*self.evaluation.methods, *self.training.variants)
+        if self.evaluation.baseline not in rows:
+            raise ValueError(
+                f"evaluation.baseline {self.evaluation.baseline!r} is not a row of the report: name "
+                f"one of evaluation.methods or training.variants ({', '.join(rows)})"
+            )
         if self.registry.variant not in self.training.variants:
             raise ValueError(
                 f"registry.variant {self.registry.variant!r} is not among training.variants "
@@ -318,5 +491,7 @@ def _describe(exc: ValidationError) -> str:
         if error["type"] == "extra_forbidden":
             lines.append(f"  {field}: unknown key")
         else:
-            lines.append(f"  {field}: {error['msg']} (got {error.get('input')!r})")
+            # A whole section or recipe as the input says nothing the message does not.
+            got = "" if isinstance(error.get("input"), dict) else f" (got {error.get('input')!r})"
+            lines.append(f"  {field}: {error['msg'].removeprefix('Value error, ')}{got}")
     return "\n".join(lines)

@@ -1,14 +1,15 @@
 """Which users get profiles: every val/test example, and train examples up to a cap.
 
-Evaluation needs every val/test user; contrastive training (the decoder phase) needs train users'
-profiles too, which on a CPU is the costly part, hence the cap for small recipes.
+Evaluation needs every val/test user; contrastive training (the decoder phase) and the profile_head
+evaluation row need train users' profiles too, which on a CPU is the costly part, hence the cap
+for small recipes.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from lpt_core.config import GenerationConfig
+from lpt_core.config import EvaluationConfig, GenerationConfig
 
 # The columns that identify one example (a user's window of a split).
 EXAMPLE_KEYS = ["user_id", "split", "window"]
@@ -17,11 +18,27 @@ EXAMPLE_KEYS = ["user_id", "split", "window"]
 def select_profile_examples(examples: pl.DataFrame, max_train_users: int | None) -> pl.DataFrame:
     """Val/test rows first (evaluation needs them all), then train rows of the first train users."""
     evaluation = examples.filter(pl.col("split") != "train")
+    return pl.concat([evaluation, first_train_users(examples, max_train_users)])
+
+
+def first_train_users(examples: pl.DataFrame, max_users: int | None) -> pl.DataFrame:
+    """The train rows of the first `max_users` train users in frame order (None: every train row).
+    A prefix rule, so a smaller cap always picks a subset of a larger one's rows."""
     train = examples.filter(pl.col("split") == "train")
-    if max_train_users is not None:
-        kept_users = train["user_id"].unique(maintain_order=True).head(max_train_users)
-        train = train.filter(pl.col("user_id").is_in(kept_users.implode()))
-    return pl.concat([evaluation, train])
+    if max_users is None:
+        return train
+    kept_users = train["user_id"].unique(maintain_order=True).head(max_users)
+    return train.filter(pl.col("user_id").is_in(kept_users.implode()))
+
+
+def profile_train_users(ev: EvaluationConfig) -> int | None:
+    """Train users given zero-shot profiles: evaluation.max_train_users, widened to
+    evaluation.head_train_users when the profile_head row fits a head on their profiles."""
+    if "profile_head" not in ev.methods:
+        return ev.max_train_users
+    if ev.max_train_users is None or ev.head_train_users is None:
+        return None
+    return max(ev.max_train_users, ev.head_train_users)
 
 
 def sampling_configs(gen_cfg: GenerationConfig, samples: int, temperature: float) -> list[GenerationConfig]:

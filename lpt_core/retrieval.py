@@ -14,7 +14,9 @@ rules agree. Ranks are therefore float64 (multiples of 0.5).
 
 An index may carry a per-item bias (learned by the contrastive phase, lpt_core.training): an item's
 score is then cos(query, item) + bias[item], in ranks and top-K lists alike. Biased top-K lists
-are computed exactly from the score matrix, since faiss searches inner products only.
+are computed exactly from the score matrix, since faiss searches inner products only. An index of
+an item-side head (lpt_core.training.item_head) holds unnormalised item vectors: its score is the
+inner product query . vector + bias, computed by the same code.
 """
 
 from __future__ import annotations
@@ -169,16 +171,20 @@ class ItemIndex:
         hnsw_m: int = 32,
         ef_search: int = 128,
         bias: np.ndarray | None = None,
+        normalize: bool = True,
     ) -> ItemIndex:
         """Index `embeddings` (one row per id); rows are L2-normalised so inner product = cosine.
 
-        `bias` (one value per id, optional) is added to every score of its item."""
+        `bias` (one value per id, optional) is added to every score of its item. normalize=False
+        keeps the rows as given, for item vectors whose length is part of the score (the item-side
+        head, lpt_core.training.item_head): the score is then the plain inner product."""
         embeddings = np.array(embeddings, dtype=np.float32, order="C", copy=True)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(item_ids):
             raise ValueError(
                 f"embeddings must be (len(item_ids)={len(item_ids)}, dim), got {embeddings.shape}"
             )
-        faiss.normalize_L2(embeddings)
+        if normalize:
+            faiss.normalize_L2(embeddings)
         dim = embeddings.shape[1]
         if kind == "flat":
             index = faiss.IndexFlatIP(dim)

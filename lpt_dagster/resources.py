@@ -10,6 +10,7 @@ from pydantic import PrivateAttr
 
 from lpt_core.config import Recipe, RecipeError, load_recipe
 from lpt_core.tracking import RunHandle, Tracker, mlflow_ui_url
+from lpt_dagster.failures import user_errors_as_failures
 
 
 class RecipeResource(dg.ConfigurableResource):
@@ -23,10 +24,11 @@ class RecipeResource(dg.ConfigurableResource):
     overrides: str = ""
 
     def get(self) -> Recipe:
-        overrides = yaml.safe_load(self.overrides) if self.overrides.strip() else {}
-        if not isinstance(overrides, dict):
-            raise RecipeError(f"recipe overrides must be a YAML mapping, got: {self.overrides!r}")
-        return load_recipe(self.name, overrides)
+        with user_errors_as_failures():
+            overrides = yaml.safe_load(self.overrides) if self.overrides.strip() else {}
+            if not isinstance(overrides, dict):
+                raise RecipeError(f"recipe overrides must be a YAML mapping, got: {self.overrides!r}")
+            return load_recipe(self.name, overrides)
 
 
 class MlflowResource(dg.ConfigurableResource):

@@ -9,9 +9,11 @@ from sentence_transformers import SentenceTransformer
 from tiny_encoder import build_tiny_encoder
 
 from lpt_core import baselines
-from lpt_core.baselines import METHODS, EvalContext, evaluate_methods, register
+from lpt_core.baselines import METHODS, EvalContext, HeadTraining, evaluate_methods, register
+from lpt_core.config import ItemHeadConfig
 from lpt_core.data.schemas import EXAMPLES
 from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.training.item_head import TextRows
 
 GENRES = ["drama", "comedy", "action", "thriller", "horror", "romance", "crime", "mystery", "fantasy", "war"]
 ITEM_TEXT = {f"m{i}": f"Title: {GENRES[i % 10]} {i}\nCategory: {GENRES[(i * 3) % 10]}" for i in range(40)}
@@ -25,6 +27,13 @@ ROWS = [
     ("u2", ["m13", "m14", "m15", "m16"], "m17"),  # a second window of the same user
     ("u3", ["m20", "m21", "m21", "m22"], "m30"),  # an item repeated in the history
 ]
+
+
+def head_rows(first: int, count: int) -> TextRows:
+    """Rows whose query is their target's own text, history the two items after it."""
+    targets = [f"m{i}" for i in range(first, first + count)]
+    histories = [[f"m{(i + 1) % 40}", f"m{(i + 2) % 40}"] for i in range(first, first + count)]
+    return TextRows([ITEM_TEXT[t] for t in targets], targets, histories)
 
 
 def examples(rows=ROWS) -> pl.DataFrame:
@@ -69,6 +78,11 @@ def ctx(encoder) -> EvalContext:
         profiles=[ITEM_TEXT[t] for t in targets],
         # Two samples per row: the target's own text and that of an unrelated item.
         sampled_profiles=[[ITEM_TEXT[t], ITEM_TEXT["m39"]] for t in targets],
+        # Both head rows fit on the same train/val rows (here the same texts for both kinds).
+        head_training=HeadTraining(
+            {kind: (head_rows(0, 24), head_rows(24, 12)) for kind in ("history_text", "profile")},
+            ItemHeadConfig(kind="linear", epochs=3, learning_rate=0.01, batch_size=8),
+        ),
     )
 
 
@@ -86,6 +100,18 @@ def test_text_queries_equal_to_the_target_text_rank_it_first(ctx):
     ranks = evaluate_methods(ctx, ["history_text", "profile"])
     np.testing.assert_array_equal(ranks["history_text"], 1.0)
     np.testing.assert_array_equal(ranks["profile"], 1.0)
+
+
+def test_head_rows_fit_on_their_train_texts_and_rank_like_their_untrained_row_at_worst(ctx):
+    ranks = evaluate_methods(ctx, ["history_text_head", "profile_head", "history_text"])
+    # Same train/val rows and texts for both kinds, same evaluated queries: the same ranks.
+    np.testing.assert_array_equal(ranks["history_text_head"], ranks["profile_head"])
+    # Cosine already ranks every val row's target first (its query is the target's text): no
+    # epoch beats the untrained head, so the one kept ranks exactly as plain cosine does.
+    np.testing.assert_array_equal(ranks["history_text_head"], ranks["history_text"])
+    with pytest.raises(ValueError, match="head_training with 'profile' rows"):
+        only_history = HeadTraining({"history_text": ctx.head_training.rows["history_text"]}, ctx.head_training.config)
+        METHODS["profile_head"](EvalContext(**{**ctx.__dict__, "head_training": only_history}))
 
 
 def test_popularity_puts_the_most_popular_unseen_item_first(ctx):

@@ -57,3 +57,74 @@ def test_registry_variant_must_be_trained():
 def test_profile_mean_row_needs_sampled_profiles():
     with pytest.raises(RecipeError, match="sampled_profiles"):
         load_recipe("quick", {"evaluation": {"sampled_profiles": 0}})
+
+
+# Issue 15.8: accepted at load, failing later or never.
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"evaluation": {"ks": [0]}}, "evaluation.ks.0: Input should be greater than 0"),
+        ({"evaluation": {"ks": []}}, "evaluation.ks: "),
+        ({"evaluation": {"methods": ["random", "profle"]}}, "unknown evaluation method(s) 'profle'; valid: random"),
+        ({"evaluation": {"baseline": "sasrex"}}, "evaluation.baseline 'sasrex' is not a row of the report"),
+        ({"training": {"variants": ["langptune_rebel", "rebel"]}}, "unknown training variant(s) 'rebel'; valid:"),
+        ({"models": {"generator": "smollm2-135m-instrcut"}}, "models.generator: model 'smollm2-135m"),
+        ({"quality": {"judge": "smollm"}}, "quality.judge: model 'smollm' is not a packaged default"),
+        ({"data": {"source": "amazon_2023", "path": "r.jsonl"}}, "data.items_path (the metadata file) is required"),
+        ({"data": {"source": "amazon_2023", "items_path": "m.jsonl"}}, "data.path is the MovieLens folder"),
+        ({"data": {"k_core": True}}, "data.k_core: expected a number, got a boolean (got True)"),
+    ],
+)
+def test_names_and_values_that_would_fail_later_fail_at_load(overrides, expected):
+    with pytest.raises(RecipeError) as error:
+        load_recipe("quick", overrides)
+    assert expected in str(error.value)
+
+
+def test_valid_names_pass_and_a_baseline_may_be_a_trained_variant(tmp_path):
+    recipe = load_recipe(
+        "quick",
+        {
+            "evaluation": {"baseline": "cl_only"},
+            "models": {"generator": "HuggingFaceTB/SmolLM2-360M-Instruct", "encoder": str(tmp_path)},
+            "data": {"source": "amazon_2023", "path": "r.jsonl", "items_path": "m.jsonl"},
+        },
+    )
+    assert recipe.evaluation.baseline == "cl_only"
+
+
+def test_name_lists_match_their_registries():
+    """config.py keeps light copies of the registries' names (no torch at recipe load)."""
+    from lpt_core import config
+    from lpt_core.baselines import METHODS
+    from lpt_core.models import DEFAULT_MODELS
+    from lpt_core.training.variants import VARIANTS
+
+    assert set(config.EVALUATION_METHODS) <= set(METHODS) <= {*config.EVALUATION_METHODS, *config.HEAD_METHODS}
+    assert set(config.TRAINING_VARIANTS) == set(VARIANTS)
+    assert set(config.PACKAGED_MODELS) == set(DEFAULT_MODELS)
+
+
+def test_an_item_head_and_an_in_batch_item_bias_are_not_both_learned():
+    with pytest.raises(RecipeError, match="both learn a per-item bias"):
+        load_recipe("quick", {"training": {"contrastive": {"item_bias": True, "head": {"kind": "linear"}}}})
+    with pytest.raises(RecipeError, match="residual_l2"):
+        load_recipe("quick", {"training": {"contrastive": {"head": {"kind": "hybrid", "residual_l2": -1}}}})
+
+
+def test_head_rows_need_a_head_kind():
+    methods = ["profile", "history_text_head"]
+    with pytest.raises(RecipeError, match="set evaluation.head.kind"):
+        load_recipe("quick", {"evaluation": {"methods": methods, "head": {"kind": "none"}}})
+    assert load_recipe("quick", {"evaluation": {"methods": methods}}).evaluation.head.kind == "linear"
+
+
+def test_rebel_takes_pairs_and_the_group_algorithms_are_variants_with_four_samples():
+    with pytest.raises(RecipeError, match="REBEL compares exactly 2"):
+        load_recipe("quick", {"training": {"rl": {"samples_per_prompt": 4}}})
+    from lpt_core.training.variants import get_variant
+
+    recipe = load_recipe("quick")
+    for name, algorithm in (("langptune_grpo", "grpo"), ("langptune_rloo", "rloo")):
+        rl = get_variant(name).recipe_for(recipe).training.rl
+        assert (rl.algorithm, rl.samples_per_prompt) == (algorithm, 4)

@@ -1,8 +1,13 @@
-"""Which decoding settings the sampled-profile row uses."""
+"""Which decoding settings the sampled-profile row uses; which train examples get zero-shot
+profiles, and which the head rows fit on: the same prefix."""
 
-from lpt_core.config import GenerationConfig
+from __future__ import annotations
+
+import polars as pl
+
+from lpt_core.config import EvaluationConfig, GenerationConfig
 from lpt_core.generation.store import profile_key
-from lpt_core.profiles import sampling_configs
+from lpt_core.profiles import first_train_users, profile_train_users, sampling_configs, select_profile_examples
 
 
 def test_each_sample_is_sampled_with_its_own_seed_and_identity():
@@ -13,3 +18,52 @@ def test_each_sample_is_sampled_with_its_own_seed_and_identity():
     keys = {profile_key("prompt", "model", c.model_dump_json()) for c in configs}
     assert len(keys) == 3  # stored and reused separately
     assert not greedy.do_sample  # the recipe's own settings are left alone
+
+
+def frame() -> pl.DataFrame:
+    rows = [("t2", "train", 0), ("t1", "train", 0), ("t2", "train", 1), ("v1", "val", 0), ("t3", "train", 0)]
+    return pl.DataFrame(rows, schema=["user_id", "split", "window"], orient="row")
+
+
+def test_first_train_users_is_a_prefix_rule():
+    assert first_train_users(frame(), 1).rows() == [("t2", "train", 0), ("t2", "train", 1)]
+    assert first_train_users(frame(), 2)["user_id"].to_list() == ["t2", "t1", "t2"]
+    assert first_train_users(frame(), None).height == 4
+    assert select_profile_examples(frame(), 1)["user_id"].to_list() == ["v1", "t2", "t2"]
+
+
+def test_profile_head_widens_the_profiled_train_users():
+    base = {"max_train_users": 8, "head_train_users": 50}
+    assert profile_train_users(EvaluationConfig(**base)) == 8  # no profile_head row
+    assert profile_train_users(EvaluationConfig(**base, methods=("profile", "profile_head"))) == 50
+    assert profile_train_users(EvaluationConfig(**{**base, "head_train_users": 4}, methods=("profile_head",))) == 8
+    assert profile_train_users(EvaluationConfig(max_train_users=8, methods=("profile_head",))) is None
+
+
+def test_both_head_rows_fit_on_the_same_train_examples():
+    from lpt_core.data.schemas import EXAMPLES, ITEMS
+    from lpt_dagster.assets.evaluation import head_training
+
+    items = pl.DataFrame(
+        [{"item_id": f"m{i}", "title": f"Movie {i}", "categories": ["Drama"]} for i in range(6)], schema=ITEMS
+    )
+    rows = [("t2", "train", 0), ("t1", "train", 0), ("t2", "train", 1), ("v1", "val", 0), ("s1", "test", 0)]
+    examples = pl.DataFrame(
+        [{"user_id": u, "split": s, "window": w, "history_item_ids": ["m0", "m1"], "history_ratings": [4.0, 3.0],
+          "history_reviews": [None, None], "target_item_id": f"m{2 + n}"} for n, (u, s, w) in enumerate(rows)],
+        schema=EXAMPLES,
+    )
+    profiles = examples.select("user_id", "split", "window").with_columns(
+        pl.format("profile of {} {}", "user_id", "window").alias("profile")
+    )
+    ev = EvaluationConfig(methods=("history_text_head", "profile_head", "profile"), head_train_users=1)
+
+    training = head_training(ev, examples, items, profiles)
+
+    (history_train, history_val), (profile_train, profile_val) = training.rows["history_text"], training.rows["profile"]
+    assert history_train.targets == profile_train.targets == ["m2", "m4"]  # user t2's two windows
+    assert history_val.targets == profile_val.targets == ["m5"]
+    assert profile_train.texts == ["profile of t2 0", "profile of t2 1"]
+    assert history_train.texts[0].startswith("Title: Movie 0")
+    assert training.config == ev.head
+    assert head_training(EvaluationConfig(), examples, items, profiles) is None

@@ -169,7 +169,7 @@ def test_examples_schema_names_the_wrong_dtype():
 
 
 def test_unknown_split_value_is_named():
-    bad = _set_cell(_examples(), 1, "split", "dev")
+    bad = _examples(_example("u4", "dev", ["i1", "i2"], "i3"))  # every real split keeps its examples
     failed = _failed(check_examples(bad, CATALOG, HISTORY_LEN))
     assert set(failed) == {"examples_split_values"}
     assert "dev" in _offenders(failed["examples_split_values"])
@@ -218,3 +218,21 @@ def test_missing_column_fails_the_checks_that_read_it_instead_of_raising():
         "examples_target_not_in_history",
     }
     assert failed["examples_history_length"].details == {"missing_columns": ["history_item_ids"]}
+
+
+def test_empty_tables_fail_instead_of_passing_every_check():
+    """Issue 15.1: every check passed on 0-row tables, so a run on nothing succeeded."""
+    cases = {
+        "interactions_not_empty": check_interactions(_interactions().head(0), k_core=3),
+        "items_not_empty": check_items(_items().head(0)),
+        "examples_every_split_present": check_examples(_examples().head(0), CATALOG, HISTORY_LEN),
+    }
+    for name, outcomes in cases.items():
+        assert set(_failed(outcomes)) == {name}
+        assert "no" in _failed(outcomes)[name].description
+
+
+def test_an_empty_split_is_named():
+    failed = _failed(check_examples(_examples().filter(pl.col("split") != "val"), CATALOG, HISTORY_LEN))
+    assert set(failed) == {"examples_every_split_present"}
+    assert {"examples": 0, "split": "val"} in _offenders(failed["examples_every_split_present"])

@@ -117,6 +117,31 @@ def test_save_load_round_trip(tmp_path, kind):
     assert [p.name for p in tmp_path.iterdir()] == ["index"]  # no temporary folder left behind
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_unnormalised_vectors_are_kept_and_scored_by_inner_product(tmp_path, kind):
+    ids, vectors = random_catalogue(200, 8)
+    vectors *= np.random.default_rng(5).uniform(0.1, 10.0, size=(200, 1)).astype(np.float32)
+    index = ItemIndex.build(ids, vectors, kind=kind, normalize=False)
+    np.testing.assert_array_equal(index.vectors, vectors)
+    queries = np.random.default_rng(6).normal(size=(5, 8)).astype(np.float32)
+    scores = queries @ vectors.T
+    order = np.argsort(-scores, axis=1)
+    # Ranks are exact inner-product ranks (the item's length counts), history removed.
+    targets = [ids[row[3]] for row in order]
+    history = [[ids[row[0]]] for row in order]
+    np.testing.assert_array_equal(index.target_ranks(queries, targets, history), 3.0)
+    top_ids, top_scores = index.top_k(queries, 3, history)
+    assert top_ids.tolist() == [[ids[p] for p in row[1:4]] for row in order]
+    np.testing.assert_allclose(top_scores, np.take_along_axis(scores, order[:, 1:4], axis=1), rtol=1e-5)
+    # With a bias (exact search) the score is inner product plus bias; a save keeps it all.
+    biased = ItemIndex.build(ids, vectors, kind=kind, normalize=False, bias=np.arange(200, dtype=np.float32))
+    biased.save(tmp_path / "biased")
+    loaded = ItemIndex.load(tmp_path / "biased")
+    np.testing.assert_array_equal(loaded.vectors, vectors)
+    best = np.argmax(scores + np.arange(200), axis=1)
+    assert loaded.top_k(queries, 1, [[]] * 5)[0][:, 0].tolist() == [ids[p] for p in best]
+
+
 def test_unknown_ids_and_bad_arguments_are_named():
     ids, vectors = random_catalogue(20, 4)
     index = ItemIndex.build(ids, vectors)

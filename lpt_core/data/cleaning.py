@@ -2,12 +2,15 @@
 
 The order follows the reference protocol (method.md): de-duplicate, keep only interactions on
 known items that have a title, k-core, drop items whose text is too long for the encoder, k-core
-again. Each step's effect is recorded, so a run says where its rows went.
+again. Each step's effect is recorded, so a run says where its rows went. Before all of them, the
+texts the models read lose their HTML (entities decoded, tags removed), whatever the source.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import html
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -17,6 +20,12 @@ from lpt_core.config import DataConfig
 from lpt_core.data.readers import RawData
 
 ROW_INDEX = "_row"
+# A tag starts with a letter ("<br />", "</b>", "<a href=...>"), so "I <3 it" and "a < b" stay.
+HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+REPEATED_SPACES = re.compile(r"[ \t]{2,}")
+# The texts models read: item titles, descriptions and categories, and the users' reviews.
+ITEM_TEXT_COLUMNS = ("title", "description", "categories")
+INTERACTION_TEXT_COLUMNS = ("review",)
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,7 @@ class CleaningReport:
 
     steps: list[tuple[str, int, int, int]] = field(default_factory=list)
     quarantined_rows: int = 0
+    html_cleaned_values: int = 0  # texts whose HTML entities or tags were removed
 
     def to_dict(self) -> dict:
         return {
@@ -33,6 +43,7 @@ class CleaningReport:
                 for step, rows, users, items in self.steps
             ],
             "quarantined_rows": self.quarantined_rows,
+            "html_cleaned_values": self.html_cleaned_values,
         }
 
     def to_markdown(self) -> str:
@@ -43,7 +54,28 @@ class CleaningReport:
             lines.append(f"| {step} | {rows:,} | {users:,} | {items:,} | {dropped} |")
             previous_rows = rows
         lines.append(f"\nQuarantined input rows: {self.quarantined_rows:,}")
+        lines.append(f"\nTexts cleaned of HTML entities or tags: {self.html_cleaned_values:,}")
         return "\n".join(lines)
+
+
+def plain_text(text: str) -> str:
+    """Text without HTML: entities decoded ("&amp;" -> "&") before tags are replaced by a space, so
+    tags written as entities ("&lt;br /&gt;") go too."""
+    if "&" not in text and "<" not in text:
+        return text
+    return REPEATED_SPACES.sub(" ", HTML_TAG.sub(" ", html.unescape(text))).strip()
+
+
+def strip_html(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[pl.DataFrame, int]:
+    """`frame` with `columns` (text or lists of text) as plain_text; and how many values changed."""
+    cleaned = frame.with_columns(
+        pl.col(name).list.eval(pl.element().map_elements(plain_text, return_dtype=pl.String))
+        if isinstance(frame.schema[name], pl.List)
+        else pl.col(name).map_elements(plain_text, return_dtype=pl.String)
+        for name in columns
+    )
+    changed = sum(frame[name].ne_missing(cleaned[name]).sum() for name in columns)
+    return cleaned, changed
 
 
 def deduplicate(interactions: pl.DataFrame, policy: Literal["keep", "first", "last"]) -> pl.DataFrame:
@@ -91,16 +123,18 @@ def clean(
     rows of `items`; without it the item-length filter is skipped. The returned items are exactly
     those still interacted with.
     """
+    raw_interactions, html_in_reviews = strip_html(raw.interactions, INTERACTION_TEXT_COLUMNS)
+    raw_items, html_in_items = strip_html(raw.items, ITEM_TEXT_COLUMNS)
     steps: list[tuple[str, int, int, int]] = []
 
     def record(step: str, frame: pl.DataFrame) -> pl.DataFrame:
         steps.append((step, frame.height, frame["user_id"].n_unique(), frame["item_id"].n_unique()))
         return frame
 
-    interactions = record("raw", raw.interactions)
+    interactions = record("raw", raw_interactions)
     interactions = record("deduplicate", deduplicate(interactions, cfg.dedup))
-    interactions = record("drop unknown items", _on_items(interactions, raw.items))
-    titled = raw.items.filter(pl.col("title").str.strip_chars().fill_null("") != "")
+    interactions = record("drop unknown items", _on_items(interactions, raw_items))
+    titled = raw_items.filter(pl.col("title").str.strip_chars().fill_null("") != "")
     interactions = record("drop items without title", _on_items(interactions, titled))
     interactions = record(f"{cfg.k_core}-core", k_core(interactions, cfg.k_core))
     if item_token_counts is not None:
@@ -108,7 +142,10 @@ def clean(
         interactions = record(f"drop items over {cfg.max_item_tokens} tokens", _on_items(interactions, short))
         interactions = record(f"{cfg.k_core}-core again", k_core(interactions, cfg.k_core))
     items = _on_interactions(titled, interactions)
-    return interactions, items, CleaningReport(steps, quarantined_rows=raw.quarantine.height)
+    report = CleaningReport(
+        steps, quarantined_rows=raw.quarantine.height, html_cleaned_values=html_in_reviews + html_in_items
+    )
+    return interactions, items, report
 
 
 def _on_items(interactions: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:

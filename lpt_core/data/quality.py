@@ -28,15 +28,17 @@ EXAMPLES_SHOWN = 5
 # "raw_interactions" is check_interactions without k_core; "interactions" is with it.
 _INTERACTION_CHECKS = (
     "interactions_schema",
+    "interactions_not_empty",
     "interactions_keys_not_null",
     "interactions_rating_range",
 )
 CHECK_NAMES: dict[str, tuple[str, ...]] = {
     "raw_interactions": _INTERACTION_CHECKS,
     "interactions": (*_INTERACTION_CHECKS, "interactions_k_core"),
-    "items": ("items_schema", "items_item_id_unique", "items_title_present"),
+    "items": ("items_schema", "items_not_empty", "items_item_id_unique", "items_title_present"),
     "examples": (
         "examples_schema",
+        "examples_every_split_present",
         "examples_split_values",
         "examples_users_disjoint",
         "examples_targets_in_catalog",
@@ -224,12 +226,25 @@ def check_interactions(interactions: pl.DataFrame, k_core: int | None) -> list[C
     """Schema, required keys, rating range, and (when `k_core` is given) the k-core property."""
     outcomes = [
         _schema_check("interactions_schema", interactions, INTERACTIONS, "INTERACTIONS"),
+        _not_empty("interactions_not_empty", interactions, "interactions"),
         _interaction_keys_not_null(interactions),
         _ratings_in_range(interactions),
     ]
     if k_core is not None:
         outcomes.append(_k_core_holds(interactions, k_core))
     return outcomes
+
+
+def _not_empty(name: str, frame: pl.DataFrame, rows_are: str) -> CheckOutcome:
+    """Fails on a table with no rows: every other check passes on one, and a run on nothing is
+    not a success."""
+    return _gx_outcome(
+        name,
+        frame.select(pl.len().alias("rows")),  # GX reads the row count, not the table
+        [_expect("ExpectColumnValuesToBeBetween", column="rows", min_value=1)],
+        ok=f"The table holds {frame.height:,} {rows_are}.",
+        failed=f"The table holds no {rows_are}: look at the upstream counts of where the rows went.",
+    )
 
 
 def _interaction_keys_not_null(interactions: pl.DataFrame) -> CheckOutcome:
@@ -288,6 +303,7 @@ def check_items(items: pl.DataFrame) -> list[CheckOutcome]:
     """Schema, a unique non-null item_id, and a non-null, non-blank title."""
     return [
         _schema_check("items_schema", items, ITEMS, "ITEMS"),
+        _not_empty("items_not_empty", items, "items"),
         _item_ids_unique(items),
         _titles_present(items),
     ]
@@ -329,16 +345,35 @@ def _titles_present(items: pl.DataFrame) -> CheckOutcome:
 def check_examples(
     examples: pl.DataFrame, catalog_item_ids: Sequence[str], history_len: int
 ) -> list[CheckOutcome]:
-    """Schema, split names, users disjoint across splits, targets in the catalogue, history
-    lengths equal to `history_len`, and no target inside its own history."""
+    """Schema, examples in every split, split names, users disjoint across splits, targets in the
+    catalogue, history lengths equal to `history_len`, and no target inside its own history."""
     return [
         _schema_check("examples_schema", examples, EXAMPLES, "EXAMPLES"),
+        _every_split_present(examples),
         _split_values_known(examples),
         _users_disjoint_across_splits(examples),
         _targets_in_catalog(examples, catalog_item_ids),
         _history_lengths(examples, history_len),
         _target_not_in_history(examples),
     ]
+
+
+def _every_split_present(examples: pl.DataFrame) -> CheckOutcome:
+    name = "examples_every_split_present"
+    if skipped := _missing_columns(name, examples, ("split",)):
+        return skipped
+    # One row per split with its example count, so an empty split is named.
+    counts = pl.DataFrame({"split": list(SPLITS)}).join(
+        examples.group_by("split").agg(pl.len().cast(pl.Int64).alias("examples")), on="split", how="left"
+    ).with_columns(pl.col("examples").fill_null(0))
+    return _gx_outcome(
+        name,
+        counts,
+        [_expect("ExpectColumnValuesToBeBetween", column="examples", min_value=1)],
+        ok=f"Every split ({', '.join(SPLITS)}) has examples.",
+        failed=f"{{unexpected}} of the {{rows}} splits have no examples.",
+        id_columns=("split",),
+    )
 
 
 def _split_values_known(examples: pl.DataFrame) -> CheckOutcome:

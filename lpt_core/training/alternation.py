@@ -3,9 +3,12 @@
 Each round runs, in order (method.md, "Training"):
 1. the decoder phase: the current LLM writes one profile per train user (and per monitored val
    user); with the profiles fixed, the recommender trains contrastively (lpt_core.training.
-   contrastive);
-2. the encoder phase: every item is re-embedded by the current recommender and frozen; the LLM's
-   LoRA adapter trains with RL on the rank reward (lpt_core.training.rl).
+   contrastive), then, if the recipe has one, an item-side head is fitted afresh over the encoder's
+   now frozen item embeddings on the same train profiles, stopped early on the val profiles
+   (lpt_core.training.item_head); the val NDCG reported for the phase is then the one the head
+   was selected on, slightly optimistic;
+2. the encoder phase: every item is re-embedded by the current recommender (through the head if
+   any) and frozen; the LLM's LoRA adapter trains with RL on the rank reward (lpt_core.training.rl).
 Variant "cl_only" runs decoder phases only (the LLM stays the base model), "rl_only" encoder phases
 only (the recommender stays the base encoder): the paper's two ablations.
 
@@ -57,6 +60,7 @@ from lpt_core.training.checkpoints import (
     save_phase,
 )
 from lpt_core.training.contrastive import ItemBias, train_recommender
+from lpt_core.training.item_head import ItemHead, TextRows, build_item_index, fit_head_on_texts
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +143,7 @@ class TrainingResult:
     adapter_dir: Path
     encoder_dir: Path
     item_bias: Path | None
+    item_head: Path | None
     history: list[dict]
     resumed_from: str | None
 
@@ -230,6 +235,7 @@ class _TrainingSession:
             _load_adapter_weights(self.policy, resume.adapter_dir)
             self.encoder = load_encoder(str(resume.encoder_dir), recipe.models)
         self.item_bias = self._initial_item_bias(resume)
+        self.item_head = None if resume is None else self._stored_item_head(resume)
         self.history: list[dict] = [] if resume is None else list(resume.state.get("history", []))
 
     def run_phase(self, round_index: int, phase: str, root: Path) -> dict:
@@ -256,7 +262,7 @@ class _TrainingSession:
         folder = phase_folder(root, recipe_hash, self.variant, round_index, phase)
         checkpoint = PhaseCheckpoint(folder, round_index, phase, {**state, "round": round_index, "phase": phase})
         if distributed.is_main():
-            save_phase(root, round_index, phase, self.policy, self.encoder, bias, state)
+            save_phase(root, round_index, phase, self.policy, self.encoder, bias, state, self.item_head)
             prune_earlier_phases(root, checkpoint)
         distributed.barrier()
         return checkpoint
@@ -275,6 +281,8 @@ class _TrainingSession:
             target_positions=self.train_positions,
             item_bias=self.item_bias,
             on_step=lambda step, values: self.callbacks.metrics("decoder", round_index, step, values),
+            # Without the head: it is refitted over the encoder's new embeddings after the steps.
+            validate=lambda: self._val_ndcg(self._item_index(with_head=False), val_profiles),
         )
         summary = {
             "steps": len(steps),
@@ -282,7 +290,27 @@ class _TrainingSession:
             "loss_last": steps[-1]["loss"] if steps else None,
             "seconds_per_step": float(np.mean([s["seconds"] for s in steps])) if steps else None,
         }
-        return summary, self._item_index(), val_profiles
+        embeddings = self._item_embeddings()
+        if self.recipe.training.contrastive.head.kind != "none":
+            summary.update(self._fit_item_head(round_index, seed, embeddings, train_profiles, val_profiles))
+        return summary, self._item_index(embeddings), val_profiles
+
+    def _fit_item_head(
+        self, round_index: int, seed: int, embeddings: np.ndarray, train_profiles: list[str], val_profiles: list[str]
+    ) -> dict:
+        """Fit the head afresh over the current encoder (it changes the embeddings the head maps);
+        every process fits the same head from the same inputs and seed."""
+        fitted = fit_head_on_texts(
+            TextEncoder(self.encoder),
+            ItemIndex.build(self.item_ids, embeddings),
+            TextRows.of(self.train, train_profiles),
+            TextRows.of(self.val, val_profiles),
+            self.recipe.training.contrastive.head,
+            seed,
+            on_epoch=lambda epoch, values: self.callbacks.metrics("head", round_index, epoch, values),
+        )
+        self.item_head = fitted.head
+        return {"head_epochs": len(fitted.history) - 1, "head_best_epoch": fitted.best_epoch}
 
     def _encoder_phase(self, round_index: int, seed: int, root: Path) -> tuple[dict, ItemIndex, list[str]]:
         from lpt_core.training.reward import RankReward
@@ -299,6 +327,7 @@ class _TrainingSession:
         root.mkdir(parents=True, exist_ok=True)
         # TRL trainers want a folder; a hidden one, which checkpoint discovery skips.
         with tempfile.TemporaryDirectory(prefix=".rl-scratch-", dir=root) as scratch:
+            warm_start = self._best_of_n(round_index, seed, examples, reward, Path(scratch))
             updates = run_rl_phase(
                 self.policy,
                 self.tokenizer,
@@ -310,8 +339,25 @@ class _TrainingSession:
                 on_update=lambda step, values: self.callbacks.metrics("encoder", round_index, step, values),
             )
         summary = {"steps": len(updates), "last_update": updates[-1] if updates else None}
+        if warm_start:
+            summary["best_of_n"] = warm_start
         val_profiles = self._write_profiles(self.val["prompt"].to_list())
         return summary, index, val_profiles
+
+    def _best_of_n(self, round_index: int, seed: int, examples: list, reward: Any, scratch: Path) -> list[dict]:
+        """The best-of-n warm start before the RL updates, against the same frozen reward (none
+        when training.best_of_n.iterations is 0)."""
+        cfg = self.recipe.training.best_of_n
+        if not cfg.iterations:
+            return []
+        if distributed.world_size() > 1:
+            raise ValueError("training.best_of_n runs in a single process: set iterations 0 under torchrun")
+        from lpt_core.training.best_of_n import best_of_n
+
+        return best_of_n(
+            self.policy, self.tokenizer, examples, reward, cfg, seed, scratch,
+            on_iteration=lambda step, values: self.callbacks.metrics("best_of_n", round_index, step, values),
+        )
 
     def _write_profiles(self, prompts: Sequence[str]) -> list[str]:
         """One profile per prompt, in order; each process writes its own part of them, through the
@@ -365,14 +411,19 @@ class _TrainingSession:
             digest.update(adapter[key].detach().float().cpu().numpy().tobytes())
         return f"{base_id}+lora@{digest.hexdigest()[:12]}"
 
-    def _item_index(self) -> ItemIndex:
-        """All items embedded by the current recommender, exact search, with the bias if any.
-        Each process embeds its own part of the catalogue."""
+    def _item_embeddings(self) -> np.ndarray:
+        """All items embedded by the current encoder; each process embeds its own part."""
         part = distributed.own_part(self.item_texts)
         pieces = distributed.gather_objects(TextEncoder(self.encoder).encode(part) if part else None)
-        embeddings = np.concatenate([piece for piece in pieces if piece is not None])
+        return np.concatenate([piece for piece in pieces if piece is not None])
+
+    def _item_index(self, embeddings: np.ndarray | None = None, with_head: bool = True) -> ItemIndex:
+        """The current recommender's exact index (of `embeddings` when already computed): cosine
+        plus the item bias, or the head's vectors and bias."""
+        embeddings = self._item_embeddings() if embeddings is None else embeddings
         bias = None if self.item_bias is None else self.item_bias.to_numpy()
-        return ItemIndex.build(self.item_ids, embeddings, kind="flat", bias=bias)
+        head = self.item_head if with_head else None
+        return build_item_index(self.item_ids, embeddings, kind="flat", item_bias=bias, head=head)
 
     def _val_ndcg(self, index: ItemIndex, val_profiles: list[str]) -> float:
         queries = TextEncoder(self.encoder).encode(val_profiles)
@@ -399,6 +450,14 @@ class _TrainingSession:
                 f"{resume.item_bias_path}: {len(stored)} values for a catalogue of {len(self.item_ids)} items"
             )
         return ItemBias.from_numpy(stored)
+
+    def _stored_item_head(self, resume: PhaseCheckpoint) -> ItemHead | None:
+        head = resume.load_item_head()
+        if head is not None and len(head) != len(self.item_ids):
+            raise ValueError(
+                f"{resume.item_head_path}: a head of {len(head)} items for a catalogue of {len(self.item_ids)}"
+            )
+        return head
 
 
 def _load_adapter_weights(policy: Any, adapter_dir: Path) -> None:
@@ -432,6 +491,7 @@ def _result(checkpoint: PhaseCheckpoint, resumed_from: str | None) -> TrainingRe
         adapter_dir=checkpoint.adapter_dir,
         encoder_dir=checkpoint.encoder_dir,
         item_bias=checkpoint.item_bias_path,
+        item_head=checkpoint.item_head_path,
         history=list(checkpoint.state.get("history", [])),
         resumed_from=resumed_from,
     )

@@ -1,8 +1,8 @@
 """Phase checkpoints of the alternating training: what a run resumes from after an interruption.
 
 A checkpoint is one folder per finished phase, written atomically (lpt_core.atomic.atomic_dir): the
-LoRA adapter, the recommender encoder, the item bias if any, and state.json, which names the
-round, the phase, the recipe hash and the variant. Optimizer states are not kept: every phase
+LoRA adapter, the recommender encoder, the item bias or the item-side head if any, and state.json,
+which names the round, the phase, the recipe hash and the variant. Optimizer states are not kept: every phase
 starts fresh optimizers (lpt_core.training.alternation), so a resumed run loses nothing.
 
 A folder is trusted only when its state.json is there and names the same recipe hash and variant:
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from lpt_core.atomic import atomic_dir
+from lpt_core.training.item_head import ItemHead
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ STATE_FILE = "state.json"
 ADAPTER_DIR = "adapter"
 ENCODER_DIR = "encoder"
 ITEM_BIAS_FILE = "item_bias.npy"
+ITEM_HEAD_FILE = "item_head.npz"
 # Within a round the decoder (contrastive) phase comes first, then the encoder (RL) phase.
 PHASE_ORDER = {"decoder": 0, "encoder": 1}
 
@@ -60,6 +62,15 @@ class PhaseCheckpoint:
         path = self.item_bias_path
         return None if path is None else np.load(path)
 
+    @property
+    def item_head_path(self) -> Path | None:
+        path = self.path / ITEM_HEAD_FILE
+        return path if path.is_file() else None
+
+    def load_item_head(self) -> ItemHead | None:
+        path = self.item_head_path
+        return None if path is None else ItemHead.load(path)
+
 
 def phase_folder(root: Path, recipe_hash: str, variant: str, round_index: int, phase: str) -> Path:
     """Where a phase's checkpoint lives: names sort in training order within a recipe and variant."""
@@ -74,11 +85,12 @@ def save_phase(
     encoder: Any,
     item_bias: np.ndarray | None,
     state: dict[str, Any],
+    item_head: ItemHead | None = None,
 ) -> Path:
     """Write a finished phase's checkpoint under `root` and return its folder.
 
     `policy` is a PeftModel (its adapter is saved, not the base weights), `encoder` a
-    SentenceTransformer. `state` must hold "recipe_hash" and "variant" and anything JSON-able to
+    SentenceTransformer, `item_head` the head fitted over that encoder's item embeddings. `state` must hold "recipe_hash" and "variant" and anything JSON-able to
     keep (a metrics summary, the history so far); round, phase and completion time are added.
     state.json is written last, inside the temporary folder that becomes the checkpoint.
     """
@@ -99,6 +111,8 @@ def save_phase(
         encoder.save(str(tmp / ENCODER_DIR))
         if item_bias is not None:
             np.save(tmp / ITEM_BIAS_FILE, np.asarray(item_bias, dtype=np.float32))
+        if item_head is not None:
+            item_head.save(tmp / ITEM_HEAD_FILE)
         text = json.dumps(full_state, indent=2, sort_keys=True, default=_json_scalar)
         (tmp / STATE_FILE).write_text(text, encoding="utf-8")
     return folder

@@ -13,6 +13,10 @@ The biased loss therefore applies the sampled-softmax ("logQ") correction of Yi 
 makes the in-batch loss approximate the full-catalogue softmax, where a bias does learn popularity.
 At ranking time the score is cos + bias, without the correction.
 
+Optionally (cfg.val_every) the steps stop early on the val NDCG@10 of the encoder as it stands,
+and the best check's weights are kept: on a few users' profiles the whole encoder memorises them
+long before the step budget is spent (issue 12).
+
 A compact torch loop rather than SentenceTransformerTrainer: a phase is a fixed number of steps on
 profiles that exist only in memory, alternating with RL phases in the same process. The trainer
 would want a `datasets.Dataset`, an output folder and its own checkpointing and logging machinery
@@ -141,6 +145,7 @@ def train_recommender(
     target_positions: Sequence[int] | None = None,
     item_bias: ItemBias | None = None,
     on_step: Callable[[int, dict], None] | None = None,
+    validate: Callable[[], float] | None = None,
 ) -> list[dict]:
     """Train `encoder` (in place) for `cfg.steps_per_round` steps of InfoNCE, profile -> target text.
 
@@ -148,6 +153,11 @@ def train_recommender(
     text when absent) and index `item_bias`, which then trains with the encoder. A fresh AdamW
     optimizer per call, with linear warm-up over `cfg.warmup_ratio` of the steps. Returns one
     {"loss", "seconds", "batch_size"} per step; `on_step(step, that dict)` is called after each.
+
+    With `validate` (the val NDCG@10 of the encoder and bias as they stand; every process calls
+    it) and cfg.val_every > 0, it is checked before the first step and every cfg.val_every steps
+    (the step's record gets "val_ndcg@10"); training stops after cfg.val_patience checks without a
+    gain and the weights of the best check are restored.
     """
     _check_inputs(profiles, target_texts, target_positions, item_bias)
     keys: Sequence[Hashable] = target_positions if target_positions is not None else target_texts
@@ -167,6 +177,9 @@ def train_recommender(
     scheduler = _warmup_schedule(training.optimizer, round(cfg.warmup_ratio * cfg.steps_per_round))
 
     history: list[dict] = []
+    best = None if validate is None or not cfg.val_every else _BestWeights(trained, validate)
+    if best is not None:
+        best.check()
     encoder.train()
     try:
         for step in range(cfg.steps_per_round):
@@ -190,12 +203,39 @@ def train_recommender(
                 "seconds": time.perf_counter() - started,
                 "batch_size": len(whole_batch),
             }
+            if best is not None and (step + 1) % cfg.val_every == 0:
+                record["val_ndcg@10"] = best.check()
+                encoder.train()  # encoding for the check left it in eval mode
             history.append(record)
             if on_step is not None:
                 on_step(step, record)
+            if best is not None and best.checks_since_best >= cfg.val_patience:
+                break
+        if best is not None:
+            best.restore()
     finally:
         encoder.eval()
     return history
+
+
+class _BestWeights:
+    """A copy of the weights at the best validation check so far."""
+
+    def __init__(self, module: nn.Module, validate: Callable[[], float]) -> None:
+        self.module, self.validate = module, validate
+        self.best_value, self.best_state, self.checks_since_best = -np.inf, None, 0
+
+    def check(self) -> float:
+        value = self.validate()
+        if value > self.best_value:
+            self.best_value, self.checks_since_best = value, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        else:
+            self.checks_since_best += 1
+        return value
+
+    def restore(self) -> None:
+        self.module.load_state_dict(self.best_state)
 
 
 def batch_rows(distinct: int, batch_size: int, multiple_of: int = 1) -> int:

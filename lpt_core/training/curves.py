@@ -20,12 +20,23 @@ from lpt_core.atomic import atomic_path
 
 # metric key -> panel title, in panel order.
 CURVES = {
+    "encoder.probe_reward": "RL probe: greedy reward on fixed train examples",
     "encoder.reward_mean": "RL reward (mean over the rollout)",
+    "encoder.loss_after": "REBEL loss on the update's own batch",
+    "encoder.pairs_toward_better": "pairs moved toward the better profile",
     "encoder.kl": "KL to the base model (per sequence)",
-    "encoder.loss": "RL loss",
     "encoder.profile_tokens": "profile length (tokens)",
     "decoder.loss": "contrastive loss (InfoNCE)",
 }
+# A panel's reference series, drawn dashed in the variant's colour without smoothing: the loss
+# before the update's steps, the probe's reward before any update.
+COMPANIONS = {
+    "encoder.loss_after": "encoder.loss_before",
+    "encoder.probe_reward": "encoder.probe_reward_start",
+}
+COMPANION_LABELS = {"encoder.loss_after": "dashed: before the update", "encoder.probe_reward": "dashed: before RL"}
+# Every series the figure reads.
+CURVE_KEYS = (*CURVES, *COMPANIONS.values())
 Series = Sequence[tuple[int, float]]  # (step, value)
 
 
@@ -64,7 +75,9 @@ def plot_training_curves(histories: Mapping[str, Mapping[str, Series]], window: 
             colour = colours[j % len(colours)]
             axis.plot(steps, values, color=colour, alpha=0.3, linewidth=1)
             axis.plot(steps, moving_average(values, window), color=colour, label=variant)
-        axis.set_title(CURVES[key], fontsize="medium")
+            _draw_companion(axis, series.get(COMPANIONS.get(key, ""), ()), steps, colour)
+        title = CURVES[key] + (f"\n({COMPANION_LABELS[key]})" if key in COMPANION_LABELS else "")
+        axis.set_title(title, fontsize="medium")
         axis.set_xlabel("step")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
@@ -79,6 +92,17 @@ def plot_training_curves(histories: Mapping[str, Mapping[str, Series]], window: 
     figure.legend(handles, labels, title=f"variant (line: mean of last {window})", fontsize="small",
                   loc="outside lower center", ncols=min(5, max(1, len(labels))))
     return figure
+
+
+def _draw_companion(axis, companion: Series, steps: list[int], colour) -> None:
+    """A reference series dashed; a single value (the probe before RL) as a level across the panel."""
+    points = sorted(companion)
+    if not points:
+        return
+    if len(points) == 1:
+        axis.hlines(points[0][1], min(steps), max(steps), colors=[colour], linestyles="dashed", linewidth=1)
+    else:
+        axis.plot([s for s, _ in points], [v for _, v in points], color=colour, linestyle="dashed", linewidth=1)
 
 
 def save_training_curves(histories: Mapping[str, Mapping[str, Series]], path: Path, window: int = 5) -> Path:

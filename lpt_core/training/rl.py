@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+
 from lpt_core.config import RLConfig
 
 if TYPE_CHECKING:  # type hints only: the reward pulls in faiss, which rollouts never need
@@ -80,6 +83,8 @@ def run_rl_phase(
         raise ValueError("run_rl_phase needs at least one example")
     if cfg.updates_per_round == 0:
         return []
+    if cfg.probe_examples:
+        on_update = RewardProbe(probe_set(examples, cfg.probe_examples), policy, tokenizer, reward, cfg).wrap(on_update)
     if cfg.algorithm in ("grpo", "rloo"):
         from lpt_core.training.trl_trainers import run_trl_updates
 
@@ -112,6 +117,68 @@ def _run_rebel(
         if on_update is not None:
             on_update(step, metrics)
     return history
+
+
+def probe_set(examples: Sequence[RLExample], size: int) -> list[RLExample]:
+    """`size` examples evenly spaced through `examples`: the same set in every round and variant
+    trained on the same examples, whatever the seeds."""
+    stride = max(1, len(examples) // size)
+    return list(examples[::stride][:size])
+
+
+class RewardProbe:
+    """The RL phase's learning curve: the mean reward of GREEDY profiles of a fixed probe set,
+    under the phase's (frozen) reward, before the first update and every cfg.probe_every updates.
+
+    The sampled rollout reward is too noisy to show learning at a few prompts per update; the
+    probe's greedy profiles move only when the policy does. Values are comparable within a phase
+    (a later round's reward ranks with a retrained recommender)."""
+
+    def __init__(
+        self, examples: Sequence[RLExample], policy: PeftModel, tokenizer: Any, reward: RankReward, cfg: RLConfig
+    ) -> None:
+        from lpt_core.config import GenerationConfig
+        from lpt_core.generation.hf_backend import TransformersGenerator
+
+        self.examples = list(examples)
+        self.reward = reward
+        self.every = cfg.probe_every
+        self.last = cfg.updates_per_round
+        greedy = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=len(self.examples))
+        self.generator = TransformersGenerator(policy, tokenizer, greedy, model_id="rl-probe")
+        self.policy = policy
+
+    def __call__(self) -> float:
+        """Mean reward of the probe set's greedy profiles under the policy as it is now."""
+        was_training = self.policy.training
+        self.policy.eval()
+        with torch.random.fork_rng():  # the probe must not move the sampling's random stream
+            profiles = self.generator.generate([example.prompt for example in self.examples])
+        self.policy.train(was_training)
+        rewards = self.reward(
+            [example.prompt for example in self.examples],
+            [profile.text for profile in profiles],
+            target_item_id=[example.target_item_id for example in self.examples],
+            history_item_ids=[example.history_item_ids for example in self.examples],
+        )
+        return float(np.mean(rewards))
+
+    def wrap(self, on_update: UpdateCallback | None) -> UpdateCallback:
+        """`on_update` with "probe_reward" (after the update) added every `every` updates and after
+        the last one, and "probe_reward_start" (before any update) added to the first update."""
+        start = self()
+        log.info("RL probe: greedy reward %.4f before the first update (%d examples)", start, len(self.examples))
+
+        def probed(step: int, metrics: dict) -> None:
+            if step == 1:
+                metrics["probe_reward_start"] = start
+            if step % self.every == 0 or step == self.last:
+                metrics["probe_reward"] = self()
+                log.info("RL probe after update %d: %.4f", step, metrics["probe_reward"])
+            if on_update is not None:
+                on_update(step, metrics)
+
+        return probed
 
 
 def prompt_batches(examples: Sequence[RLExample], size: int, seed: int) -> Iterator[list[RLExample]]:

@@ -35,9 +35,28 @@ VARIANTS: dict[str, TrainingVariant] = {
             "langptune_rebel", "langptune", "LangPTune: CL and REBEL in alternation (the paper)",
             {"training": {"rl": {"algorithm": "rebel"}, "contrastive": {"item_bias": False}}},
         ),
+        # GRPO and RLOO learn from a group of samples per prompt (each sample's baseline is the
+        # others' mean): 4 per prompt, where REBEL compares exactly 2.
         TrainingVariant(
-            "langptune_grpo", "langptune", "LangPTune with GRPO (TRL) in place of REBEL",
-            {"training": {"rl": {"algorithm": "grpo"}, "contrastive": {"item_bias": False}}},
+            "langptune_grpo", "langptune", "LangPTune with GRPO (TRL, 4 samples per prompt) in place of REBEL",
+            {"training": {"rl": {"algorithm": "grpo", "samples_per_prompt": 4}, "contrastive": {"item_bias": False}}},
+        ),
+        TrainingVariant(
+            "langptune_rloo", "langptune", "LangPTune with RLOO (TRL, 4 samples per prompt) in place of REBEL",
+            {"training": {"rl": {"algorithm": "rloo", "samples_per_prompt": 4}, "contrastive": {"item_bias": False}}},
+        ),
+        # Rejection-sampling fine-tuning (lpt_core.training.best_of_n) at the start of each encoder
+        # phase, alone or followed by REBEL.
+        TrainingVariant(
+            "best_of_n", "langptune",
+            "Best-of-n fine-tuning of the LLM (4 samples per example, SFT on the best) in place of RL",
+            {"training": {"rl": {"updates_per_round": 0}, "best_of_n": {"iterations": 1},
+                          "contrastive": {"item_bias": False}}},
+        ),
+        TrainingVariant(
+            "langptune_bon", "langptune", "LangPTune with a best-of-n warm start before the REBEL updates",
+            {"training": {"rl": {"algorithm": "rebel"}, "best_of_n": {"iterations": 1},
+                          "contrastive": {"item_bias": False}}},
         ),
         TrainingVariant(
             "cl_only", "cl_only", "CL only: recommender trained on zero-shot profiles, LLM frozen",
@@ -50,7 +69,23 @@ VARIANTS: dict[str, TrainingVariant] = {
         TrainingVariant(
             "langptune_item_bias", "langptune",
             "LangPTune (REBEL) with a learned per-item bias in the recommender (beyond the paper)",
-            {"training": {"rl": {"algorithm": "rebel"}, "contrastive": {"item_bias": True}}},
+            {"training": {"rl": {"algorithm": "rebel"}, "contrastive": {"item_bias": True, "head": {"kind": "none"}}}},
+        ),
+        # The head variants keep the encoder frozen (steps_per_round 0): fine-tuning the whole
+        # encoder on a few users' profiles memorises them (issue 12); the head is fitted on all of
+        # the session's train profiles and stopped early on the val ones.
+        TrainingVariant(
+            "langptune_head", "langptune",
+            "LangPTune (REBEL) with a frozen encoder and a linear item-side head (beyond the paper)",
+            {"training": {"rl": {"algorithm": "rebel"},
+                          "contrastive": {"item_bias": False, "steps_per_round": 0, "head": {"kind": "linear"}}}},
+        ),
+        TrainingVariant(
+            "langptune_hybrid", "langptune",
+            "LangPTune (REBEL) with a frozen encoder and a hybrid item-side head: linear map plus "
+            "per-item residual vectors (beyond the paper)",
+            {"training": {"rl": {"algorithm": "rebel"},
+                          "contrastive": {"item_bias": False, "steps_per_round": 0, "head": {"kind": "hybrid"}}}},
         ),
     )
 }

@@ -1,5 +1,6 @@
 """Data assets: raw tables -> cleaned histories -> user examples (train/val/test) + item catalogue."""
 
+import dataclasses
 
 import dagster as dg
 import polars as pl
@@ -12,6 +13,7 @@ from lpt_core.data.splitting import Split, drop_long_prompts, split_users
 from lpt_core.models import load_tokenizer
 from lpt_core.paths import resolve_repo_path
 from lpt_core.tracking import frame_digest
+from lpt_dagster.failures import user_errors_as_failures
 from lpt_dagster.metadata import figure_markdown, frame_preview, histogram_figure
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
@@ -26,6 +28,17 @@ def _table_stats(frame: pl.DataFrame) -> dict[str, int]:
     }
 
 
+def _accounting(raw: RawData) -> dict[str, int]:
+    """Totals over the input files: every row read is kept, quarantined or skipped."""
+    return {
+        "input_rows": sum(a.rows for a in raw.accounts),
+        "quarantined_rows": sum(a.quarantined for a in raw.accounts),
+        "skipped_rows": sum(sum(a.skipped.values()) for a in raw.accounts),
+        "optional_values_read_as_null": sum(sum(a.nulled.values()) for a in raw.accounts),
+        "timestamps_read_as_seconds": sum(a.timestamps_in_seconds for a in raw.accounts),
+    }
+
+
 @dg.multi_asset(
     group_name=GROUP,
     outs={
@@ -34,16 +47,29 @@ def _table_stats(frame: pl.DataFrame) -> dict[str, int]:
     },
 )
 def raw_data(context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: MlflowResource):
-    """Read the recipe's raw files (never modified); malformed rows stop the run or are quarantined."""
+    """Read the recipe's raw files (never modified); malformed rows stop the run or are quarantined.
+
+    Every input row is accounted for in the metadata, per file (`input_accounts`): kept,
+    quarantined, or skipped (blank lines, repeated item ids), with the optional values read as
+    null and the timestamps read as seconds.
+    """
     cfg = recipe.get()
-    raw: RawData = read_raw(cfg.data)
+    with user_errors_as_failures():
+        raw: RawData = read_raw(cfg.data)
     source = str(resolve_repo_path(cfg.data.path))
+    accounting = _accounting(raw)
+    for account in raw.accounts:
+        if account.skipped or account.nulled:
+            context.log.warning(
+                "%s: skipped %s; optional values read as null %s", account.file, account.skipped, account.nulled
+            )
     with mlflow.asset_run(context, cfg, "raw_data") as run:
         run.log_dataset(raw.interactions, name="raw_interactions", source=source, context="raw")
         run.log_dataset(raw.items, name="raw_items", source=source, context="raw")
-        run.log_metrics({"raw_interactions": raw.interactions.height, "quarantined_rows": raw.quarantine.height})
+        run.log_metrics({"raw_interactions": raw.interactions.height, **accounting})
     quarantine_meta = {
-        "quarantined_rows": raw.quarantine.height,
+        **accounting,
+        "input_accounts": dg.MetadataValue.json([dataclasses.asdict(a) for a in raw.accounts]),
         "quarantine_preview": frame_preview(raw.quarantine),
     }
     yield dg.Output(

@@ -8,13 +8,15 @@ import dagster as dg
 import polars as pl
 
 from lpt_core import text
-from lpt_core.baselines import EvalContext, evaluate_methods
+from lpt_core.baselines import EvalContext, HeadTraining, evaluate_methods
+from lpt_core.config import HEAD_METHODS, EvaluationConfig
 from lpt_core.models import load_encoder
 from lpt_core.paths import outputs_dir
-from lpt_core.profiles import EXAMPLE_KEYS
+from lpt_core.profiles import EXAMPLE_KEYS, first_train_users
 from lpt_core.recommenders import load_baseline_models
 from lpt_core.report import build_report
 from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.training.item_head import TextRows
 from lpt_dagster.assets.profiles import GPU_POOL
 from lpt_dagster.metadata import png_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource
@@ -46,6 +48,23 @@ def sampled_profiles_for(examples: pl.DataFrame, sampled: pl.DataFrame) -> list[
     if joined["profile"].null_count():
         raise ValueError("some evaluation examples have no sampled profiles: rematerialise sampled_profiles")
     return joined["profile"].to_list()
+
+
+def head_training(
+    ev: EvaluationConfig, user_examples: pl.DataFrame, item_catalog: pl.DataFrame, zero_shot_profiles: pl.DataFrame
+) -> HeadTraining | None:
+    """The rows the *_head methods fit on, when the report has one: train rows of the first
+    evaluation.head_train_users train users, every val row, each as history text and as profile.
+    (With evaluation.split "val" the early stopping sees the rows evaluated: a tuning run.)"""
+    if not set(HEAD_METHODS) & set(ev.methods):
+        return None
+    frames = [first_train_users(user_examples, ev.head_train_users), user_examples.filter(pl.col("split") == "val")]
+    train, val = (TextRows.of(frame, text.history_texts(frame, item_catalog)) for frame in frames)
+    rows = {"history_text": (train, val)}
+    if "profile_head" in ev.methods:
+        train, val = (TextRows.of(frame, profiles_for(frame, zero_shot_profiles)) for frame in frames)
+        rows["profile"] = (train, val)
+    return HeadTraining(rows, ev.head)
 
 
 def trained_ranks(ctx: EvalContext, cfg, trained_profiles: pl.DataFrame, trained_item_index: dict) -> dict:
@@ -93,6 +112,7 @@ def evaluation_report(
         profiles=profiles_for(examples, zero_shot_profiles),
         sampled_profiles=sampled_profiles_for(examples, sampled_profiles),
         models=load_baseline_models(Path(baseline_models["path"]), index.item_ids.tolist()),
+        head_training=head_training(ev, user_examples, item_catalog, zero_shot_profiles),
     )
     ranks = evaluate_methods(ctx, ev.methods)
     ranks.update(trained_ranks(ctx, cfg, trained_profiles, trained_item_index))

@@ -11,7 +11,7 @@ from lpt_core.generation import make_generator
 from lpt_core.generation.store import ProfileStore
 from lpt_core.models import load_encoder, load_tokenizer
 from lpt_core.paths import outputs_dir
-from lpt_core.profiles import EXAMPLE_KEYS, sampling_configs, select_profile_examples
+from lpt_core.profiles import EXAMPLE_KEYS, profile_train_users, sampling_configs, select_profile_examples
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_dagster.metadata import frame_preview
 from lpt_dagster.resources import MlflowResource, RecipeResource
@@ -52,13 +52,15 @@ def zero_shot_profiles(
     user_examples: pl.DataFrame,
     cleaned_items: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Profiles the untrained generator writes for val/test users and (capped) train users.
+    """Profiles the untrained generator writes for val/test users and (capped) train users: the
+    first evaluation.max_train_users, or evaluation.head_train_users if more and the profile_head
+    row is reported.
 
     Stored with the prompt hash, model id and decoding settings: rematerialising with the same
     inputs reuses them, a changed prompt, model or decoding setting regenerates only what changed.
     """
     cfg = recipe.get()
-    examples = select_profile_examples(user_examples, cfg.evaluation.max_train_users)
+    examples = select_profile_examples(user_examples, profile_train_users(cfg.evaluation))
     tokenizer = load_tokenizer(cfg.models.generator)
     prompts = text.build_prompts(examples, cleaned_items, tokenizer, cfg.prompt, cfg.data.source)
     generator = make_generator(cfg.models.generator, cfg.models, cfg.generation)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from lpt_core import text
@@ -18,10 +19,11 @@ from lpt_core.generation.store import ProfileStore
 from lpt_core.models import load_encoder, load_tokenizer
 from lpt_core.paths import outputs_dir
 from lpt_core.profiles import EXAMPLE_KEYS
-from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.retrieval import TextEncoder
 from lpt_core.tracking import RunHandle
 from lpt_core.training.alternation import TrainingData, load_trained_generator, train_alternating
-from lpt_core.training.curves import CURVES, save_training_curves
+from lpt_core.training.curves import CURVE_KEYS, save_training_curves
+from lpt_core.training.item_head import ItemHead, build_item_index
 from lpt_core.training.variants import get_variant
 from lpt_dagster.assets.profiles import GPU_POOL, progress_logger
 from lpt_dagster.metadata import frame_preview, png_markdown
@@ -63,7 +65,9 @@ def _with_prompts(examples: pl.DataFrame, items: pl.DataFrame, cfg: Recipe) -> p
     pool=GPU_POOL,
     outs={
         "trained_generator": dg.AssetOut(description="Per variant: the LoRA adapter of the profile writer + its base model."),
-        "trained_recommender": dg.AssetOut(description="Per variant: the contrastively trained text encoder (+ item bias)."),
+        "trained_recommender": dg.AssetOut(
+            description="Per variant: the contrastively trained text encoder (+ item bias or item-side head)."
+        ),
     },
 )
 def trained_models(
@@ -105,6 +109,7 @@ def trained_models(
         recommenders[name] = {
             "encoder_dir": str(result.encoder_dir),
             "item_bias": None if result.item_bias is None else str(result.item_bias),
+            "item_head": None if result.item_head is None else str(result.item_head),
         }
         summaries[name] = {
             "seconds": round(seconds, 1), "resumed_from": result.resumed_from,
@@ -165,17 +170,25 @@ def trained_profiles(
 def trained_item_index(
     context: dg.AssetExecutionContext, recipe: RecipeResource, item_catalog: pl.DataFrame, trained_recommender: dict
 ) -> dict:
-    """Per variant: the catalogue embedded by its trained recommender, exact index (+ item bias)."""
+    """Per variant: the catalogue embedded by its trained recommender, exact index (+ item bias, or
+    the item-side head's vectors and bias)."""
     cfg = recipe.get()
     indexes = {}
     for name, info in trained_recommender.items():
         encoder = TextEncoder(load_encoder(info["encoder_dir"], cfg.models))
         embeddings = encoder.encode(item_catalog["text"].to_list())
-        bias = None if info["item_bias"] is None else _load_bias(info["item_bias"])
-        index = ItemIndex.build(item_catalog["item_id"].to_list(), embeddings, kind=cfg.evaluation.index_kind, bias=bias)
+        bias = None if info["item_bias"] is None else np.load(info["item_bias"])
+        head_path = info.get("item_head")  # absent from values stored before heads existed
+        head = None if head_path is None else ItemHead.load(head_path)
+        index = build_item_index(
+            item_catalog["item_id"].to_list(), embeddings, kind=cfg.evaluation.index_kind, item_bias=bias, head=head
+        )
         folder = outputs_dir() / "trained_item_index" / name
         index.save(folder)
-        indexes[name] = {"path": str(folder), "encoder_dir": info["encoder_dir"], "item_bias": info["item_bias"] is not None}
+        indexes[name] = {
+            "path": str(folder), "encoder_dir": info["encoder_dir"], "item_bias": info["item_bias"] is not None,
+            "item_head": head_path is not None,
+        }
         context.log.info(f"{name}: indexed {len(index.item_ids)} items")
     context.add_output_metadata({"variants": dg.MetadataValue.json(indexes)})
     return indexes
@@ -186,11 +199,6 @@ def _metric_histories(run: RunHandle) -> dict[str, list[tuple[int, float]]]:
     earlier steps live in the run that was interrupted)."""
     return {
         key: [(m.step, m.value) for m in run.client.get_metric_history(run.run_id, key)]
-        for key in CURVES
+        for key in CURVE_KEYS
     }
 
-
-def _load_bias(path: str):
-    import numpy as np
-
-    return np.load(path)

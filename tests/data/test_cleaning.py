@@ -131,3 +131,22 @@ def test_clean_rejects_misaligned_token_counts():
     raw = _raw(_interactions(_grid(["u1", "u2"], ["a", "b"])), _items(["a", "b"]))
     with pytest.raises(ValueError, match="1 counts for 2 items"):
         clean(raw, DataConfig(k_core=1), lambda items: pl.Series([1]))
+
+
+def test_html_entities_and_tags_never_reach_the_model_texts():
+    """Issue 15.4: 'Region 1 DVD &amp; Blu-ray <br />Widescreen' reached the prompts."""
+    items = _items(["a", "b"], {"a": "Heat &amp; Dust", "b": "Plain"}).with_columns(
+        pl.Series("description", ["Region 1 DVD &amp; Blu-ray <br />Widescreen", "I <3 it, 2 < 3"]),
+        pl.Series("categories", [["Movies &amp; TV"], ["Drama"]]),
+    )
+    interactions = _interactions(_grid(["u1", "u2"], ["a", "b"])).with_columns(
+        pl.lit("Great &quot;noir&quot;<br/><br/>Loved it &#8212; twice").alias("review")
+    )
+    cleaned, items, report = clean(_raw(interactions, items), DataConfig(k_core=1))
+    assert set(cleaned["review"]) == {'Great "noir" Loved it \u2014 twice'}
+    assert items.select("title", "description").rows() == [
+        ("Heat & Dust", "Region 1 DVD & Blu-ray Widescreen"),
+        ("Plain", "I <3 it, 2 < 3"),
+    ]
+    assert items["categories"].to_list() == [["Movies & TV"], ["Drama"]]
+    assert report.html_cleaned_values == 4 + 3  # four reviews; a's title, description, categories

@@ -12,7 +12,7 @@ import pytest
 from lpt_core.config import DataConfig
 from lpt_core.data import schemas
 from lpt_core.data.errors import DataError
-from lpt_core.data.readers import QUARANTINE, read_raw
+from lpt_core.data.readers import QUARANTINE, InputAccount, read_raw
 from lpt_core.data.readers.amazon import read_amazon_2023
 from lpt_core.data.readers.movielens import read_movielens_100k
 from lpt_core.data.readers.tabular import read_tabular
@@ -199,18 +199,22 @@ def test_amazon_leaves_raw_files_untouched(tmp_path):
 
 def test_tabular_csv_with_column_map_and_quarantine(tmp_path):
     inter = tmp_path / "inter.csv"
-    inter.write_text("uid,iid,stars,ts\nu1,a,4,1000\nu2,b,five,2000\nu3,c,3,\n", encoding="utf-8")
+    inter.write_text(
+        "uid,iid,stars,ts\nu1,a,4,1588687728923\nu2,b,five,1588687728924\nu3,c,3,\n", encoding="utf-8"
+    )
     items = tmp_path / "items.csv"
     items.write_text("iid,name,categories\na,Alpha,Drama|Crime\nb,Beta,\n", encoding="utf-8")
     column_map = {"user_id": "uid", "item_id": "iid", "rating": "stars", "timestamp": "ts", "title": "name"}
     raw = read_tabular(inter, items, column_map, bad_rows="quarantine")
     assert raw.interactions.schema == schemas.INTERACTIONS
-    assert raw.interactions.rows() == [("u1", "a", 4.0, 1000, None)]
-    assert raw.quarantine.select("line", "field").rows() == [(3, "rating"), (4, "timestamp")]
+    # The optional rating that does not convert is a null, counted; the missing timestamp is bad.
+    assert raw.interactions.rows() == [("u1", "a", 4.0, 1588687728923, None), ("u2", "b", None, 1588687728924, None)]
+    assert raw.quarantine.select("line", "field").rows() == [(4, "timestamp")]
+    assert raw.accounts[0].nulled == {"rating": 1}
     assert raw.items["categories"].to_list() == [["Drama", "Crime"], []]
     with pytest.raises(DataError) as caught:
         read_tabular(inter, items, column_map)
-    assert (caught.value.line, caught.value.field) == (3, "rating")
+    assert (caught.value.line, caught.value.field) == (4, "timestamp")
 
 
 def test_tabular_parquet_datetimes_and_missing_items_file(tmp_path):
@@ -224,3 +228,120 @@ def test_tabular_parquet_datetimes_and_missing_items_file(tmp_path):
     with pytest.raises(DataError, match="no column 'user_id'") as caught:
         read_tabular(path, None, {})
     assert caught.value.field == "user_id"
+
+
+# Issue 15: nothing lost quietly.
+
+
+def _amazon_recipe(tmp_path: Path, reviews: list[bytes], **data) -> DataConfig:
+    reviews_path = _write_lines(tmp_path / "r.jsonl", reviews)
+    meta_path = _write_lines(tmp_path / "m.jsonl", [_dumps(_meta())])
+    return DataConfig(source="amazon_2023", path=str(reviews_path), items_path=str(meta_path), **data)
+
+
+def test_all_bad_input_fails_with_the_counts_instead_of_an_empty_success(tmp_path):
+    reviews = [_dumps(_review(user_id=f"U{n}", rating="five")) for n in range(4)]
+    with pytest.raises(DataError) as caught:
+        read_raw(_amazon_recipe(tmp_path, reviews, bad_rows="quarantine"))
+    message = str(caught.value)
+    assert "4 of 4 rows quarantined (100.0%" in message
+    assert "data.max_quarantine_share 10.0%" in message and "by field: rating 4" in message
+
+
+def test_quarantine_share_under_the_threshold_passes(tmp_path):
+    reviews = [_dumps(_review(user_id=f"U{n}")) for n in range(3)] + [_dumps(_review(rating="five"))]
+    cfg = _amazon_recipe(tmp_path, reviews, bad_rows="quarantine", max_quarantine_share=0.25)
+    raw = read_raw(cfg)
+    assert (raw.interactions.height, raw.quarantine.height) == (3, 1)
+    with pytest.raises(DataError, match="1 of 4 rows quarantined"):
+        read_raw(cfg.model_copy(update={"max_quarantine_share": 0.2}))
+
+
+def test_whole_float_year_is_an_integer_and_a_bad_optional_field_nulls_only_itself(tmp_path):
+    inter = tmp_path / "ratings.csv"
+    inter.write_text("userId,movieId,rating,timestamp\n1,10,4.0,964982703\n1,11,5.0,964981247\n", encoding="utf-8")
+    items = tmp_path / "movies.csv"
+    # As pandas writes an integer column holding nulls: "1995.0"; and one year nobody can parse.
+    items.write_text("movieId,title,year\n10,Toy Story,1995.0\n11,Heat,mid-90s\n12,Fargo,\n", encoding="utf-8")
+    column_map = {"user_id": "userId", "item_id": "movieId"}
+    raw = read_tabular(inter, items, column_map, bad_rows="quarantine")
+    assert raw.items.select("item_id", "year").rows() == [("10", 1995), ("11", None), ("12", None)]
+    assert raw.quarantine.height == 0
+    assert raw.accounts[1].nulled == {"year": 1}  # the blank year is missing, not unparseable
+    # Not a bad row under the "error" policy either: the row is usable without its year.
+    assert read_tabular(inter, items, column_map).items.height == 3
+
+
+def _write_csv(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_amazon_and_tabular_read_numeric_strings_by_one_rule(tmp_path):
+    reviews = _write_lines(
+        tmp_path / "r.jsonl",
+        [_dumps(_review(rating=" 5.0 ", timestamp="1588687728923")), _dumps(_review(user_id="U2", rating=4))],
+    )
+    meta = _write_lines(tmp_path / "m.jsonl", [_dumps(_meta(average_rating="4.5"))])
+    amazon = read_amazon_2023(reviews, meta)
+    assert amazon.interactions.select("rating", "timestamp").rows() == [(5.0, 1588687728923), (4.0, 1588687728923)]
+    assert amazon.items["average_rating"].to_list() == [4.5]
+    inter = _write_csv(tmp_path / "i.csv", "user_id,item_id,rating,timestamp\nU1,P1, 5.0 ,1588687728923.0\n")
+    tabular = read_tabular(inter, None, {"user_id": "user_id"})
+    assert tabular.interactions.select("rating", "timestamp").rows() == [(5.0, 1588687728923)]
+
+
+def test_every_line_is_accounted_for(tmp_path):
+    reviews = _write_lines(tmp_path / "r.jsonl", NASTY_REVIEWS + [b"", b"   "])
+    meta = _write_lines(tmp_path / "m.jsonl", METADATA + [b"", _dumps(_meta(title="Repeat"))])
+    raw = read_amazon_2023(reviews, meta, bad_rows="quarantine", chunk_lines=3)
+    review_account, meta_account = raw.accounts
+    assert (review_account.rows, review_account.kept, review_account.quarantined) == (9, 2, 4)
+    assert review_account.skipped == {"blank line": 3}
+    assert (meta_account.rows, meta_account.kept, meta_account.quarantined) == (7, 5, 0)
+    assert meta_account.skipped == {"blank line": 1, "repeated parent_asin (first kept)": 1}
+    inter = _write_csv(tmp_path / "i.csv", "user_id,item_id,timestamp\nu1,a,1588687728923\n\nu2,b,\n")
+    tabular = read_tabular(inter, None, {"user_id": "user_id"}, bad_rows="quarantine")
+    assert tabular.accounts[0].skipped == {"blank line": 1}
+    assert tabular.quarantine["line"].to_list() == [4]  # line numbers still count the blank line
+
+
+def test_an_account_that_does_not_add_up_is_refused():
+    with pytest.raises(ValueError, match="3 rows accounted for, 4 read"):
+        InputAccount(file="f", rows=4, kept=2, quarantined=1)
+
+
+def test_an_optional_amazon_field_of_the_wrong_type_nulls_only_itself(tmp_path):
+    reviews = _write_lines(tmp_path / "r.jsonl", [_dumps(_review(title=["not", "text"])), b"{oops"])
+    meta = _write_lines(tmp_path / "m.jsonl", [_dumps(_meta())])
+    raw = read_amazon_2023(reviews, meta, bad_rows="quarantine")
+    assert raw.interactions["review"].to_list() == ["Loved it"]
+    assert raw.accounts[0].nulled == {"title": 1}
+
+
+def test_missing_metadata_is_reported_before_the_reviews_are_read(tmp_path):
+    unreadable = tmp_path / "r.jsonl.gz"
+    unreadable.write_bytes(b"not gzip at all")  # reading it first would fail on this instead
+    with pytest.raises(DataError) as caught:
+        read_amazon_2023(unreadable, tmp_path / "missing_meta.jsonl")
+    assert caught.value.path == tmp_path / "missing_meta.jsonl"
+    assert caught.value.message == "file not found"
+
+
+def test_malformed_json_message_reads_once(tmp_path):
+    reviews = _write_lines(tmp_path / "r.jsonl", [_dumps(_review()), b'{"user_id": "U2'])
+    meta = _write_lines(tmp_path / "m.jsonl", [_dumps(_meta())])
+    raw = read_amazon_2023(reviews, meta, bad_rows="quarantine")
+    assert raw.quarantine["reason"].to_list() == ["malformed JSON: Unterminated string starting at column 13"]
+
+
+def test_timestamps_in_seconds_are_detected_and_counted(tmp_path):
+    reviews = _write_lines(
+        tmp_path / "r.jsonl", [_dumps(_review(timestamp=1588687728)), _dumps(_review(user_id="U2"))]
+    )
+    meta = _write_lines(tmp_path / "m.jsonl", [_dumps(_meta())])
+    raw = read_amazon_2023(reviews, meta)
+    assert raw.interactions["timestamp"].to_list() == [1588687728000, 1588687728923]
+    assert raw.accounts[0].timestamps_in_seconds == 1
+    inter = _write_csv(tmp_path / "i.csv", "user_id,item_id,timestamp\nu1,a,964982703\n")
+    assert read_tabular(inter, None, {"user_id": "user_id"}).interactions["timestamp"].to_list() == [964982703000]

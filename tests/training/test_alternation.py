@@ -24,9 +24,11 @@ from lpt_core.config import (
     Recipe,
     RLConfig,
     TrainingConfig,
+    deep_merge,
 )
 from lpt_core.training.alternation import TrainingData, phase_schedule, train_alternating
 from lpt_core.training.checkpoints import latest_phase
+from lpt_core.training.item_head import ItemHead
 
 GENRES = ["thriller", "comedy", "drama", "horror", "romance", "western", "fantasy", "crime"]
 
@@ -192,6 +194,37 @@ def test_resume_after_a_failure_continues_from_the_saved_phase(tiny, tmp_path, u
     assert [p for p in tmp_path.iterdir() if not p.name.startswith(".")] == [result.checkpoint]
 
 
+def test_the_item_head_is_fitted_checkpointed_and_loaded_on_resume(tiny, tmp_path):
+    lm, encoder, data = tiny
+    head = {"kind": "hybrid", "epochs": 3, "patience": 1, "batch_size": 4, "learning_rate": 0.05}
+    recipe = Recipe.model_validate(deep_merge(
+        tiny_recipe(lm, encoder).model_dump(),
+        # The encoder's steps first (stopped early on val), then the head over its embeddings.
+        {"training": {"rounds": 1, "contrastive": {"steps_per_round": 2, "val_every": 1, "head": head}}},
+    ))
+    first = Recorder(fail_at=("encoder", 0))
+    with pytest.raises(RuntimeError, match="injected failure"):
+        train_alternating(recipe, "langptune", data, tmp_path, first)
+    saved = latest_phase(tmp_path, recipe.training_hash(), "langptune")
+    assert saved.phase == "decoder" and saved.item_head_path is not None
+    fitted = saved.load_item_head()
+    assert len(fitted) == data.catalog.height and saved.load_item_bias() is None
+    # The head reported one record per epoch (epoch 0 = untrained), then the phase its summary.
+    epochs = saved.state["metrics"]["head_epochs"]
+    assert [p for p in first.phases if p[1] == "head"] == [(0, "head")] * (epochs + 1)
+    assert 1 <= saved.state["metrics"]["steps"] <= 2
+    assert 0 <= saved.state["metrics"]["head_best_epoch"] <= epochs
+
+    second = Recorder()
+    result = train_alternating(recipe, "langptune", data, tmp_path, second)
+
+    # The resumed encoder phase ranked with the loaded head, and its checkpoint keeps it.
+    assert result.resumed_from == str(saved.path) and second.phases == [(0, "encoder")]
+    kept = ItemHead.load(result.item_head)
+    for name in ("transform", "residual", "bias"):
+        np.testing.assert_array_equal(getattr(kept, name), getattr(fitted, name))
+
+
 def test_training_data_names_missing_columns(tiny):
     _, _, data = tiny
     with pytest.raises(ValueError, match=r"TrainingData.val: missing columns \['prompt'\]"):
@@ -244,3 +277,17 @@ def test_profiles_of_an_untrained_policy_are_shared_through_the_store(tiny, tmp_
     trained = stored.filter(pl.col("model_id").str.contains("+lora@", literal=True))
     # Round 0's decoder phase reused the base profiles; later phases were written by trained adapters.
     assert stored.height - rows == trained.height > 0
+
+
+def test_a_best_of_n_warm_start_runs_before_the_rl_updates_of_each_encoder_phase(tiny, tmp_path):
+    lm, encoder, data = tiny
+    recipe = tiny_recipe(lm, encoder)
+    warm = {"iterations": 1, "samples": 2, "max_new_tokens": 3, "batch_size": 8, "learning_rate": 1e-3}
+    recipe = Recipe.model_validate({**recipe.model_dump(), "training": {
+        **recipe.training.model_dump(), "rounds": 1, "best_of_n": warm}})
+    recorder = Recorder()
+
+    result = train_alternating(recipe, "rl_only", data, tmp_path, recorder)
+
+    assert [s for s in recorder.steps if s[1] in ("best_of_n", "encoder")] == [(0, "best_of_n", 1), (0, "encoder", 1)]
+    assert "best_of_n" in result.history[0] and result.history[0]["best_of_n"][0]["sample_reward"] >= 0

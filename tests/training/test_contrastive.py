@@ -157,3 +157,27 @@ def test_index_adds_the_bias_to_ranks_and_top_k_and_keeps_it_on_disk(tmp_path):
     assert ItemIndex.load(plain.save(tmp_path / "plain")).bias is None
     with pytest.raises(ValueError, match=r"bias must have shape \(4,\)"):
         ItemIndex.build(ids, vectors, bias=np.zeros(3))
+
+
+def test_early_stopping_keeps_the_weights_of_the_best_val_check(encoder_folder):
+    encoder = load(encoder_folder)
+    cfg = ContrastiveConfig(
+        steps_per_round=20, batch_size=len(PROFILES), learning_rate=5e-3, val_every=2, val_patience=2
+    )
+    scripted = iter([0.1, 0.3, 0.2, 0.25, 0.9])  # before step 0, after steps 2, 4, 6 (and never 8)
+    snapshots = []
+
+    def validate() -> float:
+        snapshots.append({k: v.detach().clone() for k, v in encoder.state_dict().items()})
+        return next(scripted)
+
+    history = train_recommender(encoder, PROFILES, TARGETS, cfg, seed=0, validate=validate)
+
+    # Two checks without a gain over 0.3 (after step 2) stop training after step 6.
+    assert len(history) == 6 and len(snapshots) == 4
+    assert [r.get("val_ndcg@10") for r in history] == [None, 0.3, None, 0.2, None, 0.25]
+    restored = encoder.state_dict()
+    for name, weight in restored.items():
+        torch.testing.assert_close(weight, snapshots[1][name], msg=name)
+    assert any(not torch.equal(restored[name], snapshots[-1][name]) for name in restored)  # not the last
+    assert not encoder.training

@@ -10,7 +10,7 @@ from sentence_transformers import SentenceTransformer
 from tiny_encoder import build_tiny_encoder
 
 from lpt_core.retrieval import ItemIndex, TextEncoder
-from lpt_core.training.reward import RankReward
+from lpt_core.training.reward import RankReward, reward_from_ranks
 
 PROFILE = "enjoys funny animation and classic comedy films"
 ITEMS = ["a", "b", "c", "d", "e", "f"]
@@ -52,6 +52,19 @@ def test_ndcg_and_mrr_match_the_hand_computed_ranks_with_history_excluded(encode
 
     assert ndcg == pytest.approx([1 / math.log2(3), 1 / math.log2(4), 1 / math.log2(4)], abs=1e-6)
     assert mrr == pytest.approx([1 / 2, 1 / 3, 1 / 3], abs=1e-6)
+
+
+def test_log_rank_pays_every_halving_of_the_rank_alike_from_1_at_the_top_to_0_at_the_bottom(encoder, index):
+    # Same ranks as above (2, 3, 3) and the top and bottom ranks of the catalogue.
+    n = len(ITEMS)
+    log_rank = _reward(encoder, index, "log_rank", ["c", "c", "e"], [["a"], [], ["a", "b"]])
+
+    assert log_rank == pytest.approx([1 - math.log(r) / math.log(n) for r in (2, 3, 3)], abs=1e-6)
+    assert reward_from_ranks(np.array([1.0, n]), "log_rank", n).tolist() == pytest.approx([1.0, 0.0])
+    deep = reward_from_ranks(np.array([250.0, 500.0, 1000.0]), "log_rank", 1348)
+    assert deep[0] - deep[1] == pytest.approx(deep[1] - deep[2])  # NDCG's steps there: 0.014, 0.011
+    with pytest.raises(ValueError, match="log_rank"):
+        RankReward(encoder, index, kind="rank")
 
 
 def test_conversational_completions_score_like_plain_strings(encoder, index):

@@ -5,7 +5,8 @@ Files are TAB separated with a typed header line:
   ml-100k.item:  item_id:token movie_title:token_seq release_year:token class:token_seq
 Genres are space separated single words ("Children's" and "Film-Noir" included). The file marks
 unknowns with placeholders (item 267's title and year are "unkonwn", the genre flag "unknown"),
-which are read as missing values so they never reach item texts.
+which are read as missing values so they never reach item texts (a year that is not a number is
+counted in the file's account, like any optional value that does not convert).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import polars as pl
 
 from lpt_core.data import schemas
 from lpt_core.data.errors import DataError
-from lpt_core.data.readers import BadRows, RawData, cast_or_report
+from lpt_core.data.readers import BadRows, InputAccount, RawData, cast_or_report, require_files, skip_blank_rows
 
 INTERACTIONS_FILE = "ml-100k.inter"
 ITEMS_FILE = "ml-100k.item"
@@ -29,16 +30,19 @@ UNKNOWN_GENRE = "unknown"
 def read_movielens_100k(folder: Path) -> RawData:
     """Read ml-100k.inter and ml-100k.item from `folder`; any malformed row is a DataError."""
     folder = Path(folder)
+    require_files(folder / INTERACTIONS_FILE, folder / ITEMS_FILE, hint="fetch MovieLens-100K first")
+    interactions, interactions_account = _read_interactions(folder / INTERACTIONS_FILE)
+    items, items_account = _read_items(folder / ITEMS_FILE)
     return RawData(
-        interactions=_read_interactions(folder / INTERACTIONS_FILE),
-        items=_read_items(folder / ITEMS_FILE),
+        interactions=interactions,
+        items=items,
         quarantine=BadRows(folder, "error").frame(),
+        accounts=(interactions_account, items_account),
     )
 
 
-def _read_atomic(path: Path, header: list[str]) -> pl.DataFrame:
-    if not path.is_file():
-        raise DataError(path, "file not found (fetch MovieLens-100K first)")
+def _read_atomic(path: Path, header: list[str], bad_rows: BadRows) -> tuple[pl.DataFrame, pl.Series, int]:
+    """The file's non-blank rows (text, header names without types), their lines, and all rows."""
     if path.stat().st_size == 0:
         raise DataError(path, "empty file")
     try:
@@ -47,37 +51,38 @@ def _read_atomic(path: Path, header: list[str]) -> pl.DataFrame:
         raise DataError(path, f"not a TAB-separated atomic file: {exc}") from exc
     if frame.columns != header:
         raise DataError(path, f"header is {frame.columns}, expected {header}", line=1)
-    return frame.rename(dict(zip(header, (name.split(":")[0] for name in header))))
+    frame = frame.rename(dict(zip(header, (name.split(":")[0] for name in header))))
+    kept, lines = skip_blank_rows(frame, 2, bad_rows)  # line 1 is the header
+    return kept, lines, frame.height
 
 
-def _line_numbers(frame: pl.DataFrame) -> pl.Series:
-    return pl.Series("line", range(2, frame.height + 2))  # line 1 is the header
-
-
-def _read_interactions(path: Path) -> pl.DataFrame:
-    frame = _read_atomic(path, INTERACTIONS_HEADER)
+def _read_interactions(path: Path) -> tuple[pl.DataFrame, InputAccount]:
+    bad_rows = BadRows(path, "error")
+    frame, lines, rows = _read_atomic(path, INTERACTIONS_HEADER, bad_rows)
     typed = cast_or_report(
         frame,
         {"user_id": pl.String, "item_id": pl.String, "rating": pl.Float32, "timestamp": pl.Float64},
-        required={"user_id", "item_id", "timestamp"},
-        lines=_line_numbers(frame),
-        bad_rows=BadRows(path, "error"),
+        required={"user_id", "item_id", "rating", "timestamp"},  # every row of the format has all four
+        lines=lines,
+        bad_rows=bad_rows,
     )
+    bad_rows.timestamps_in_seconds = typed.height  # the format's unit, converted here
     interactions = typed.with_columns(
         (pl.col("timestamp") * 1000).round().cast(pl.Int64),
         pl.lit(None, dtype=pl.String).alias("review"),
     )
-    return schemas.conform(interactions, schemas.INTERACTIONS)
+    return schemas.conform(interactions, schemas.INTERACTIONS), bad_rows.account(rows, typed.height)
 
 
-def _read_items(path: Path) -> pl.DataFrame:
-    frame = _read_atomic(path, ITEMS_HEADER)
+def _read_items(path: Path) -> tuple[pl.DataFrame, InputAccount]:
+    bad_rows = BadRows(path, "error")
+    frame, lines, rows = _read_atomic(path, ITEMS_HEADER, bad_rows)
     typed = cast_or_report(
         frame,
-        {"item_id": pl.String, "movie_title": pl.String, "release_year": pl.String, "class": pl.String},
+        {"item_id": pl.String, "movie_title": pl.String, "release_year": pl.Int32, "class": pl.String},
         required={"item_id"},
-        lines=_line_numbers(frame),
-        bad_rows=BadRows(path, "error"),
+        lines=lines,
+        bad_rows=bad_rows,
     )
     title = pl.col("movie_title").str.strip_chars()
     genres = pl.col("class").fill_null("").str.split(" ")
@@ -87,12 +92,11 @@ def _read_items(path: Path) -> pl.DataFrame:
         .then(None)
         .otherwise(title)
         .alias("title"),
-        # Years are four digits; placeholders ("unkonwn", "V") become null rather than an error.
-        pl.col("release_year").cast(pl.Int32, strict=False).alias("year"),
+        pl.col("release_year").alias("year"),
         pl.lit(None, dtype=pl.String).alias("description"),
         genres.list.eval(pl.element().filter((pl.element() != "") & (pl.element() != UNKNOWN_GENRE)))
         .alias("categories"),
         pl.lit(None, dtype=pl.String).alias("price"),
         pl.lit(None, dtype=pl.Float32).alias("average_rating"),
     )
-    return schemas.conform(items, schemas.ITEMS)
+    return schemas.conform(items, schemas.ITEMS), bad_rows.account(rows, typed.height)

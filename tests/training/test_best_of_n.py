@@ -1,0 +1,83 @@
+"""Best-of-n warm start on the tiny LM: the best sample of each prompt is what the LoRA learns."""
+
+import pytest
+import torch
+
+from lpt_core.config import BestOfNConfig, ModelsConfig, RLConfig
+from lpt_core.generation.base import GeneratedProfile
+from lpt_core.models import load_generator
+from lpt_core.training import best_of_n as bon
+from lpt_core.training.logprobs import sequence_logprobs
+from lpt_core.training.rl import RLExample, make_policy
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
+CFG = BestOfNConfig(iterations=1, samples=3, max_new_tokens=6, batch_size=6, epochs=3, learning_rate=5e-3, micro_batch_size=2)
+
+
+class _ScoreByWord:
+    """A stand-in for the rank reward: 1 for a profile containing `word`, else 0 (what it
+    pays for is the point here, not how a recommender ranks)."""
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+    def __call__(self, prompts, completions, target_item_id, history_item_ids):
+        return [float(self.word in text) for text in completions]
+
+
+def test_the_lora_is_fine_tuned_towards_the_best_sample_of_each_prompt(tiny_lm_folder, tmp_path, monkeypatch):
+    model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
+    policy = make_policy(model, RLConfig(lora_r=4, lora_alpha=8))
+    examples = _examples(tokenizer)[:2]
+    # Samples are made deterministic so that the test knows which one wins: per prompt one
+    # "enjoys comedies" among two "dislikes musicals".
+    texts = ["dislikes musicals", "enjoys comedies", "dislikes musicals"]
+    monkeypatch.setattr(
+        "lpt_core.generation.hf_backend.TransformersGenerator.generate",
+        lambda self, prompts: [GeneratedProfile(texts[i % 3], 2, True) for i in range(len(prompts))],
+    )
+    winner = _completion_logprob(policy, tokenizer, examples[0].prompt, "enjoys comedies")
+    before = _lora_state(policy)
+
+    (metrics,) = bon.best_of_n(policy, tokenizer, examples, _ScoreByWord("comedies"), CFG, seed=0, output_dir=tmp_path)
+
+    assert metrics["examples_kept"] == 2.0
+    assert metrics["best_reward"] == 1.0 and metrics["sample_reward"] == pytest.approx(1 / 3)
+    assert metrics["sft_loss"] > 0
+    assert not policy.base_model.model.is_gradient_checkpointing  # TRL's default is not left behind
+    assert any(not torch.equal(before[k], v) for k, v in _lora_state(policy).items())
+    assert _completion_logprob(policy, tokenizer, examples[0].prompt, "enjoys comedies") > winner + 1.0
+
+
+def test_examples_whose_samples_all_tie_are_not_trained_on(tiny_lm_folder, tmp_path):
+    model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
+    policy = make_policy(model, RLConfig(lora_r=4, lora_alpha=8))
+    before = _lora_state(policy)
+
+    (metrics,) = bon.best_of_n(policy, tokenizer, _examples(tokenizer)[:2], _ScoreByWord("\x00"), CFG, 0, tmp_path)
+
+    assert metrics["examples_kept"] == 0.0 and "sft_loss" not in metrics
+    assert all(torch.equal(before[k], v) for k, v in _lora_state(policy).items())
+
+
+def _examples(tokenizer) -> list[RLExample]:
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": f"The user rated movie {i}."}],
+                                      tokenize=False, add_generation_prompt=True)
+        for i in range(2)
+    ]
+    return [RLExample(prompt, "toy", []) for prompt in prompts]
+
+
+def _lora_state(policy) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in policy.named_parameters() if "lora_" in name}
+
+
+def _completion_logprob(policy, tokenizer, prompt: str, text: str) -> float:
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    reply = tokenizer(text + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + reply])
+    mask = torch.tensor([[0] * len(prompt_ids) + [1] * len(reply)])
+    with torch.no_grad():
+        return float(sequence_logprobs(policy.eval(), ids, torch.ones_like(ids), mask))
