@@ -6,10 +6,10 @@ REBEL updates of --prompts train prompts of the recipe's split (default `full`),
 frozen base all-MiniLM-L6-v2 (the RL-only setting: no decoder phase, so the reward is the same
 function throughout and the probe values are comparable across updates and settings). Every
 --probe-every updates the greedy profiles of --probe train examples (the same for every setting)
-are scored. Prints and writes a table to bench/results/rl_sweep.md, with the per-update metrics
-in bench/results/rl_sweep.json.
+are scored. Prints and writes a table to bench/results/rl_sweep_<dtype>.md, with the per-update
+metrics in bench/results/rl_sweep_<dtype>.json.
 
-    python bench/rl_sweep.py [--recipe full] [--updates 12] [--settings 1e-4:1:4,3e-5:1:4]
+    python bench/rl_sweep.py [--recipe full] [--updates 8] [--settings 1e-4:1:4,1e-4:0.5:2] [--dtype float32]
 
 Settings are lr:eta:passes. The model dtype is the recipe's ("auto": bf16 where the CPU has
 native bf16 instructions, float32 elsewhere); --dtype forces one.
@@ -128,9 +128,9 @@ def _write(args: argparse.Namespace, rows: list[dict], runs: dict, dtype: str, u
         "", _table(rows), "",
     ])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "rl_sweep.md").write_text(text_, encoding="utf-8")
-    (RESULTS / "rl_sweep.json").write_text(json.dumps({"rows": rows, "updates": runs}, indent=1), encoding="utf-8")
-    print(f"wrote {RESULTS / 'rl_sweep.md'}")
+    (RESULTS / f"rl_sweep_{dtype}.md").write_text(text_, encoding="utf-8")
+    (RESULTS / f"rl_sweep_{dtype}.json").write_text(json.dumps({"rows": rows, "updates": runs}, indent=1), encoding="utf-8")
+    print(f"wrote {RESULTS / f'rl_sweep_{dtype}.md'}")
 
 
 def _cpu_flags() -> str:
