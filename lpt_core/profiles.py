@@ -21,14 +21,20 @@ def select_profile_examples(examples: pl.DataFrame, max_train_users: int | None)
     return pl.concat([evaluation, first_train_users(examples, max_train_users)])
 
 
-def first_train_users(examples: pl.DataFrame, max_users: int | None) -> pl.DataFrame:
-    """The train rows of the first `max_users` train users in frame order (None: every train row).
-    A prefix rule, so a smaller cap always picks a subset of a larger one's rows."""
-    train = examples.filter(pl.col("split") == "train")
+def first_users(frame: pl.DataFrame, max_users: int | None) -> pl.DataFrame:
+    """The rows of the first `max_users` users in frame order (None: every row). A prefix rule, so
+    a smaller cap always picks a subset of a larger one's rows, and every consumer with the same
+    cap picks the same users: training (training.max_train_users) and the head rows
+    (evaluation.head_train_users) compare profiles of the same train examples."""
     if max_users is None:
-        return train
-    kept_users = train["user_id"].unique(maintain_order=True).head(max_users)
-    return train.filter(pl.col("user_id").is_in(kept_users.implode()))
+        return frame
+    kept_users = frame["user_id"].unique(maintain_order=True).head(max_users)
+    return frame.filter(pl.col("user_id").is_in(kept_users.implode()))
+
+
+def first_train_users(examples: pl.DataFrame, max_users: int | None) -> pl.DataFrame:
+    """The train rows of the first `max_users` train users in frame order (None: every train row)."""
+    return first_users(examples.filter(pl.col("split") == "train"), max_users)
 
 
 def profile_train_users(ev: EvaluationConfig) -> int | None:

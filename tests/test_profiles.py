@@ -7,7 +7,7 @@ import polars as pl
 
 from lpt_core.config import EvaluationConfig, GenerationConfig
 from lpt_core.generation.store import profile_key
-from lpt_core.profiles import first_train_users, profile_train_users, sampling_configs, select_profile_examples
+from lpt_core.profiles import first_train_users, first_users, profile_train_users, sampling_configs, select_profile_examples
 
 
 def test_each_sample_is_sampled_with_its_own_seed_and_identity():
@@ -30,6 +30,14 @@ def test_first_train_users_is_a_prefix_rule():
     assert first_train_users(frame(), 2)["user_id"].to_list() == ["t2", "t1", "t2"]
     assert first_train_users(frame(), None).height == 4
     assert select_profile_examples(frame(), 1)["user_id"].to_list() == ["v1", "t2", "t2"]
+
+
+def test_training_and_the_head_rows_take_the_same_train_users():
+    """The head rows (evaluation.head_train_users) and training (training.max_train_users) pick
+    users by one rule, so with equal caps they compare profiles of the same train examples."""
+    train = frame().filter(pl.col("split") == "train")
+    assert first_users(train, 2).equals(first_train_users(frame(), 2))
+    assert first_users(train, None).equals(train)
 
 
 def test_profile_head_widens_the_profiled_train_users():

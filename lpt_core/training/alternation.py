@@ -50,6 +50,7 @@ from lpt_core import metrics
 from lpt_core.config import Recipe
 from lpt_core.generation.base import ProfileGenerator
 from lpt_core.models import load_encoder, load_generator, resolve_model, weights_fingerprint
+from lpt_core.profiles import first_users
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training import distributed
 from lpt_core.training.checkpoints import (
@@ -217,8 +218,9 @@ class _TrainingSession:
         chunk = 4 * recipe.generation.batch_size  # progress logged, and work saved, per chunk
         self.profile_store = None if profile_store is None else ProfileStore(profile_store, chunk_size=chunk)
         training = recipe.training
-        self.train = _sample_users(data.train, training.max_train_users, training.seed)
-        self.val = _sample_users(data.val, training.max_val_users, training.seed)
+        # The first users, not a random draw: the evaluation's head rows fit on the same ones.
+        self.train = first_users(data.train, training.max_train_users)
+        self.val = first_users(data.val, training.max_val_users)
         self.item_ids = data.catalog["item_id"].to_list()
         self.item_texts = data.catalog["text"].to_list()
         position = {item_id: p for p, item_id in enumerate(self.item_ids)}
@@ -468,17 +470,6 @@ def _load_adapter_weights(policy: Any, adapter_dir: Path) -> None:
     loaded = set_peft_model_state_dict(policy, load_peft_weights(str(adapter_dir), device=str(policy.device)))
     if loaded.unexpected_keys:
         raise ValueError(f"{adapter_dir}: weights with no place in the policy: {loaded.unexpected_keys[:5]}")
-
-
-def _sample_users(frame: pl.DataFrame, max_users: int | None, seed: int) -> pl.DataFrame:
-    """All rows of up to `max_users` users drawn at random (seeded), in the frame's order."""
-    if max_users is None:
-        return frame
-    users = frame["user_id"].unique(maintain_order=True)
-    if users.len() <= max_users:
-        return frame
-    kept = users.sample(n=max_users, seed=seed)
-    return frame.filter(pl.col("user_id").is_in(kept.implode()))
 
 
 def _phase_seed(seed: int, round_index: int, phase: str) -> int:
