@@ -335,7 +335,6 @@ class TrainingConfig(_Strict):
     rl: RLConfig = RLConfig()
     best_of_n: BestOfNConfig = BestOfNConfig()
     contrastive: ContrastiveConfig = ContrastiveConfig()
-    # Train users used for training (None = all); val users monitored at each phase's end.
     # Train / val users the training session uses: the first N in the split's order (the same rule
     # as evaluation.head_train_users, lpt_core.profiles.first_users); None = all.
     max_train_users: int | None = Field(None, ge=1)
