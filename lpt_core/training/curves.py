@@ -27,14 +27,21 @@ CURVES = {
     "encoder.kl": "KL to the base model (per sequence)",
     "encoder.profile_tokens": "profile length (tokens)",
     "decoder.loss": "contrastive loss (InfoNCE)",
+    "head.val_ndcg@10": "item-side head: val NDCG@10 by epoch",
+    "best_of_n.best_reward": "best-of-n: reward of the kept profiles",
 }
 # A panel's reference series, drawn dashed in the variant's colour without smoothing: the loss
 # before the update's steps, the probe's reward before any update.
 COMPANIONS = {
     "encoder.loss_after": "encoder.loss_before",
     "encoder.probe_reward": "encoder.probe_reward_start",
+    "best_of_n.best_reward": "best_of_n.sample_reward",
 }
-COMPANION_LABELS = {"encoder.loss_after": "dashed: before the update", "encoder.probe_reward": "dashed: before RL"}
+COMPANION_LABELS = {
+    "encoder.loss_after": "dashed: before the update",
+    "encoder.probe_reward": "dashed: before RL",
+    "best_of_n.best_reward": "dashed: mean of all samples",
+}
 # Every series the figure reads.
 CURVE_KEYS = (*CURVES, *COMPANIONS.values())
 Series = Sequence[tuple[int, float]]  # (step, value)

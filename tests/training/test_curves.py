@@ -32,3 +32,15 @@ def test_one_panel_per_logged_metric_one_line_pair_per_variant(tmp_path):
 def test_nothing_logged_is_an_error():
     with pytest.raises(ValueError, match="no training curves"):
         plot_training_curves({"cl_only": {"encoder.loss": []}})
+
+
+def test_reference_series_are_drawn_dashed_in_their_panel():
+    histories = {"langptune_rebel": {
+        "encoder.probe_reward": [(0, 0.12), (4, 0.14)], "encoder.probe_reward_start": [(0, 0.11)],
+        "encoder.loss_after": [(0, 0.3), (1, 0.2)], "encoder.loss_before": [(0, 2.0), (1, 1.5)],
+    }}
+    figure = plot_training_curves(histories, window=2)
+    probe, loss = [axis for axis in figure.axes if axis.get_visible()]
+    assert probe.get_title().startswith("RL probe") and "before RL" in probe.get_title()
+    assert len(probe.collections) == 1  # the single value before RL: a dashed level
+    assert [line.get_linestyle() for line in loss.get_lines()] == ["-", "-", "--"]
