@@ -47,9 +47,16 @@ import polars as pl
 import torch
 
 from lpt_core import metrics
-from lpt_core.config import Recipe
+from lpt_core.config import ModelsConfig, Recipe
 from lpt_core.generation.base import ProfileGenerator
-from lpt_core.models import load_encoder, load_generator, resolve_model, weights_fingerprint
+from lpt_core.models import (
+    load_encoder,
+    load_generator,
+    pick_device,
+    pick_dtype,
+    resolve_model,
+    weights_fingerprint,
+)
 from lpt_core.profiles import first_users
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training import distributed
@@ -226,7 +233,7 @@ class _TrainingSession:
         position = {item_id: p for p, item_id in enumerate(self.item_ids)}
         self.train_positions = [position[i] for i in self.train["target_item_id"].to_list()]
 
-        base, self.tokenizer = load_generator(recipe.models.generator, recipe.models)
+        base, self.tokenizer = load_generator(recipe.models.generator, _policy_models(recipe))
         # A resumed policy is built the same way as a fresh one, then given the saved LoRA weights,
         # so that whatever make_policy sets up (gradient checkpointing, say) is there either way.
         torch.manual_seed(training.seed)  # LoRA A starts random: a fresh run must be repeatable
@@ -394,6 +401,8 @@ class _TrainingSession:
         from lpt_core.generation.hf_backend import TransformersGenerator
 
         merged = copy.deepcopy(self.policy).merge_and_unload().eval()
+        # Profiles are written in the recipe's dtype even where the policy trains in float32.
+        merged.to(pick_dtype(self.recipe.models.dtype, merged.device))
         try:
             yield TransformersGenerator(merged, self.tokenizer, gen_cfg, model_id=self._policy_id())
         finally:
@@ -470,6 +479,18 @@ def _load_adapter_weights(policy: Any, adapter_dir: Path) -> None:
     loaded = set_peft_model_state_dict(policy, load_peft_weights(str(adapter_dir), device=str(policy.device)))
     if loaded.unexpected_keys:
         raise ValueError(f"{adapter_dir}: weights with no place in the policy: {loaded.unexpected_keys[:5]}")
+
+
+def _policy_models(recipe: Recipe) -> ModelsConfig:
+    """The models settings the policy is loaded with: on a CPU it trains in float32 whatever
+    models.dtype says. In bf16 a LoRA delta small enough not to overshoot REBEL's regression is
+    rounded away when added to the bf16 activations, so many updates could keep no step (measured
+    on SmolLM2: the batch loss fell in 75% of bf16 updates vs 100% in float32, and the two log-prob
+    passes disagreed by 0.4 nat vs 1e-5; docs/rl_step.md). On CUDA the recipe's dtype is kept
+    (bf16 autocast with float32 adapter weights), as measured at the paper's shape."""
+    if pick_device(recipe.models.device).type != "cpu":
+        return recipe.models
+    return recipe.models.model_copy(update={"dtype": "float32"})
 
 
 def _phase_seed(seed: int, round_index: int, phase: str) -> int:
