@@ -140,6 +140,7 @@ def load_generator(name: str, cfg: ModelsConfig) -> tuple[PreTrainedModel, PreTr
     model = AutoModelForCausalLM.from_pretrained(
         folder,
         dtype=pick_dtype(cfg.dtype, device),
+        attn_implementation=_generation_attention(device),
         use_safetensors=True,
         trust_remote_code=False,
         local_files_only=True,
@@ -152,6 +153,16 @@ def load_generator(name: str, cfg: ModelsConfig) -> tuple[PreTrainedModel, PreTr
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def _generation_attention(device: torch.device) -> str | None:
+    # On CPU, a decode step with transformers' sdpa attention spends most of its time copying the
+    # grouped KV cache (see generation/attention.py); on CUDA the model's default stays.
+    if device.type != "cpu":
+        return None
+    from lpt_core.generation import attention
+
+    return attention.register()
 
 
 def load_encoder(name: str, cfg: ModelsConfig) -> SentenceTransformer:
