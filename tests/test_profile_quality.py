@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import polars as pl
@@ -10,6 +11,7 @@ import pytest
 from tiny_lm import build_tiny_lm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from lpt_core.dislikes import encode_profiles
 from lpt_core.profile_quality import copies_history, copy_share
 from lpt_core.profile_quality.faithfulness import (
     genre_patterns,
@@ -31,6 +33,7 @@ from lpt_core.profile_quality.simulated_reader import (
 from lpt_core.profile_quality.steerability import (
     ProfileEdit,
     add_genre,
+    dislike_genre,
     edit_steerability,
     plan_edits,
     remove_genre,
@@ -215,9 +218,11 @@ def test_edits_add_a_sentence_or_remove_the_sentences_naming_the_genre():
     patterns = genre_patterns(GENRES)
     assert add_genre("Likes comedy. ", "Horror") == "Likes comedy. They love Horror movies."
     assert remove_genre("Likes comedy. Fears horror films! Calm.", patterns["Horror"]) == "Likes comedy. Calm."
+    assert dislike_genre("Likes comedy.", "Horror") == "Likes comedy. They dislike Horror movies."
     edits = plan_edits(["Likes comedy and war films.", "Likes films."], patterns, edits_per_user=2, seed=0)
-    assert {(e.row, e.kind) for e in edits} == {(0, "add"), (0, "remove"), (1, "add")}
-    assert sum(e.kind == "add" for e in edits) == 4 and sum(e.kind == "remove" for e in edits) == 2
+    kinds = {(0, "add"), (0, "remove"), (0, "dislike"), (1, "add"), (1, "dislike")}
+    assert {(e.row, e.kind) for e in edits} == kinds
+    assert [sum(e.kind == kind for e in edits) for kind in ("add", "remove", "dislike")] == [4, 2, 4]
     assert all(e.genre not in ("Comedy", "War") for e in edits if e.kind == "add" and e.row == 0)
     assert edits == plan_edits(["Likes comedy and war films.", "Likes films."], patterns, 2, 0)
 
@@ -240,6 +245,19 @@ def test_steering_towards_a_genre_moves_its_items_up_and_removal_moves_them_down
     assert np.all(values <= 1.0)
     means = row_means(edits, values, rows=3, kind="add")
     assert means[0] == pytest.approx((values[0] + values[2]) / 2) and np.isnan(means[1]) and np.isnan(means[2])
+
+
+def test_a_dislike_edit_scores_negative_on_a_plain_encoder_and_positive_on_the_served_query():
+    catalog = genre_catalog()
+    index = genre_index(catalog)
+    profiles = ["Likes comedy."]
+    edits = [ProfileEdit(0, "Horror", "dislike", dislike_genre(profiles[0], "Horror"))]
+    served = partial(encode_profiles, genre_encoder)
+
+    plain = edit_steerability(index, genre_encoder, profiles, edits, genre_masks(catalog))[0]
+    dislike_aware = edit_steerability(index, served, profiles, edits, genre_masks(catalog))[0]
+
+    assert plain < 0 < dislike_aware
 
 
 def test_an_encoder_that_ignores_the_edit_is_not_steerable():

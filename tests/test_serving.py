@@ -140,11 +140,15 @@ def test_an_edited_profile_moves_the_ranking(model):
          "Enjoys comedies and dramas."),
         ("Enjoys comedies", ["add: loves documentaries"], "Enjoys comedies. Loves documentaries."),
         ("Enjoys comedies.", ["add: loves documentaries", "remove: comedies"], "Loves documentaries."),
-        ("Enjoys horrors but not horror.", ["remove: horrors"], ""),
     ],
 )
 def test_edit_profile_adds_sentences_and_removes_clauses(profile, edits, expected):
     assert edit_profile(profile, edits) == expected
+
+
+def test_a_removal_that_would_leave_no_profile_says_so():
+    with pytest.raises(ValueError, match="every sentence of the profile mentions 'horror'.*add: dislikes horror"):
+        edit_profile("Loves horror. Horror films, always.", ["remove: horror"])
 
 
 @pytest.mark.parametrize("edit", ["replace: x", "add:", "horror"])

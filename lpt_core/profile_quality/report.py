@@ -26,12 +26,13 @@ from lpt_core.retrieval import ItemIndex
 if TYPE_CHECKING:
     import polars as pl
 
-# Report order; the first five also go to the model registry's tags.
+# Report order; the first six also go to the model registry's tags.
 SCORES: dict[str, str] = {
     "reader_accuracy": "Simulated-reader accuracy",
     "grounded_share": "Genre grounded share",
     "steerability_add": "Steerability (add genre)",
     "steerability_remove": "Steerability (remove genre)",
+    "steerability_dislike": "Steerability (dislike genre)",
     "non_preference_share": "Non-preference text share",
     "names_genre": "Share naming a genre",
     "words": "Words",
@@ -39,8 +40,8 @@ SCORES: dict[str, str] = {
     "copies_history": "Share copying the history",
     "finished": "Share finished at end of turn",
 }
-REGISTRY_SCORES = tuple(SCORES)[:5]
-PLOTTED = ("reader_accuracy", "grounded_share", "steerability_add", "steerability_remove", "non_preference_share")
+REGISTRY_SCORES = tuple(SCORES)[:6]
+PLOTTED = REGISTRY_SCORES
 REFERENCE = "zero_shot"
 
 
@@ -220,7 +221,9 @@ def _steerability(variant: ProfileVariant, rows: _AssessedRows, settings: Qualit
     genre_items = {g: np.array([g in item_genres for item_genres in held]) for g in rows.patterns}
     values = steerability.edit_steerability(variant.index, variant.encode, variant.profiles, edits, genre_items)
     count = len(variant.profiles)
-    return {f"steerability_{kind}": steerability.row_means(edits, values, count, kind) for kind in ("add", "remove")}
+    return {
+        f"steerability_{kind}": steerability.row_means(edits, values, count, kind) for kind in steerability.EDIT_KINDS
+    }
 
 
 def _readability(

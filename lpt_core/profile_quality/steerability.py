@@ -3,8 +3,10 @@
 Defined in docs/steerability.md. In short, for an edit that adds genre g ("They love Horror
 movies.") the steerability is the mean rank improvement of g's items minus that of the other
 items, as a share of the catalogue; for an edit that removes g (every sentence naming it) it is the
-mean rank LOSS of g's items minus that of the others. Positive = the recommender followed the
-edit; 0 = the edit did nothing to g in particular. Ranks are over the whole catalogue, computed
+mean rank LOSS of g's items minus that of the others, and so it is for an edit that appends a
+dislike of g ("They dislike Horror movies."), which a plain text encoder reads as more about g
+(lpt_core.dislikes). Positive = the recommender followed the edit; 0 = the edit did nothing to g
+in particular. Ranks are over the whole catalogue, computed
 with the variant's own encoder and index (cosine plus the item bias, if any).
 """
 
@@ -20,7 +22,8 @@ import numpy as np
 from lpt_core.profile_quality.faithfulness import mentioned_genres
 from lpt_core.retrieval import ItemIndex, chunk_rows
 
-EditKind = Literal["add", "remove"]
+EditKind = Literal["add", "remove", "dislike"]
+EDIT_KINDS: tuple[EditKind, ...] = ("add", "remove", "dislike")
 Encode = Callable[[Sequence[str]], np.ndarray]
 # What the added sentence calls the catalogue's items, per data source.
 ITEM_NOUNS: dict[str, str] = {"movielens_100k": "movies", "amazon_2023": "movies and shows", "tabular": "items"}
@@ -42,6 +45,11 @@ def add_genre(profile: str, genre: str, noun: str = "movies") -> str:
     return f"{profile.rstrip()} They love {genre} {noun}."
 
 
+def dislike_genre(profile: str, genre: str, noun: str = "movies") -> str:
+    """The profile with one sentence appended that says the user dislikes `genre`."""
+    return f"{profile.rstrip()} They dislike {genre} {noun}."
+
+
 def remove_genre(profile: str, pattern: re.Pattern[str]) -> str:
     """The profile without every sentence that names the genre `pattern` matches."""
     kept = [s for s in _SENTENCE.findall(profile) if not pattern.search(s)]
@@ -55,8 +63,9 @@ def plan_edits(
     seed: int,
     noun: str = "movies",
 ) -> list[ProfileEdit]:
-    """Per profile, up to `edits_per_user` additions of genres it does not name and as many
-    removals of genres it names, chosen at random (row i's choice depends only on seed and i)."""
+    """Per profile, up to `edits_per_user` additions of genres it does not name, as many removals
+    of genres it names and as many dislikes of any genre, chosen at random (row i's choice depends
+    only on seed and i; the dislikes are drawn last, so adding them left the others unchanged)."""
     edits = []
     for row, profile in enumerate(profiles):
         rng = np.random.default_rng([seed, row])
@@ -66,6 +75,8 @@ def plan_edits(
             edits.append(ProfileEdit(row, genre, "add", add_genre(profile, genre, noun)))
         for genre in _pick(rng, named, edits_per_user):
             edits.append(ProfileEdit(row, genre, "remove", remove_genre(profile, patterns[genre])))
+        for genre in _pick(rng, list(patterns), edits_per_user):
+            edits.append(ProfileEdit(row, genre, "dislike", dislike_genre(profile, genre, noun)))
     return edits
 
 

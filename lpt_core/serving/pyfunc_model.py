@@ -37,6 +37,7 @@ from mlflow.types.schema import AnyType, Array, ColSpec, DataType, Schema
 
 from lpt_core import text
 from lpt_core.config import Recipe, deep_merge
+from lpt_core.dislikes import encode_profiles
 from lpt_core.models import resolve_model
 
 DEFAULT_K = 10
@@ -129,7 +130,8 @@ class ProfileRecommender:
         for row, request in enumerate(requests):
             self._check(row, request)
         profiles = self._profiles(requests)
-        queries = self.encoder.encode(profiles)
+        # A profile's dislikes ("no horror, please") push their items down (lpt_core.dislikes).
+        queries = encode_profiles(self.encoder.encode, profiles)
         results = []
         for row, (request, profile) in enumerate(zip(requests, profiles, strict=True)):
             ids, scores = self.index.top_k(queries[row : row + 1], request.k, [request.history_item_ids or []])

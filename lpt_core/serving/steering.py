@@ -5,7 +5,10 @@ An edit is one line, "add: <text>" or "remove: <term>":
 - remove drops every clause that mentions <term> (case-insensitive, whole words), where a
   sentence's clauses are the parts between commas, semicolons and "and"/"but"/"or"; a sentence
   whose first clause (the one holding its subject) mentions the term is dropped whole, since what
-  would remain ("and comedies.") is no sentence.
+  would remain ("and comedies.") is no sentence. A removal that would leave no profile at all is
+  an error that says so (an empty profile cannot be ranked).
+
+"add: dislikes horror" works too: the served model reads dislikes as such (lpt_core.dislikes).
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ def edit_profile(profile: str, edits: Sequence[str]) -> str:
         if operation not in OPERATIONS or not argument:
             raise ValueError(f"edit {edit!r}: expected 'add: <text>' or 'remove: <term>'")
         profile = _add(profile, argument) if operation == "add" else _remove(profile, argument)
+        if not profile:
+            raise ValueError(
+                f"edit {edit!r}: every sentence of the profile mentions {argument!r}, so nothing is left; "
+                f"say what the user wants instead ('add: ...'), or 'add: dislikes {argument}'"
+            )
     return profile
 
 

@@ -2,12 +2,14 @@
 a reader and steerable? Beside the evaluation report, for the zero-shot and every trained variant."""
 
 
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from lpt_core.config import Recipe
+from lpt_core.dislikes import encode_profiles
 from lpt_core.models import load_encoder, load_generator
 from lpt_core.paths import outputs_dir
 from lpt_core.profile_quality.report import ProfileVariant, QualitySettings, assess_profiles, plot_quality
@@ -42,7 +44,8 @@ def _variant(name: str, examples: pl.DataFrame, profiles: pl.DataFrame, index_pa
         profiles=joined["profile"].to_list(),
         finished=joined["finished"].fill_null(False).to_list(),
         index=ItemIndex.load(Path(index_path)),
-        encode=TextEncoder(load_encoder(encoder, cfg.models)).encode,
+        # As the served model encodes a profile: its dislikes push their items down.
+        encode=partial(encode_profiles, TextEncoder(load_encoder(encoder, cfg.models)).encode),
     )
 
 
