@@ -16,6 +16,7 @@ from lpt_core.tracking import frame_digest
 from lpt_dagster.failures import user_errors_as_failures
 from lpt_dagster.metadata import figure_markdown, frame_preview, histogram_figure
 from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.subsets import selected_outputs
 
 GROUP = "data"
 
@@ -41,9 +42,10 @@ def _accounting(raw: RawData) -> dict[str, int]:
 
 @dg.multi_asset(
     group_name=GROUP,
+    can_subset=True,
     outs={
-        "raw_interactions": dg.AssetOut(description="Interactions as read from the source, canonical schema."),
-        "raw_items": dg.AssetOut(description="Item metadata as read from the source, canonical schema."),
+        "raw_interactions": dg.AssetOut(is_required=False, description="Interactions as read from the source, canonical schema."),
+        "raw_items": dg.AssetOut(is_required=False, description="Item metadata as read from the source, canonical schema."),
     },
 )
 def raw_data(context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: MlflowResource):
@@ -72,17 +74,20 @@ def raw_data(context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: 
         "input_accounts": dg.MetadataValue.json([dataclasses.asdict(a) for a in raw.accounts]),
         "quarantine_preview": frame_preview(raw.quarantine),
     }
-    yield dg.Output(
-        raw.interactions,
-        output_name="raw_interactions",
-        metadata={**_table_stats(raw.interactions), **quarantine_meta, "source": source,
-                  "digest": frame_digest(raw.interactions), "preview": frame_preview(raw.interactions),
-                  "mlflow_run": mlflow.link(run)},
-    )
-    yield dg.Output(
-        raw.items,
-        output_name="raw_items",
-        metadata={"rows": raw.items.height, "digest": frame_digest(raw.items), "preview": frame_preview(raw.items)},
+    yield from selected_outputs(
+        context,
+        dg.Output(
+            raw.interactions,
+            output_name="raw_interactions",
+            metadata={**_table_stats(raw.interactions), **quarantine_meta, "source": source,
+                      "digest": frame_digest(raw.interactions), "preview": frame_preview(raw.interactions),
+                      "mlflow_run": mlflow.link(run)},
+        ),
+        dg.Output(
+            raw.items,
+            output_name="raw_items",
+            metadata={"rows": raw.items.height, "digest": frame_digest(raw.items), "preview": frame_preview(raw.items)},
+        ),
     )
 
 
@@ -98,9 +103,10 @@ def _item_token_counter(cfg: Recipe):
 
 @dg.multi_asset(
     group_name=GROUP,
+    can_subset=True,
     outs={
-        "cleaned_histories": dg.AssetOut(description="Interactions after de-duplication, k-core and length filters."),
-        "cleaned_items": dg.AssetOut(description="Items still interacted with after cleaning."),
+        "cleaned_histories": dg.AssetOut(is_required=False, description="Interactions after de-duplication, k-core and length filters."),
+        "cleaned_items": dg.AssetOut(is_required=False, description="Items still interacted with after cleaning."),
     },
 )
 def cleaned_data(
@@ -119,7 +125,7 @@ def cleaned_data(
         run.log_metrics({"cleaned_interactions": interactions.height, "cleaned_items": items.height})
         run.log_text(report.to_markdown(), "cleaning_report.md")
     per_user = interactions.group_by("user_id").len()["len"]
-    yield dg.Output(
+    histories = dg.Output(
         interactions,
         output_name="cleaned_histories",
         metadata={
@@ -133,7 +139,8 @@ def cleaned_data(
             "mlflow_run": mlflow.link(run),
         },
     )
-    yield dg.Output(items, output_name="cleaned_items", metadata={"rows": items.height, "preview": frame_preview(items)})
+    kept_items = dg.Output(items, output_name="cleaned_items", metadata={"rows": items.height, "preview": frame_preview(items)})
+    yield from selected_outputs(context, histories, kept_items)
 
 
 def _prompt_token_counts(cfg: Recipe, split: Split, items: pl.DataFrame) -> pl.Series:
@@ -144,9 +151,10 @@ def _prompt_token_counts(cfg: Recipe, split: Split, items: pl.DataFrame) -> pl.S
 
 @dg.multi_asset(
     group_name=GROUP,
+    can_subset=True,
     outs={
-        "user_examples": dg.AssetOut(description="One row per (user, window): history of N items and the next new item."),
-        "item_catalog": dg.AssetOut(description="The catalogue ranked at evaluation: items of train users, with their text."),
+        "user_examples": dg.AssetOut(is_required=False, description="One row per (user, window): history of N items and the next new item."),
+        "item_catalog": dg.AssetOut(is_required=False, description="The catalogue ranked at evaluation: items of train users, with their text."),
     },
 )
 def split_data(
@@ -175,7 +183,7 @@ def split_data(
         run.log_dict(stats, "split_stats.json")
         run.log_metrics({"prompts_too_long": too_long, "catalog_items": catalog.height})
     history_lengths = split.examples["history_item_ids"].list.len()
-    yield dg.Output(
+    examples = dg.Output(
         split.examples,
         output_name="user_examples",
         metadata={
@@ -186,4 +194,5 @@ def split_data(
             "mlflow_run": mlflow.link(run),
         },
     )
-    yield dg.Output(catalog, output_name="item_catalog", metadata={"items": catalog.height, "preview": frame_preview(catalog)})
+    catalogue = dg.Output(catalog, output_name="item_catalog", metadata={"items": catalog.height, "preview": frame_preview(catalog)})
+    yield from selected_outputs(context, examples, catalogue)

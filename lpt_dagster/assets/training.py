@@ -28,6 +28,7 @@ from lpt_core.training.variants import get_variant
 from lpt_dagster.assets.profiles import GPU_POOL, progress_logger
 from lpt_dagster.metadata import frame_preview, png_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.subsets import selected_outputs
 
 GROUP = "training"
 
@@ -63,9 +64,11 @@ def _with_prompts(examples: pl.DataFrame, items: pl.DataFrame, cfg: Recipe) -> p
 @dg.multi_asset(
     group_name=GROUP,
     pool=GPU_POOL,
+    can_subset=True,
     outs={
-        "trained_generator": dg.AssetOut(description="Per variant: the LoRA adapter of the profile writer + its base model."),
+        "trained_generator": dg.AssetOut(is_required=False, description="Per variant: the LoRA adapter of the profile writer + its base model."),
         "trained_recommender": dg.AssetOut(
+            is_required=False,
             description="Per variant: the contrastively trained text encoder (+ item bias or item-side head)."
         ),
     },
@@ -119,9 +122,11 @@ def trained_models(
     if any(points for series in curves.values() for points in series.values()):  # none if all were trained before
         plot = save_training_curves(curves, outputs_dir() / "training" / "curves.png")
         metadata["curves"] = png_markdown(plot)
-    yield dg.Output(generators, output_name="trained_generator", metadata=metadata)
-    yield dg.Output(recommenders, output_name="trained_recommender",
-                    metadata={"variants": dg.MetadataValue.json(recommenders)})
+    yield from selected_outputs(
+        context,
+        dg.Output(generators, output_name="trained_generator", metadata=metadata),
+        dg.Output(recommenders, output_name="trained_recommender", metadata={"variants": dg.MetadataValue.json(recommenders)}),
+    )
 
 
 @dg.asset(group_name=GROUP, pool=GPU_POOL)

@@ -10,14 +10,18 @@ import pytest
 import yaml
 
 from lpt_dagster.assets.data import raw_data
+from lpt_dagster.definitions import defs
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
 
-def _materialise(tmp_path: Path, data: dict, **recipe_overrides) -> dg.ExecuteInProcessResult:
+def _materialise(
+    tmp_path: Path, data: dict, selection: list[str] | None = None, **recipe_overrides
+) -> dg.ExecuteInProcessResult:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"data": data, **recipe_overrides}), encoding="utf-8")
     return dg.materialize(
         [raw_data],
+        selection=selection,
         resources={
             "recipe": RecipeResource(name=str(recipe)),
             "mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
@@ -80,3 +84,22 @@ def test_every_input_row_is_accounted_for_in_the_metadata(tmp_path):
     accounts = metadata["input_accounts"].value
     assert [(a["rows"], a["kept"], a["quarantined"]) for a in accounts] == [(4, 3, 0), (2, 1, 0)]
     assert accounts[1]["skipped"] == {"repeated parent_asin (first kept)": 1}
+
+
+@pytest.mark.parametrize("selected", ["raw_interactions", "raw_items"])
+def test_one_output_of_the_raw_data_multi_asset_materialises_alone(tmp_path, selected):
+    """Issue 15.15: selecting raw_interactions alone raised InvalidSubsetError."""
+    reviews, meta = _write_amazon(tmp_path, [5, 4, 3])
+    data = {"source": "amazon_2023", "path": str(reviews), "items_path": str(meta)}
+
+    result = _materialise(tmp_path, data, selection=[selected])
+
+    assert result.success
+    assert [m.asset_key.path[-1] for m in result.get_asset_materialization_events()] == [selected]
+
+
+def test_every_multi_asset_of_the_project_can_be_subset():
+    multi_assets = [a for a in defs.resolve_asset_graph().assets_defs if len(a.keys) > 1]
+    assert {key.path[-1] for a in multi_assets for key in a.keys} >= {"raw_interactions", "cleaned_histories",
+                                                                       "user_examples", "trained_generator"}
+    assert all(a.can_subset for a in multi_assets)
