@@ -3,6 +3,7 @@ loading and serving the champion by alias from fresh processes."""
 
 from __future__ import annotations
 
+import socket
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 from test_serving import build_parts
 
 from lpt_core.serving import local_model_server, post_json, registry
-from lpt_core.serving.pyfunc_model import save_servable_model
+from lpt_core.serving.pyfunc_model import MAX_ROWS_PER_REQUEST, save_servable_model
 from lpt_core.tracking import Tracker
 
 USERS = 12
@@ -97,6 +98,15 @@ def test_versions_carry_their_lineage(store, gated):
     assert tags["lpt.variant"] == "good" and tags["lpt.metric.ndcg_at_10"] == "0.25"
 
 
+def test_target_ranks_splits_more_examples_than_one_request_takes(store, examples):
+    import mlflow.pyfunc
+
+    many = pl.concat([examples] * 3)
+    assert many.height > MAX_ROWS_PER_REQUEST
+    good = mlflow.pyfunc.load_model(str(store["models"]["good"]))
+    np.testing.assert_array_equal(registry.target_ranks(good, many), 1.0)
+
+
 def test_equal_ranks_are_no_win():
     ranks = np.array([1.0, 3.0, 12.0, 2.0])
     decision = registry.decide("m", "2", "1", ranks, ranks.copy(), ["a", "b", "c", "d"], samples=100)
@@ -115,32 +125,37 @@ def test_mlflow_models_serve_answers_for_the_champion(store, gated):
 
 
 def check_server_answers_good_and_bad_requests(model_uri: str, tracking_uri: str | None) -> list[dict]:
-    """Good requests get recommendations, bad ones a 400 naming the problem, and the server lives
-    on. Returns the answers to the good requests: a history row, then the profile "loves comedy
-    films" with k=2."""
+    """Good requests get recommendations, bad ones a 400 naming the row and the problem, and the
+    server lives on; once stopped, it no longer listens. Returns the answers to the good requests:
+    a history row, then the profile "loves comedy films" with k=2."""
     with local_model_server(model_uri, tracking_uri) as base:
-        # Rows of one request share their keys (null where not given): a missing key reaches
-        # MLflow's schema check as NaN, which it refuses in an array column.
+        # Rows may have different keys: a key a row lacks, or null, is "not given" (k: the default).
         status, body = post_json(f"{base}/invocations", {"dataframe_records": [
-            {"history_item_ids": ["1", "2"], "history_ratings": [5, 3.5], "profile": None, "k": 3},
-            {"history_item_ids": None, "history_ratings": None, "profile": "loves comedy films", "k": 2},
+            {"history_item_ids": ["1", "2"], "history_ratings": [5, 3.5], "k": 3},
+            {"profile": "loves comedy films", "k": 2},
+            {"profile": "dark horror", "k": None},
         ]})
         assert status == 200, body
         predictions = body["predictions"]
-        assert [len(p["item_ids"]) for p in predictions] == [3, 2]
+        assert [len(p["item_ids"]) for p in predictions] == [3, 2, 10]
         assert predictions[1]["profile"] == "loves comedy films" and len(predictions[1]["titles"]) == 2
+        good_row = {"profile": "comedy"}
         bad_requests = [
-            ({"history_item_ids": ["1", "nope"]}, "unknown item ids"),
-            ({"history_item_ids": []}, "history_item_ids is empty"),
-            ({"profile": "comedy " * 200}, "profile is too long"),
-            ({"profile": "comedy", "k": "ten"}, "Failed to convert column k"),
-            ({"history_item_ids": [1, 2]}, "Failed to convert column history_item_ids"),
-            ({"profile": 42}, "profile must be a string"),
+            ([{"history_item_ids": ["1", "nope"]}], "row 0: unknown item ids"),
+            ([{"history_item_ids": []}], "row 0: history_item_ids is empty"),
+            ([{"profile": "comedy " * 200}], "row 0: profile is too long"),
+            ([good_row, {"profile": "comedy", "k": "ten"}], "row 1: k must be a whole number"),
+            ([good_row, {"history_item_ids": [1, 2]}], "row 1: history_item_ids[0] must be a string"),
+            ([{"profile": 42}], "row 0: profile must be a string"),
+            ([{"history_item_ids": ["1"], "history_ratings": [50]}], "row 0: history_ratings[0] is 50, outside"),
+            ([good_row] * (MAX_ROWS_PER_REQUEST + 1), f"at most {MAX_ROWS_PER_REQUEST}: split the request"),
         ]
-        for row, message in bad_requests:
-            status, body = post_json(f"{base}/invocations", {"dataframe_records": [row]})
-            assert status == 400, (row, body)
-            assert message in body["message"], (row, body)
+        for rows, message in bad_requests:
+            status, body = post_json(f"{base}/invocations", {"dataframe_records": rows})
+            assert status == 400, (rows, body)
+            assert message in body["message"], (rows, body)
         status, body = post_json(f"{base}/invocations", {"dataframe_records": [{"profile": "dark horror"}]})
         assert status == 200 and len(body["predictions"][0]["item_ids"]) == 10
-        return predictions
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=2).close()
+    return predictions[:2]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +16,15 @@ from tiny_lm import build_tiny_lm
 
 from lpt_core import text
 from lpt_core.config import Recipe
-from lpt_core.serving.pyfunc_model import ServableParts, save_servable_model
+from lpt_core.serving import start_process_group, stop_process_group
+from lpt_core.serving.pyfunc_model import (
+    DEFAULT_K,
+    MAX_HISTORY_ITEMS_PER_REQUEST,
+    MAX_ROWS_PER_REQUEST,
+    ServableParts,
+    requests_from_frame,
+    save_servable_model,
+)
 from lpt_core.serving.steering import edit_profile
 
 GENRES = ["Comedy", "Horror", "Documentary", "Drama", "Romance", "Western"]
@@ -102,6 +113,24 @@ def test_the_model_folder_is_self_contained(model_dir: Path):
     assert (model_dir / artifacts["generator"]["path"] / "config.json").is_file()
     assert "history_item_ids" in mlmodel["signature"]["inputs"]
     assert (model_dir / "input_example.json").is_file()
+    assert mlmodel["metadata"]["request_limits"] == {"rows": MAX_ROWS_PER_REQUEST, "history_items": MAX_HISTORY_ITEMS_PER_REQUEST}
+    assert set(mlmodel["metadata"]["input_types"]) == {"history_item_ids", "history_ratings", "profile", "k"}
+
+
+def test_a_null_or_absent_k_means_the_default_and_rows_may_have_different_keys(model):
+    """A key that one row lacks reaches the model as a missing cell in that row: "not given"."""
+    answers = model.predict(pd.DataFrame([
+        {"profile": "loves comedy films", "k": None},
+        {"history_item_ids": ["1", "2"], "k": 3},
+        {"profile": "loves horror films"},
+    ]))
+    assert [len(ids) for ids in answers["item_ids"]] == [DEFAULT_K, 3, DEFAULT_K]
+
+
+def test_whole_number_k_in_a_float_column_is_read_as_an_integer():
+    """pandas holds a k column with a null as floats: 3.0 is k=3, not a type error."""
+    requests = requests_from_frame(pd.DataFrame({"profile": ["a", "b"], "k": [3, None]}))
+    assert [r.k for r in requests] == [3, DEFAULT_K]
 
 
 @pytest.mark.parametrize(
@@ -113,7 +142,17 @@ def test_the_model_folder_is_self_contained(model_dir: Path):
         ({"profile": "comedy", "k": 0}, "k must be between 1 and"),
         ({"k": 3}, "give history_item_ids or profile"),
         ({"history_item_ids": ["1", "2"], "history_ratings": [5.0]}, "1 history_ratings for 2"),
-        ({"history_item_ids": ["1"], "history_ratings": ["great"]}, "history_ratings must be numbers"),
+        ({"history_item_ids": ["1"], "history_ratings": ["great"]}, r"row 0: history_ratings\[0\] must be a number"),
+        ({"history_item_ids": ["1", "2"], "history_ratings": [5, 50]}, r"row 0: history_ratings\[1\] is 50, outside the rating scale \[0, 5\]"),
+        ({"history_item_ids": ["1"], "history_ratings": [-3.0]}, r"row 0: history_ratings\[0\] is -3.0, outside"),
+        ({"history_item_ids": ["1"], "history_ratings": 5}, "row 0: history_ratings must be a list"),
+        ({"history_item_ids": [1, 2]}, r"row 0: history_item_ids\[0\] must be a string \(an item id\), got 1"),
+        ({"history_item_ids": "1"}, "row 0: history_item_ids must be a list"),
+        ({"profile": "comedy", "k": 5.5}, "row 0: k must be a whole number .*got 5.5"),
+        ({"profile": "comedy", "k": "5"}, "row 0: k must be a whole number .*got '5'"),
+        ({"profile": "comedy", "k": "ten"}, "row 0: k must be a whole number .*got 'ten'"),
+        ({"profile": "comedy", "k": True}, "row 0: k must be a whole number .*got True"),
+        ({"profile": 42}, "row 0: profile must be a string"),
     ],
 )
 def test_bad_rows_are_refused_with_a_message_naming_the_problem(model, row, message):
@@ -122,6 +161,79 @@ def test_bad_rows_are_refused_with_a_message_naming_the_problem(model, row, mess
     with pytest.raises(MlflowException, match=message) as caught:
         model.predict(pd.DataFrame([row]))
     assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_a_bad_row_is_named_by_its_position_in_the_request(model):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="row 1: k must be a whole number"):
+        model.predict(pd.DataFrame([{"profile": "comedy", "k": 2}, {"profile": "comedy", "k": 2.5}]))
+    # Only row 1 needs a profile written: the error names its row in the request.
+    long_history = tiny_catalog()["item_id"].to_list()[:20]
+    with pytest.raises(MlflowException, match="row 1: the prompt has .* tokens, the generator takes at most 400"):
+        model.predict(pd.DataFrame({"history_item_ids": [["1"], long_history], "profile": ["comedy", None], "k": 2}))
+
+
+def test_a_request_at_the_row_limit_is_answered(model):
+    answers = model.predict(pd.DataFrame({"profile": ["loves comedy films"] * MAX_ROWS_PER_REQUEST, "k": 2}))
+    assert len(answers) == MAX_ROWS_PER_REQUEST
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (pd.DataFrame({"profile": ["loves comedy films"] * (MAX_ROWS_PER_REQUEST + 1)}),
+         f"{MAX_ROWS_PER_REQUEST + 1} rows in one request, at most {MAX_ROWS_PER_REQUEST}"),
+        # One row, so it is the item count that is refused, before any prompt is built.
+        (pd.DataFrame({"history_item_ids": [["1"] * (MAX_HISTORY_ITEMS_PER_REQUEST + 1)]}),
+         f"{MAX_HISTORY_ITEMS_PER_REQUEST + 1} history items in one request, at most {MAX_HISTORY_ITEMS_PER_REQUEST}"),
+    ],
+)
+def test_a_request_over_the_size_limits_is_refused(model, frame, message):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match=message) as caught:
+        model.predict(frame)
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+# A stand-in for `mlflow models serve`: a CLI process that runs the server as its child and waits
+# for it. The server, once its SIGTERM handling is set, prints its pid; on SIGTERM it exits (as an
+# idle uvicorn does) or carries on (as a uvicorn whose shutdown waits for a running prediction).
+CLI_STANDIN = "import subprocess, sys; subprocess.run([sys.executable, '-c', *sys.argv[1:]])"
+SERVER_STANDIN = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_DFL if sys.argv[1] == "exits" else signal.SIG_IGN)
+print(os.getpid(), flush=True)
+time.sleep(60)
+"""
+
+
+def _ends(pid: int, timeout_s: float = 1.0) -> bool:
+    """Whether `pid` is gone or a zombie within `timeout_s` (an orphan's zombie lingers where
+    init does not reap)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize(("on_sigterm", "min_s", "max_s"), [("exits", 0, 1.5), ("carries on", 2, 4)])
+def test_stopping_the_server_ends_it_and_its_cli_within_the_grace(on_sigterm, min_s, max_s):
+    command = [sys.executable, "-c", CLI_STANDIN, SERVER_STANDIN, on_sigterm]
+    leader = start_process_group(command, stdout=subprocess.PIPE, text=True)
+    server_pid = int(leader.stdout.readline())
+    started = time.monotonic()
+    stop_process_group(leader, grace_s=2)
+    assert min_s <= time.monotonic() - started < max_s
+    assert leader.returncode is not None and _ends(server_pid)
+    leader.stdout.close()
 
 
 def test_an_edited_profile_moves_the_ranking(model):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +19,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+# How long a stopping server may take to finish before it is killed. uvicorn's shutdown waits for
+# a prediction still running, which nothing interrupts; request limits keep one short, but a
+# test or demo should not wait for it.
+SHUTDOWN_GRACE_S = 5.0
 
 
 def free_port() -> int:
@@ -32,7 +38,8 @@ def local_model_server(
     model_uri: str, tracking_uri: str | None = None, port: int | None = None, start_timeout_s: float = 120
 ) -> Iterator[str]:
     """Run `mlflow models serve -m model_uri --env-manager local` on 127.0.0.1 and yield its base
-    URL once /ping answers; the server is stopped on exit, whatever happened.
+    URL once /ping answers; the server is stopped on exit, whatever happened, within
+    SHUTDOWN_GRACE_S (killed if it has not finished by then).
 
     `tracking_uri` is where a "models:/..." URI is resolved (MLFLOW_TRACKING_URI of the server).
     """
@@ -54,21 +61,40 @@ def local_model_server(
     base_url = f"http://127.0.0.1:{port}"
     # The server's log goes to a file, not a pipe: an unread pipe fills up and stalls the server.
     with tempfile.TemporaryFile(mode="w+") as log:
-        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = start_process_group(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_until_up(base_url, server, log, start_timeout_s)
             yield base_url
         finally:
-            _stop(server)
+            stop_process_group(server)
 
 
-def _stop(server: subprocess.Popen) -> None:
-    server.terminate()
+def start_process_group(command: list[str], **popen_args) -> subprocess.Popen:
+    """Start `command` (the mlflow CLI, which runs uvicorn as its child) as the leader of a new
+    process group that stop_process_group ends as a whole.
+
+    The leader ignores SIGTERM (an ignored signal stays ignored across exec): it then outlives
+    uvicorn, which installs its own SIGTERM handler, and reaps it. Were the CLI to die first,
+    uvicorn would be left an orphan, still computing a prediction and impossible to wait for."""
+    return subprocess.Popen(
+        command, process_group=0, preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN), **popen_args
+    )
+
+
+def stop_process_group(leader: subprocess.Popen, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+    """SIGTERM to the group started by start_process_group; SIGKILL to the whole group if the
+    leader has not exited after `grace_s` seconds."""
+    _signal_group(leader.pid, signal.SIGTERM)
     try:
-        server.wait(timeout=20)
+        leader.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+        _signal_group(leader.pid, signal.SIGKILL)
+        leader.wait()
+
+
+def _signal_group(group: int, signal_number: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group has exited already
+        os.killpg(group, signal_number)
 
 
 def post_json(url: str, payload: dict, timeout_s: float = 120) -> tuple[int, dict]:

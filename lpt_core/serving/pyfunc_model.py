@@ -7,13 +7,14 @@ the variant's recipe (prompt layout, decoding and model settings).
 
 A request row carries a user's history (item ids, optional ratings), or a profile text (an edited
 profile), or both (the profile is then ranked and the history items are left out of the results),
-and an optional k. A history without a profile is turned into a prompt exactly as in training
+and an optional k (null or absent: DEFAULT_K). A history without a profile is turned into a prompt exactly as in training
 (lpt_core.text.build_prompts) and the trained generator writes the profile. The answer row carries
 the profile used and the top-k item ids, titles and scores.
 
-Requests the model cannot answer (unknown item ids, an empty history, a profile longer than the
-recommender reads, ...) raise `RequestError`; the pyfunc wrapper turns it into an MlflowException
-with INVALID_PARAMETER_VALUE, which `mlflow models serve` answers with HTTP 400 and the message.
+Requests the model cannot answer (wrong types, unknown item ids, an empty history, a profile longer
+than the recommender reads, more rows than one request takes, ...) raise `RequestError`, whose
+message names the row and field; the pyfunc wrapper turns it into an MlflowException with
+INVALID_PARAMETER_VALUE, which `mlflow models serve` answers with HTTP 400 and the message.
 """
 
 from __future__ import annotations
@@ -41,22 +42,33 @@ from lpt_core.dislikes import encode_profiles
 from lpt_core.models import resolve_model
 
 DEFAULT_K = 10
+# One request's size, checked before any profile is written. A prediction cannot be stopped once
+# it runs (MLflow's request timeout answers 504 but the work goes on, and the server's shutdown
+# waits for it), so a request must stay small enough to finish well within the timeout: 32
+# history rows are one generation batch of the full recipe.
+MAX_ROWS_PER_REQUEST = 32
+MAX_HISTORY_ITEMS_PER_REQUEST = 1000
+# The data's rating scale: MovieLens and Amazon rate 1-5 and the data checks allow [0, 5]
+# (lpt_core.data.quality); the prompts say "rated 4/5".
+RATING_RANGE = (0.0, 5.0)
 RECIPE_FILE = "recipe.json"
 CATALOG_FILE = "catalog.parquet"
 CATALOG_COLUMNS = ("item_id", "title", "year", "description", "categories", "price", "average_rating", "text")
 # Distributions the model needs at load time; their installed versions are pinned in the model.
 REQUIREMENTS = ("mlflow", "torch", "transformers", "peft", "sentence-transformers", "faiss-cpu", "polars", "langptune")
 
-INPUT_SCHEMA = Schema(
-    [
-        ColSpec(Array(DataType.string), "history_item_ids", required=False),
-        # Any element type: MLflow refuses integer JSON numbers in a double array ("can not safely
-        # convert int64 to float64"), and ratings are naturally sent as 5 or 4.5; checked here.
-        ColSpec(Array(AnyType()), "history_ratings", required=False),
-        ColSpec(DataType.string, "profile", required=False),
-        ColSpec(DataType.long, "k", required=False),
-    ]
-)
+# What each request column holds; saved in the model's metadata. The signature gives each column
+# Any type: MLflow's own check of typed columns refuses bad values (k "ten", integer ids, a
+# profile 42, a key that some rows lack) with a message that names no row, and truncates k=5.5 to
+# 5. requests_from_frame checks the types instead, naming row and field.
+INPUT_TYPES = {
+    "history_item_ids": "list of item ids (strings)",
+    "history_ratings": f"list of numbers in [{RATING_RANGE[0]:g}, {RATING_RANGE[1]:g}], one per history item",
+    "profile": "string",
+    "k": f"whole number from 1 to the catalogue size less the history (null: {DEFAULT_K})",
+}
+INPUT_SCHEMA = Schema([ColSpec(AnyType(), name, required=False) for name in INPUT_TYPES])
+REQUEST_LIMITS = {"rows": MAX_ROWS_PER_REQUEST, "history_items": MAX_HISTORY_ITEMS_PER_REQUEST}
 OUTPUT_SCHEMA = Schema(
     [
         ColSpec(DataType.string, "profile"),
@@ -127,6 +139,7 @@ class ProfileRecommender:
 
     def recommend(self, requests: Sequence[Request]) -> list[Recommendation]:
         """One recommendation per request, in order; RequestError names the first bad row."""
+        _check_size(requests)
         for row, request in enumerate(requests):
             self._check(row, request)
         profiles = self._profiles(requests)
@@ -173,13 +186,14 @@ class ProfileRecommender:
     def _profiles(self, requests: Sequence[Request]) -> list[str]:
         """The given profile where there is one, else one written by the generator."""
         to_write = [row for row, r in enumerate(requests) if r.profile is None]
-        written = self._write_profiles([requests[row] for row in to_write])
+        written = self._write_profiles(to_write, [requests[row] for row in to_write])
         profiles = [r.profile for r in requests]
         for row, profile in zip(to_write, written, strict=True):
             profiles[row] = profile
         return profiles  # type: ignore[return-value]  # every None was replaced above
 
-    def _write_profiles(self, requests: Sequence[Request]) -> list[str]:
+    def _write_profiles(self, rows: Sequence[int], requests: Sequence[Request]) -> list[str]:
+        """Profiles written for `requests`, which are the request's rows `rows` (named in errors)."""
         if not requests:
             return []
         examples = pl.DataFrame(
@@ -198,9 +212,9 @@ class ProfileRecommender:
         )
         prompts = text.build_prompts(examples, self.catalog, self.tokenizer, self.recipe.prompt, self.recipe.data.source)
         limit = self.recipe.data.max_prompt_tokens
-        for row, tokens in enumerate(text.token_counts(prompts, self.tokenizer)):
+        for row, tokens in zip(rows, text.token_counts(prompts, self.tokenizer), strict=True):
             if tokens > limit:
-                raise RequestError(f"history row {row}: the prompt has {tokens} tokens, the generator takes at most {limit}")
+                raise RequestError(f"row {row}: the prompt has {tokens} tokens, the generator takes at most {limit}")
         return [generated.text for generated in self.generator.generate(prompts)]
 
 
@@ -235,30 +249,74 @@ class LangPTuneModel(mlflow.pyfunc.PythonModel):
         )
 
 
-def requests_from_frame(frame: pd.DataFrame) -> list[Request]:
-    """Request rows from a pyfunc input frame, whose types MLflow checked against the signature
-    (all but the ratings and, it turns out, the profile); absent columns and missing cells mean
-    "not given"."""
-    requests = []
-    for row, record in enumerate(frame.to_dict(orient="records")):
-        history = _given(record.get("history_item_ids"))
-        ratings = _given(record.get("history_ratings"))
-        profile = _given(record.get("profile"))
-        k = _given(record.get("k"))
-        # MLflow's signature check lets a number through in a string column.
-        if profile is not None and not isinstance(profile, str):
-            raise RequestError(f"row {row}: profile must be a string, got {profile!r}")
-        if ratings is not None and not all(_is_number(r) for r in ratings):
-            raise RequestError(f"row {row}: history_ratings must be numbers, got {ratings!r}")
-        requests.append(
-            Request(
-                history_item_ids=None if history is None else [str(i) for i in history],
-                history_ratings=None if ratings is None else [float(r) for r in ratings],
-                profile=profile,
-                k=DEFAULT_K if k is None else int(k),
-            )
+def _check_size(requests: Sequence[Request]) -> None:
+    if len(requests) > MAX_ROWS_PER_REQUEST:
+        raise RequestError(f"{len(requests)} rows in one request, at most {MAX_ROWS_PER_REQUEST}: split the request")
+    items = sum(len(r.history_item_ids or []) for r in requests)
+    if items > MAX_HISTORY_ITEMS_PER_REQUEST:
+        raise RequestError(
+            f"{items} history items in one request, at most {MAX_HISTORY_ITEMS_PER_REQUEST}: split the request"
         )
-    return requests
+
+
+def requests_from_frame(frame: pd.DataFrame) -> list[Request]:
+    """Request rows from a pyfunc input frame. The signature lets any value through (INPUT_SCHEMA),
+    so every type is checked here, naming row and field; absent columns, missing cells (a key
+    that other rows have) and nulls mean "not given"."""
+    return [_request(row, record) for row, record in enumerate(frame.to_dict(orient="records"))]
+
+
+def _request(row: int, record: dict) -> Request:
+    k = _given(record.get("k"))
+    return Request(
+        history_item_ids=_item_ids(row, _given(record.get("history_item_ids"))),
+        history_ratings=_ratings(row, _given(record.get("history_ratings"))),
+        profile=_profile(row, _given(record.get("profile"))),
+        k=DEFAULT_K if k is None else _k(row, k),
+    )
+
+
+def _item_ids(row: int, value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    for position, item_id in enumerate(_list(row, "history_item_ids", value)):
+        if not isinstance(item_id, str):
+            raise RequestError(f"row {row}: history_item_ids[{position}] must be a string (an item id), got {item_id!r}")
+    return value
+
+
+def _ratings(row: int, value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    low, high = RATING_RANGE
+    for position, rating in enumerate(_list(row, "history_ratings", value)):
+        if not _is_number(rating):
+            raise RequestError(f"row {row}: history_ratings[{position}] must be a number, got {rating!r}")
+        if not low <= rating <= high:
+            raise RequestError(
+                f"row {row}: history_ratings[{position}] is {rating}, outside the rating scale [{low:g}, {high:g}]"
+            )
+    return [float(r) for r in value]
+
+
+def _profile(row: int, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise RequestError(f"row {row}: profile must be a string, got {value!r}")
+    return value
+
+
+def _k(row: int, value: Any) -> int:
+    # A whole float is accepted: pandas holds a k column with a null in another row as floats (3.0).
+    whole = isinstance(value, (int, np.integer)) or (_is_number(value) and float(value).is_integer())
+    if isinstance(value, bool) or not whole:
+        raise RequestError(f"row {row}: k must be a whole number (or null for {DEFAULT_K}), got {value!r}")
+    return int(value)
+
+
+def _list(row: int, field: str, value: Any) -> list:
+    if not isinstance(value, list):
+        raise RequestError(f"row {row}: {field} must be a list, got {value!r}")
+    return value
 
 
 def _is_number(value: Any) -> bool:
@@ -311,6 +369,7 @@ def save_servable_model(parts: ServableParts, path: Path) -> Path:
             artifacts=artifacts,
             signature=SIGNATURE,
             input_example=input_example(parts.catalog),
+            metadata={"input_types": INPUT_TYPES, "request_limits": REQUEST_LIMITS},
             pip_requirements=_pinned_requirements(),
         )
     return Path(path)

@@ -206,10 +206,20 @@ def target_ranks(model: PyFuncModel, examples: pl.DataFrame, k: int = GATE_K) ->
             "k": [k] * examples.height,
         }
     )
-    answers = model.predict(frame)
+    rows = _rows_per_request(examples["history_item_ids"].list.len().max() or 1)
+    answers = pd.concat(
+        [model.predict(frame.iloc[start : start + rows]) for start in range(0, len(frame), rows)], ignore_index=True
+    )
     ranks = np.full(examples.height, k + 1.0)
     for row, (target, item_ids) in enumerate(zip(examples["target_item_id"].to_list(), answers["item_ids"], strict=True)):
         found = list(item_ids)
         if target in found:
             ranks[row] = found.index(target) + 1.0
     return ranks
+
+
+def _rows_per_request(longest_history: int) -> int:
+    """As many rows as one request to the model takes (its limits on rows and history items)."""
+    from lpt_core.serving.pyfunc_model import MAX_HISTORY_ITEMS_PER_REQUEST, MAX_ROWS_PER_REQUEST
+
+    return max(1, min(MAX_ROWS_PER_REQUEST, MAX_HISTORY_ITEMS_PER_REQUEST // longest_history))
