@@ -26,7 +26,8 @@ from transformers import GemmaConfig, GemmaForCausalLM, PreTrainedTokenizerFast
 from lpt_core.config import GenerationConfig, ModelsConfig
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import load_generator
-from lpt_core.text import DEFAULT_INSTRUCTIONS, history_block
+from lpt_core.sources import SOURCES
+from lpt_core.text import history_block
 
 TITLES = [
     ("Toy Story (1995)", "Animation, Children's, Comedy"),
@@ -141,7 +142,7 @@ def _timed(generator: TransformersGenerator, prompts: list[str]) -> float:
 def _movielens_prompts(tokenizer, count: int, approx_tokens: int) -> list[str]:
     """Chat prompts shaped like ML-100K histories, grown item by item to about `approx_tokens`."""
     rng = random.Random(0)
-    instruction = DEFAULT_INSTRUCTIONS["movielens_100k"]
+    instruction = SOURCES["movielens_100k"].instruction
     prompts = []
     for _ in range(count):
         blocks: list[str] = []

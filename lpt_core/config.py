@@ -26,6 +26,10 @@ from pydantic import (
 )
 
 from lpt_core.paths import resolve_repo_path
+from lpt_core.sources import SOURCES
+
+# The recipe's allowed data sources: exactly those lpt_core.sources describes.
+SourceName = Literal[tuple(SOURCES)]  # type: ignore[valid-type]
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -90,7 +94,7 @@ ModelName = Annotated[str, AfterValidator(_known_model)]
 class DataConfig(_Strict):
     """Where the raw data is and how it is cleaned."""
 
-    source: Literal["movielens_100k", "amazon_2023", "tabular"] = "movielens_100k"
+    source: SourceName = "movielens_100k"
     # movielens_100k: folder holding ml-100k.inter / ml-100k.item (relative to the repo root).
     # amazon_2023: the reviews file; tabular: the interactions file.
     path: str = "data/raw/ml-100k"
@@ -117,8 +121,11 @@ class DataConfig(_Strict):
             raise ValueError(
                 f"data.path is the MovieLens folder {movielens_folder!r}: name the {self.source} file"
             )
-        if self.source == "amazon_2023" and self.items_path is None:
-            raise ValueError("data.items_path (the metadata file) is required when data.source is 'amazon_2023'")
+        source = SOURCES[self.source]
+        if source.needs_items_path and self.items_path is None:
+            raise ValueError(f"data.items_path (the items file) is required when data.source is {self.source!r}")
+        if source.needs_column_map and not self.column_map:
+            raise ValueError(f"data.column_map is required when data.source is {self.source!r}")
         return self
 
 
@@ -126,7 +133,7 @@ class PromptConfig(_Strict):
     """How the profile prompt is laid out. The defaults are the paper's: instruction first, then one
     block per history item ("Title: ...", "Category: ...", the user's rating/review)."""
 
-    # None: the paper's instruction for the data source (lpt_core.text.DEFAULT_INSTRUCTIONS).
+    # None: the paper's instruction for the data source (lpt_core.sources).
     instruction: str | None = None
     system: str | None = None
     instruction_position: Literal["before", "after"] = "before"
@@ -408,9 +415,7 @@ class Recipe(_Strict):
     quality: QualityConfig = QualityConfig()
 
     @model_validator(mode="after")
-    def _check_sources(self) -> Recipe:
-        if self.data.source == "tabular" and not self.data.column_map:
-            raise ValueError("data.column_map is required when data.source is 'tabular'")
+    def _check_report_rows(self) -> Recipe:
         # The report's rows are the evaluated methods and the trained variants.
         rows = (*self.evaluation.methods, *self.training.variants)
         if self.evaluation.baseline not in rows:

@@ -11,31 +11,16 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from lpt_core.config import PromptConfig
+from lpt_core.sources import data_source
 
 HistoryFormat = Literal["blocks", "lines"]
 
 if TYPE_CHECKING:  # polars is imported where used: the GPU machine runs generation without it
     import polars as pl
 
-DEFAULT_INSTRUCTIONS: dict[str, str] = {
-    "amazon_2023": (
-        "The user rated (out of 5.0) and reviewed the following movies and TV shows, listed from "
-        "oldest to newest. Please give a detailed, high-level summary of the user's preferences."
-    ),
-    "movielens_100k": (
-        "The user rated (out of 5) the following movies, listed from oldest to newest. "
-        "Please give a detailed, high-level summary of the user's preferences."
-    ),
-    "tabular": (
-        "The user rated (out of 5) the following items, listed from oldest to newest. "
-        "Please give a detailed, high-level summary of the user's preferences."
-    ),
-}
-
-
 def instruction_for(prompt: PromptConfig, source: str) -> str:
     """The recipe's own instruction, else the paper's default for its data source."""
-    return prompt.instruction or DEFAULT_INSTRUCTIONS[source]
+    return prompt.instruction or data_source(source).instruction
 
 
 def item_texts(items: pl.DataFrame) -> pl.Series:

@@ -70,7 +70,7 @@ def test_profile_mean_row_needs_sampled_profiles():
         ({"training": {"variants": ["langptune_rebel", "rebel"]}}, "unknown training variant(s) 'rebel'; valid:"),
         ({"models": {"generator": "smollm2-135m-instrcut"}}, "models.generator: model 'smollm2-135m"),
         ({"quality": {"judge": "smollm"}}, "quality.judge: model 'smollm' is not a packaged default"),
-        ({"data": {"source": "amazon_2023", "path": "r.jsonl"}}, "data.items_path (the metadata file) is required"),
+        ({"data": {"source": "amazon_2023", "path": "r.jsonl"}}, "data.items_path (the items file) is required"),
         ({"data": {"source": "amazon_2023", "items_path": "m.jsonl"}}, "data.path is the MovieLens folder"),
         ({"data": {"k_core": True}}, "data.k_core: expected a number, got a boolean (got True)"),
     ],

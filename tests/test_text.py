@@ -10,8 +10,8 @@ from transformers import PreTrainedTokenizerFast
 
 from lpt_core.config import PromptConfig
 from lpt_core.data import schemas
+from lpt_core.sources import SOURCES
 from lpt_core.text import (
-    DEFAULT_INSTRUCTIONS,
     build_prompts,
     history_block,
     history_texts,
@@ -120,7 +120,7 @@ def test_history_texts_keep_time_order_with_blank_lines_between_items():
 
 
 def test_prompts_put_instruction_then_history_inside_the_chat_template():
-    instruction = DEFAULT_INSTRUCTIONS["movielens_100k"]
+    instruction = SOURCES["movielens_100k"].instruction
     prompts = build_prompts(_examples(), _items(), _chat_tokenizer(), PromptConfig(), "movielens_100k")
     history = history_texts(_examples(), _items())
     assert len(prompts) == 2
@@ -151,10 +151,9 @@ def test_unknown_history_item_names_the_user_and_item():
 
 
 def test_amazon_instruction_is_the_papers_text():
-    assert DEFAULT_INSTRUCTIONS["amazon_2023"].startswith(
+    assert SOURCES["amazon_2023"].instruction.startswith(
         "The user rated (out of 5.0) and reviewed the following movies and TV shows"
     )
-    assert set(DEFAULT_INSTRUCTIONS) == {"movielens_100k", "amazon_2023", "tabular"}
 
 
 def test_token_counts_add_special_tokens_only_when_asked():

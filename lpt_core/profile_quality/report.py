@@ -22,6 +22,7 @@ from lpt_core.atomic import atomic_path, write_text
 from lpt_core.profile_quality import faithfulness, readability, simulated_reader, steerability
 from lpt_core.profile_quality.intervals import user_bootstrap
 from lpt_core.retrieval import ItemIndex
+from lpt_core.sources import data_source
 
 if TYPE_CHECKING:
     import polars as pl
@@ -215,7 +216,7 @@ def _assessed_rows(examples: pl.DataFrame, catalog: pl.DataFrame, settings: Qual
 
 
 def _steerability(variant: ProfileVariant, rows: _AssessedRows, settings: QualitySettings) -> dict[str, np.ndarray]:
-    noun = steerability.ITEM_NOUNS.get(settings.source, "items")
+    noun = data_source(settings.source).item_noun
     edits = steerability.plan_edits(variant.profiles, rows.patterns, settings.edits_per_user, settings.seed, noun)
     held = [set(rows.genres_of.get(item_id, [])) for item_id in variant.index.item_ids.tolist()]
     genre_items = {g: np.array([g in item_genres for item_genres in held]) for g in rows.patterns}

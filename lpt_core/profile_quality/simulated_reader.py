@@ -24,11 +24,6 @@ import torch
 CandidateScorer = Callable[[Sequence[str], Sequence[Sequence[str]]], list[np.ndarray]]
 """(profiles, candidate texts per profile) -> one score per candidate, higher = more likely."""
 
-QUESTIONS: dict[str, str] = {
-    "movielens_100k": "Which movie would this user watch next?",
-    "amazon_2023": "Which movie or TV show would this user watch next?",
-    "tabular": "Which item would this user choose next?",
-}
 NO_PROFILE = "(no profile)"
 
 

@@ -25,8 +25,6 @@ from lpt_core.retrieval import ItemIndex, chunk_rows
 EditKind = Literal["add", "remove", "dislike"]
 EDIT_KINDS: tuple[EditKind, ...] = ("add", "remove", "dislike")
 Encode = Callable[[Sequence[str]], np.ndarray]
-# What the added sentence calls the catalogue's items, per data source.
-ITEM_NOUNS: dict[str, str] = {"movielens_100k": "movies", "amazon_2023": "movies and shows", "tabular": "items"}
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 
 

@@ -19,6 +19,7 @@ import polars as pl
 from lpt_core.config import DataConfig
 from lpt_core.data.errors import DataError
 from lpt_core.paths import resolve_repo_path
+from lpt_core.sources import data_source
 
 QUARANTINE = pl.Schema(
     {
@@ -207,21 +208,9 @@ def read_raw(cfg: DataConfig) -> RawData:
     """
     path = resolve_repo_path(cfg.path)
     items_path = resolve_repo_path(cfg.items_path) if cfg.items_path else None
-    # Imported here because the reader modules import RawData and BadRows from this package.
-    if cfg.source == "movielens_100k":
-        from lpt_core.data.readers.movielens import read_movielens_100k
-
-        raw = read_movielens_100k(path)
-    elif cfg.source == "amazon_2023":
-        from lpt_core.data.readers.amazon import read_amazon_2023
-
-        raw = read_amazon_2023(path, items_path, bad_rows=cfg.bad_rows)
-    elif cfg.source == "tabular":
-        from lpt_core.data.readers.tabular import read_tabular
-
-        raw = read_tabular(path, items_path, dict(cfg.column_map), bad_rows=cfg.bad_rows)
-    else:
-        raise ValueError(f"unknown data.source {cfg.source!r}")
+    # lpt_core.sources imports the reader modules when called: they import RawData and BadRows
+    # from this package.
+    raw = data_source(cfg.source).read(cfg, path, items_path)
     _check_quarantine_share(raw, cfg.max_quarantine_share)
     return raw
 
