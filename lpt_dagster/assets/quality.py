@@ -13,9 +13,10 @@ from lpt_core.dislikes import encode_profiles
 from lpt_core.models import load_encoder, load_generator
 from lpt_core.paths import outputs_dir
 from lpt_core.profile_quality.report import ProfileVariant, QualitySettings, assess_profiles, plot_quality
-from lpt_core.profile_quality.simulated_reader import QUESTIONS, LikelihoodJudge
+from lpt_core.profile_quality.simulated_reader import LikelihoodJudge
 from lpt_core.profiles import EXAMPLE_KEYS
 from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.sources import data_source
 from lpt_dagster.assets.profiles import GPU_POOL
 from lpt_dagster.metadata import figure_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource
@@ -71,7 +72,7 @@ def profile_quality_report(
         variant_profiles = trained_profiles.filter(pl.col("variant") == name)
         variants.append(_variant(name, examples, variant_profiles, info["path"], info["encoder_dir"], cfg))
     model, tokenizer = load_generator(quality.judge, cfg.models)
-    judge = LikelihoodJudge(model, tokenizer, QUESTIONS[cfg.data.source], batch_size=quality.judge_batch_size)
+    judge = LikelihoodJudge(model, tokenizer, data_source(cfg.data.source).reader_question, batch_size=quality.judge_batch_size)
     settings = QualitySettings(
         candidates=quality.candidates, edits_per_user=quality.edits_per_user, seed=quality.seed,
         bootstrap_samples=ev.bootstrap_samples, confidence=ev.confidence, source=cfg.data.source,
