@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lpt_core.retrieval import ItemIndex, TextEncoder, chunk_rows, rank_targets
+from lpt_core.retrieval import ItemIndex, TextEncoder
 
 RewardKind = Literal["ndcg", "mrr", "log_rank"]
 REWARD_KINDS: tuple[str, ...] = ("ndcg", "mrr", "log_rank")
@@ -26,9 +26,9 @@ REWARD_KINDS: tuple[str, ...] = ("ndcg", "mrr", "log_rank")
 class RankReward:
     """TRL reward-function signature: reward(prompts, completions, **dataset_columns) -> list[float].
 
-    Holds the frozen recommender for one RL phase: the text encoder and the catalogue's item
-    embeddings. `item_bias` (one value per catalogue position, from a recommender trained with a
-    learned item bias) is added to every cosine score before ranking.
+    Holds the frozen recommender for one RL phase: the text encoder and the item index, whose
+    exact scores (cosine, plus the learned item bias or head the index was built with) rank the
+    catalogue.
     """
 
     __name__ = "rank_reward"  # TRL logs reward functions by __name__
@@ -38,20 +38,12 @@ class RankReward:
         encoder: TextEncoder,
         index: ItemIndex,
         kind: RewardKind = "ndcg",
-        item_bias: np.ndarray | None = None,
     ) -> None:
         if kind not in REWARD_KINDS:
             raise ValueError(f"kind must be one of {', '.join(REWARD_KINDS)}, got {kind!r}")
-        if item_bias is not None:
-            item_bias = np.asarray(item_bias, dtype=np.float32)
-            if item_bias.shape != (len(index),):
-                raise ValueError(
-                    f"item_bias must have one value per catalogue item ({len(index)}), got shape {item_bias.shape}"
-                )
         self.encoder = encoder
         self.index = index
         self.kind = kind
-        self.item_bias = item_bias
 
     def __call__(
         self,
@@ -83,20 +75,8 @@ class RankReward:
     def ranks(
         self, queries: np.ndarray, targets: Sequence[str], exclude: Sequence[Sequence[str]]
     ) -> np.ndarray:
-        """Full-catalogue rank of each target (history excluded), with the item bias if any."""
-        if self.item_bias is None:
-            return self.index.target_ranks(queries, targets, exclude)
-        # Biased scores are ranked here rather than by ItemIndex, whose ranking is cosine only.
-        target_positions = self.index.positions(targets)
-        exclude_positions = [self.index.positions(items) for items in exclude]
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        ranks = np.empty(len(targets), dtype=np.float64)
-        step = chunk_rows(len(self.index))
-        for start in range(0, len(targets), step):
-            rows = slice(start, start + step)
-            scores = queries[rows] @ self.index.vectors.T + self.item_bias
-            ranks[rows] = rank_targets(scores, target_positions[rows], exclude_positions[rows])
-        return ranks
+        """Full-catalogue rank of each target (history excluded), by the index's exact scores."""
+        return self.index.target_ranks(queries, targets, exclude)
 
 
 def reward_from_ranks(ranks: np.ndarray, kind: RewardKind, num_items: int) -> np.ndarray:

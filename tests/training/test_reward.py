@@ -36,9 +36,9 @@ def index(encoder) -> ItemIndex:
     return ItemIndex.build(ITEMS, np.array(vectors))
 
 
-def _reward(encoder, index, kind, targets, histories, completions=None, item_bias=None):
+def _reward(encoder, index, kind, targets, histories, completions=None):
     completions = completions or [PROFILE] * len(targets)
-    reward = RankReward(encoder, index, kind=kind, item_bias=item_bias)
+    reward = RankReward(encoder, index, kind=kind)
     return reward(["prompt"] * len(targets), completions, target_item_id=targets, history_item_ids=histories)
 
 
@@ -82,13 +82,9 @@ def test_a_profile_overflowing_the_encoder_window_gets_zero(encoder, index):
     assert rewards[1] == pytest.approx(1 / math.log2(4))
 
 
-def test_item_bias_is_added_to_the_cosine_scores(encoder, index):
+def test_the_item_bias_of_the_index_is_added_to_the_cosine_scores(encoder, index):
     # +1 lifts f (0.1 -> 1.1) above c (0.7); -1 drops b (0.9 -> -0.1) below it: c stays third.
     bias = np.array([0.0, -1.0, 0.0, 0.0, 0.0, 1.0], dtype=np.float32)
-    assert _reward(encoder, index, "mrr", ["c"], [[]], item_bias=bias) == pytest.approx([1 / 3])
-    assert _reward(encoder, index, "mrr", ["c"], [["a"]], item_bias=bias) == pytest.approx([1 / 2])
-
-
-def test_item_bias_of_the_wrong_length_is_rejected(encoder, index):
-    with pytest.raises(ValueError, match="one value per catalogue item"):
-        RankReward(encoder, index, item_bias=np.zeros(len(ITEMS) + 1))
+    biased = ItemIndex.build(ITEMS, index.vectors, bias=bias)
+    assert _reward(encoder, biased, "mrr", ["c"], [[]]) == pytest.approx([1 / 3])
+    assert _reward(encoder, biased, "mrr", ["c"], [["a"]]) == pytest.approx([1 / 2])
