@@ -21,7 +21,7 @@ import numpy as np
 
 from lpt_core.config import ItemHeadConfig
 from lpt_core.recommenders import HistoryScorer, target_ranks
-from lpt_core.retrieval import ItemIndex, TextEncoder, chunk_rows, rank_targets
+from lpt_core.retrieval import ItemIndex, TextEncoder, ranks_in_chunks
 from lpt_core.training.item_head import TextRows, head_ranks_from_texts
 
 if TYPE_CHECKING:  # polars is not needed at run time here (the GPU machine has none)
@@ -105,15 +105,12 @@ def rank_by_scores(ctx: EvalContext, scores_for: Callable[[int], np.ndarray]) ->
     `scores_for(n)` gives the scores of the next n rows, chunk by chunk in row order: an
     (n x items) array, or a (1 x items) array shared by all n rows.
     """
-    target_positions = ctx.index.positions(ctx.targets)
-    exclude_positions = [ctx.index.positions(items) for items in ctx.histories]
-    ranks = np.empty(len(target_positions), dtype=np.float64)
-    step = chunk_rows(len(ctx.index))
-    for start in range(0, len(ranks), step):
-        rows = slice(start, min(start + step, len(ranks)))
-        scores = scores_for(rows.stop - rows.start)
-        ranks[rows] = rank_targets(scores, target_positions[rows], exclude_positions[rows])
-    return ranks
+    return ranks_in_chunks(
+        lambda rows: scores_for(rows.stop - rows.start),
+        ctx.index.positions(ctx.targets),
+        [ctx.index.positions(items) for items in ctx.histories],
+        len(ctx.index),
+    )
 
 
 def _required(values: list[str] | None, field: str, ctx: EvalContext) -> list[str]:

@@ -137,6 +137,23 @@ def chunk_rows(n_items: int) -> int:
     return max(1, RANKING_CHUNK_ELEMENTS // max(1, n_items))
 
 
+def ranks_in_chunks(
+    scores_of: Callable[[slice], np.ndarray],
+    target_positions: np.ndarray,
+    exclude_positions: Sequence[np.ndarray],
+    n_items: int,
+) -> np.ndarray:
+    """rank_targets over all rows, a chunk of rows at a time (chunk_rows), so the score matrix of
+    a whole split is never held at once. `scores_of(rows)` gives the scores of the rows in the
+    slice: (rows x n_items), or (1 x n_items) shared by them."""
+    ranks = np.empty(len(target_positions), dtype=np.float64)
+    step = chunk_rows(n_items)
+    for start in range(0, len(ranks), step):
+        rows = slice(start, min(start + step, len(ranks)))
+        ranks[rows] = rank_targets(scores_of(rows), target_positions[rows], exclude_positions[rows])
+    return ranks
+
+
 @dataclass
 class ItemIndex:
     """The catalogue's item embeddings in catalogue order, with a faiss index over them, and an
@@ -239,15 +256,12 @@ class ItemIndex:
         chunks of users.
         """
         queries = self._check_queries(queries, len(targets), len(exclude))
-        target_positions = self.positions(targets)
-        exclude_positions = [self.positions(items) for items in exclude]
-        ranks = np.empty(len(targets), dtype=np.float64)
-        step = chunk_rows(len(self))
-        for start in range(0, len(targets), step):
-            rows = slice(start, start + step)
-            scores = self._exact_scores(queries[rows])
-            ranks[rows] = rank_targets(scores, target_positions[rows], exclude_positions[rows])
-        return ranks
+        return ranks_in_chunks(
+            lambda rows: self._exact_scores(queries[rows]),
+            self.positions(targets),
+            [self.positions(items) for items in exclude],
+            len(self),
+        )
 
     def top_k(
         self, queries: np.ndarray, k: int, exclude: Sequence[Sequence[str]]

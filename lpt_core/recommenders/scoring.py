@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from lpt_core.metrics import METRIC_NAMES, summarise
-from lpt_core.retrieval import chunk_rows, rank_targets
+from lpt_core.retrieval import ranks_in_chunks
 
 
 class HistoryScorer(Protocol):
@@ -33,12 +33,7 @@ def target_ranks(
     targets = np.asarray(targets, dtype=np.int64)
     if len(histories) != len(targets):
         raise ValueError(f"{len(histories)} histories for {len(targets)} targets")
-    ranks = np.empty(len(targets), dtype=np.float64)
-    step = chunk_rows(scorer.n_items)
-    for start in range(0, len(targets), step):
-        rows = slice(start, start + step)
-        ranks[rows] = rank_targets(scorer.scores(histories[rows]), targets[rows], histories[rows])
-    return ranks
+    return ranks_in_chunks(lambda rows: scorer.scores(histories[rows]), targets, histories, scorer.n_items)
 
 
 def metric_cutoff(metric: str) -> int:

@@ -35,7 +35,7 @@ from torch import nn
 
 from lpt_core import metrics
 from lpt_core.config import ItemHeadConfig
-from lpt_core.retrieval import IndexKind, ItemIndex, TextEncoder, chunk_rows, rank_targets
+from lpt_core.retrieval import IndexKind, ItemIndex, TextEncoder, ranks_in_chunks
 
 VAL_METRIC = "val_ndcg@10"
 
@@ -313,10 +313,7 @@ def _record(
 def _val_ndcg(head: ItemHead, keys: torch.Tensor, val: HeadExamples) -> float:
     """NDCG@10 of the val rows under `head`, ranked as at evaluation (rank_targets, in chunks)."""
     vectors = head.item_vectors(keys.numpy())
-    ranks = np.empty(len(val.targets), dtype=np.float64)
-    step = chunk_rows(len(head))
-    for start in range(0, len(ranks), step):
-        rows = slice(start, start + step)
-        scores = val.queries[rows] @ vectors.T + head.bias
-        ranks[rows] = rank_targets(scores, val.targets[rows], val.histories[rows])
+    ranks = ranks_in_chunks(
+        lambda rows: val.queries[rows] @ vectors.T + head.bias, val.targets, val.histories, len(head)
+    )
     return metrics.summarise(ranks, (10,))["ndcg@10"]
