@@ -91,6 +91,11 @@ def run_pipeline(tmp_path: Path, recipe_path: Path, monkeypatch) -> tuple[dg.Exe
     return result, tracking_uri
 
 
+def logged_datasets(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """The datasets an MLflow run logged: name -> digest."""
+    return {logged.dataset.name: logged.dataset.digest for logged in client.get_run(run_id).inputs.dataset_inputs}
+
+
 def test_definitions_load():
     graph = definitions.defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
@@ -134,9 +139,9 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     children = {r.data.tags["lpt.asset"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
     assert len(parents) == 1 and parents[0].data.tags["lpt.orchestration_run_id"] == result.run_id
     assert parents[0].info.status == "FINISHED"
-    assert {"raw_data", "cleaned_histories", "user_examples", "zero_shot_profiles", "item_index",
-            "baseline_models", "evaluation_report", "training/langptune_rebel", "training/cl_only",
-            "profile_quality_report", "registered_model"} <= set(children)
+    assert {"raw_data", "cleaned_histories", "user_examples", "zero_shot_profiles", "sampled_profiles", "item_index",
+            "baseline_models", "evaluation_report", "training/langptune_rebel", "training/cl_only", "trained_profiles",
+            "trained_item_index", "profile_quality_report", "registered_model"} <= set(children)
     rebel_metrics = client.get_run(children["training/langptune_rebel"].info.run_id).data.metrics
     assert "encoder.reward_mean" in rebel_metrics and "decoder.loss" in rebel_metrics
     evaluation = children["evaluation_report"]
@@ -144,13 +149,43 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     assert "profile.ndcg_at_10" in evaluation.data.metrics
     artifacts = {a.path for a in client.list_artifacts(evaluation.info.run_id, "evaluation_report")}
     assert "evaluation_report/report.json" in artifacts
-    lineage = {d.dataset.name for d in client.get_run(children["user_examples"].info.run_id).inputs.dataset_inputs}
-    assert {"examples_train", "examples_val", "examples_test", "item_catalog"} <= lineage
+    assert "langptune_rebel.mean_tokens" in children["trained_profiles"].data.metrics
+    assert "langptune_rebel.items" in children["trained_item_index"].data.metrics
+    assert children["sampled_profiles"].data.metrics["samples_per_example"] == 2
+
+    # Lineage: every step logs the tables it wrote or read, and one table has one digest everywhere.
+    datasets = {asset: logged_datasets(client, run.info.run_id) for asset, run in children.items()}
+    assert set(datasets["user_examples"]) == {"examples_train", "examples_val", "examples_test", "item_catalog"}
+    assert set(datasets["sampled_profiles"]) == {"sampled_profiles"}
+    assert set(datasets["trained_profiles"]) == {"trained_profiles"}
+    assert set(datasets["trained_item_index"]) == {"item_catalog"}
+    assert set(datasets["training/langptune_rebel"]) == {"examples_train", "examples_val", "item_catalog"}
+    assert set(datasets["evaluation_report"]) == {
+        "examples_test", "item_catalog", "zero_shot_profiles", "sampled_profiles", "trained_profiles"}
+    assert set(datasets["profile_quality_report"]) == {
+        "assessed_examples", "item_catalog", "zero_shot_profiles", "trained_profiles"}
+    assert set(datasets["registered_model"]) == {
+        "examples_train", "examples_val", "examples_test", "item_catalog", "trained_profiles"}
+    digests = {}
+    for logged in datasets.values():
+        for name, digest in logged.items():
+            digests.setdefault(name, set()).add(digest)
+    assert all(len(seen) == 1 for seen in digests.values()), digests
+    digest_of = {name: seen.pop() for name, seen in digests.items()}
 
     # The served model is registered, and as the first version it becomes the champion.
     champion = client.get_model_version_by_alias("langptune", "champion")
     assert str(champion.version) == "1"
     assert "lpt.quality.reader_accuracy" in champion.tags and "lpt.recipe_hash" in champion.tags
+    # It traces back to the exact tables (the digests the steps logged), checkpoint and runs.
+    traced = {"raw_interactions", "raw_items", "cleaned_histories", "examples_train", "examples_val",
+              "examples_test", "item_catalog", "trained_profiles"}
+    assert {name: champion.tags[f"lpt.data_digest.{name}"] for name in traced} == {name: digest_of[name] for name in traced}
+    training = json.loads((tmp_path / "outputs" / "trained_generator.json").read_text())["langptune_rebel"]
+    assert champion.tags["lpt.checkpoint"] == training["checkpoint"]
+    assert champion.tags["lpt.training_hash"] == training["training_hash"]
+    assert champion.tags["lpt.mlflow_run.training"] == children["training/langptune_rebel"].info.run_id
+    assert champion.tags["lpt.mlflow_run.registering"] == champion.run_id == children["registered_model"].info.run_id
 
     # A second materialisation reuses the stored profiles and makes one new parent run, no orphans.
     second, _ = run_pipeline(tmp_path, write_recipe(tmp_path, data_dir, tiny_models), monkeypatch)

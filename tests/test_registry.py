@@ -51,10 +51,15 @@ def examples(store) -> pl.DataFrame:
 
 def _register(store: dict, name: str, run_tag: str):
     tracker: Tracker = store["tracker"]
-    with tracker.child_run(tracker.parent_run(run_tag, name=run_tag), "registered_model") as run:
-        lineage = registry.Lineage(run_tag, recipe_hash="abc123", variant=name,
-                                   data_digests={"user_examples": "d1g35t"}, metrics={"ndcg@10": 0.25})
-        return registry.register_challenger(tracker.client, run.run_id, store["models"][name], lineage)
+    parent = tracker.parent_run(run_tag, name=run_tag)
+    training = tracker.child_run(parent, f"training/{name}")
+    with tracker.child_run(parent, "registered_model") as run:
+        lineage = registry.Lineage(
+            run_tag, recipe_hash="abc123", variant=name, training_hash="7ra1n", checkpoint=f"/checkpoints/{name}/phase-3",
+            training_run_id=training.run_id, registering_run_id=run.run_id,
+            data_digests={"examples_train": "d1g35t"}, metrics={"ndcg@10": 0.25},
+        )
+        return registry.register_challenger(tracker.client, store["models"][name], lineage)
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +97,17 @@ def test_no_win_leaves_champion_and_keeps_the_challenger_alias(store, gated):
 
 
 def test_versions_carry_their_lineage(store, gated):
-    tags = store["tracker"].client.get_model_version(registry.MODEL_NAME, gated["good"]["version"]).tags
+    client = store["tracker"].client
+    version = client.get_model_version(registry.MODEL_NAME, gated["good"]["version"])
+    tags = version.tags
     assert tags["lpt.orchestration_run_id"] == "orchestration-2"
-    assert tags["lpt.recipe_hash"] == "abc123" and tags["lpt.data_digest.user_examples"] == "d1g35t"
+    assert tags["lpt.recipe_hash"] == "abc123" and tags["lpt.data_digest.examples_train"] == "d1g35t"
     assert tags["lpt.variant"] == "good" and tags["lpt.metric.ndcg_at_10"] == "0.25"
+    assert tags["lpt.training_hash"] == "7ra1n" and tags["lpt.checkpoint"] == "/checkpoints/good/phase-3"
+    # The model is logged to the registering run, and the training run is a different one.
+    assert tags["lpt.mlflow_run.registering"] == version.run_id
+    assert client.get_run(version.run_id).data.tags["lpt.asset"] == "registered_model"
+    assert client.get_run(tags["lpt.mlflow_run.training"]).data.tags["lpt.asset"] == "training/good"
 
 
 def test_target_ranks_splits_more_examples_than_one_request_takes(store, examples):

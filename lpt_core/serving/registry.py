@@ -1,11 +1,11 @@
 """The model registry flow: register a challenger with its lineage, gate it against the champion.
 
 Every registered version of the model carries tags saying where it came from (orchestration run,
-recipe hash, data digests) and how it scored, and gets the alias `challenger`. The gate scores the
-challenger and the current `champion` THROUGH THEIR SERVED INTERFACE (the pyfunc models, history
-in, top-k out) on the same evaluation users, and moves `champion` only on a significant win: the
-paired bootstrap interval of the NDCG@10 difference (challenger - champion) lies above zero. With
-no champion yet, the challenger becomes champion.
+recipe hash, data digests, training checkpoint, MLflow runs) and how it scored, and gets the alias
+`challenger`. The gate scores the challenger and the current `champion` THROUGH THEIR SERVED
+INTERFACE (the pyfunc models, history in, top-k out) on the same evaluation users, and moves
+`champion` only on a significant win: the paired bootstrap interval of the NDCG@10 difference
+(challenger - champion) lies above zero. With no champion yet, the challenger becomes champion.
 
 All calls go through an MlflowClient bound to explicit tracking and registry URIs, never through
 MLflow's process-wide fluent state.
@@ -39,12 +39,23 @@ GATE_METRIC = f"ndcg@{GATE_K}"
 
 @dataclass(frozen=True)
 class Lineage:
-    """Where a model version came from; stored as tags on the version. `data_digests` names each
-    input table's content digest (lpt_core.tracking.frame_digest), `metrics` its evaluation."""
+    """Where a model version came from, down to the exact data, profiles and checkpoint; stored
+    as tags on the version.
+
+    `data_digests` names each table's content digest (lpt_core.tracking.frame_digest) under the
+    name of the MLflow dataset it was logged as, so a digest finds every run that wrote or read
+    the table. `checkpoint` is the training checkpoint folder the model's weights come from and
+    `training_hash` the training settings it was made under; `training_run_id` is the MLflow run
+    the variant trained in, `registering_run_id` the one the model is logged to and registered
+    from. `metrics` is its evaluation."""
 
     orchestration_run_id: str
     recipe_hash: str
     variant: str
+    training_hash: str
+    checkpoint: str
+    training_run_id: str
+    registering_run_id: str
     data_digests: Mapping[str, str] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
 
@@ -55,6 +66,10 @@ class Lineage:
             ORCHESTRATION_RUN_TAG: self.orchestration_run_id,
             "lpt.recipe_hash": self.recipe_hash,
             "lpt.variant": self.variant,
+            "lpt.training_hash": self.training_hash,
+            "lpt.checkpoint": self.checkpoint,
+            "lpt.mlflow_run.training": self.training_run_id,
+            "lpt.mlflow_run.registering": self.registering_run_id,
         }
         tags.update({f"lpt.data_digest.{name}": digest for name, digest in self.data_digests.items()})
         tags.update({f"lpt.metric.{mlflow_metric_name(k)}": f"{v:.6g}" for k, v in self.metrics.items()})
@@ -82,18 +97,19 @@ class GateDecision:
 
 def register_challenger(
     client: MlflowClient,
-    run_id: str,
     model_dir: Path,
     lineage: Lineage,
     model_name: str = MODEL_NAME,
 ) -> ModelVersion:
-    """Log the pyfunc model folder `model_dir` into run `run_id` (under "model"), register it as a
-    new version of `model_name` with `lineage`'s tags, and point the `challenger` alias at it."""
+    """Log the pyfunc model folder `model_dir` into the run `lineage.registering_run_id` (under
+    "model"), register it as a new version of `model_name` with `lineage`'s tags, and point the
+    `challenger` alias at it."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
     if not (Path(model_dir) / "MLmodel").is_file():
         raise FileNotFoundError(f"{model_dir}: no MLmodel file (not an MLflow model folder)")
+    run_id = lineage.registering_run_id
     client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
     try:
         client.create_registered_model(model_name, description="LangPTune: history -> editable profile -> top-k items")

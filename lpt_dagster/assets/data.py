@@ -14,6 +14,7 @@ from lpt_core.models import load_tokenizer
 from lpt_core.paths import resolve_repo_path
 from lpt_core.tracking import frame_digest
 from lpt_dagster.failures import user_errors_as_failures
+from lpt_dagster.lineage import catalog_table, example_splits, log_tables
 from lpt_dagster.metadata import figure_markdown, frame_preview, histogram_figure
 from lpt_dagster.resources import MlflowResource, RecipeResource
 from lpt_dagster.subsets import selected_outputs
@@ -174,12 +175,8 @@ def split_data(
     stats = split.stats()
     context.log.info("split statistics: %s", stats)
     with mlflow.asset_run(context, cfg, "user_examples") as run:
-        for name in ("train", "val", "test"):
-            run.log_dataset(
-                split.examples.filter(pl.col("split") == name), name=f"examples_{name}",
-                source="cleaned_histories", context=name,
-            )
-        run.log_dataset(catalog, name="item_catalog", source="cleaned_items", context="catalog")
+        written = example_splits(split.examples, ("train", "val", "test"), source="cleaned_histories")
+        log_tables(run, [*written, catalog_table(catalog, source="cleaned_items")])
         run.log_dict(stats, "split_stats.json")
         run.log_metrics({"prompts_too_long": too_long, "catalog_items": catalog.height})
     history_lengths = split.examples["history_item_ids"].list.len()

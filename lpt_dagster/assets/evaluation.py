@@ -18,6 +18,7 @@ from lpt_core.report import build_report
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.item_head import TextRows
 from lpt_dagster.assets.profiles import GPU_POOL
+from lpt_dagster.lineage import catalog_table, example_splits, log_tables, profile_tables
 from lpt_dagster.metadata import png_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
@@ -123,7 +124,10 @@ def evaluation_report(
     )
     files = report.save(outputs_dir() / "evaluation_report")
     context.log.info("evaluation report:\n%s", report.table_markdown)
+    profiles = {"zero_shot_profiles": zero_shot_profiles, "sampled_profiles": sampled_profiles,
+                "trained_profiles": trained_profiles}
     with mlflow.asset_run(context, cfg, "evaluation_report") as run:
+        log_tables(run, [*example_splits(user_examples, [ev.split]), catalog_table(item_catalog), *profile_tables(profiles)])
         run.log_metrics(report.flat_metrics())
         for path in files.values():
             run.log_artifact(path, "evaluation_report")

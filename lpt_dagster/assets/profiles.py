@@ -99,6 +99,7 @@ def zero_shot_profiles(
 def sampled_profiles(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,
+    mlflow: MlflowResource,
     user_examples: pl.DataFrame,
     cleaned_items: pl.DataFrame,
 ) -> pl.DataFrame:
@@ -122,7 +123,11 @@ def sampled_profiles(
                 pl.Series("profile", [g.text for g in generated], dtype=pl.String),
             ))
     profiles = pl.concat(frames)
-    context.add_output_metadata({"samples_per_example": ev.sampled_profiles, "preview": frame_preview(profiles)})
+    summary = {"samples_per_example": ev.sampled_profiles, "profiles": profiles.height}
+    with mlflow.asset_run(context, cfg, "sampled_profiles") as run:
+        run.log_metrics(summary)
+        run.log_dataset(profiles, name="sampled_profiles", source="user_examples", context="profiles")
+    context.add_output_metadata({**summary, "preview": frame_preview(profiles), "mlflow_run": mlflow.link(run)})
     return profiles
 
 

@@ -18,6 +18,7 @@ from lpt_core.profiles import EXAMPLE_KEYS
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.sources import data_source
 from lpt_dagster.assets.profiles import GPU_POOL
+from lpt_dagster.lineage import EXAMPLES_ASSET, TrackedTable, catalog_table, log_tables, profile_tables
 from lpt_dagster.metadata import figure_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
@@ -81,7 +82,10 @@ def profile_quality_report(
     report = assess_profiles(variants, examples, item_catalog, judge, settings, title=title)
     files = report.save(outputs_dir() / "profile_quality_report")
     context.log.info("profile quality report:\n%s", report.markdown())
+    assessed = TrackedTable("assessed_examples", examples, EXAMPLES_ASSET, ev.split)
+    profiles = profile_tables({"zero_shot_profiles": zero_shot_profiles, "trained_profiles": trained_profiles})
     with mlflow.asset_run(context, cfg, "profile_quality_report") as run:
+        log_tables(run, [assessed, catalog_table(item_catalog), *profiles])
         run.log_metrics(report.flat_metrics())
         for path in files.values():
             run.log_artifact(path, "profile_quality_report")

@@ -11,6 +11,7 @@ from lpt_core.serving.pyfunc_model import ServableParts, save_servable_model
 from lpt_core.serving.registry import Lineage, gate_challenger, register_challenger
 from lpt_core.tracking import frame_digest
 from lpt_core.training.variants import get_variant
+from lpt_dagster.lineage import catalog_table, example_splits, log_tables, profile_tables
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
 GROUP = "registry"
@@ -24,6 +25,10 @@ def registered_model(
     trained_generator: dict,
     trained_recommender: dict,
     trained_item_index: dict,
+    trained_profiles: pl.DataFrame,
+    raw_interactions: pl.DataFrame,
+    raw_items: pl.DataFrame,
+    cleaned_histories: pl.DataFrame,
     item_catalog: pl.DataFrame,
     user_examples: pl.DataFrame,
     evaluation_report: dict,
@@ -31,32 +36,50 @@ def registered_model(
 ) -> dict:
     """The recipe's `registry.variant` as one self-contained pyfunc model (generator + adapter,
     recommender, item index, catalogue), logged to MLflow and registered as a new version of
-    `registry.model_name` with its lineage, under the alias `challenger`."""
+    `registry.model_name` with its lineage, under the alias `challenger`.
+
+    The lineage names the digests of the tables the variant came from (raw and cleaned data, the
+    examples it trained on and was evaluated on, the catalogue, the trained profiles), its training
+    checkpoint and hash, and the MLflow runs that trained and registered it."""
     cfg = recipe.get()
     variant = cfg.registry.variant
     if variant not in trained_generator:
         raise ValueError(f"registry.variant {variant!r} was not trained (training.variants: {sorted(trained_generator)})")
+    training = trained_generator[variant]
     parts = ServableParts(
         recipe=get_variant(variant).recipe_for(cfg),
-        adapter_dir=Path(trained_generator[variant]["adapter_dir"]),
+        adapter_dir=Path(training["adapter_dir"]),
         encoder_dir=Path(trained_recommender[variant]["encoder_dir"]),
         index_dir=Path(trained_item_index[variant]["path"]),
         catalog=item_catalog,
     )
     metrics = {name: interval["mean"] for name, interval in evaluation_report["methods"].get(variant, {}).items()}
-    lineage = Lineage(
-        orchestration_run_id=context.run_id,
-        recipe_hash=parts.recipe.content_hash(),
-        variant=variant,
-        data_digests={"user_examples": frame_digest(user_examples), "item_catalog": frame_digest(item_catalog)},
-        metrics=metrics,
-    )
+    # The data the examples were made from: named in the lineage, not logged as this run's inputs
+    # (registering never reads it).
+    upstream = {"raw_interactions": raw_interactions, "raw_items": raw_items, "cleaned_histories": cleaned_histories}
+    # The examples it trained on and was evaluated (and is gated) on, its catalogue and profiles.
+    inputs = [
+        *example_splits(user_examples, ("train", "val", cfg.evaluation.split)),
+        catalog_table(item_catalog),
+        *profile_tables({"trained_profiles": trained_profiles}),
+    ]
     with mlflow.asset_run(context, cfg, "registered_model") as run:
         run.set_tags({"lpt.variant": variant})
         run.log_metrics(metrics)
+        lineage = Lineage(
+            orchestration_run_id=context.run_id,
+            recipe_hash=parts.recipe.content_hash(),
+            variant=variant,
+            training_hash=training["training_hash"],
+            checkpoint=training["checkpoint"],
+            training_run_id=training["mlflow_run_id"],
+            registering_run_id=run.run_id,
+            data_digests={**{name: frame_digest(frame) for name, frame in upstream.items()}, **log_tables(run, inputs)},
+            metrics=metrics,
+        )
         with tempfile.TemporaryDirectory(prefix="lpt-registered-model-") as scratch:
             model_dir = save_servable_model(parts, Path(scratch) / "model")
-            version = register_challenger(mlflow.tracker.client, run.run_id, model_dir, lineage, cfg.registry.model_name)
+            version = register_challenger(mlflow.tracker.client, model_dir, lineage, cfg.registry.model_name)
     # The profile quality report's key numbers for this variant (reader accuracy, grounding,
     # steerability) travel with the version, next to its ranking metrics.
     for key, value in profile_quality_report.get("registry_tags", {}).get(variant, {}).items():

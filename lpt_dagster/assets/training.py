@@ -26,6 +26,7 @@ from lpt_core.training.curves import CURVE_KEYS, save_training_curves
 from lpt_core.training.item_head import ItemHead, build_item_index
 from lpt_core.training.variants import get_variant
 from lpt_dagster.assets.profiles import GPU_POOL, progress_logger
+from lpt_dagster.lineage import catalog_table, example_splits, log_tables
 from lpt_dagster.metadata import frame_preview, png_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource
 from lpt_dagster.subsets import selected_outputs
@@ -88,6 +89,9 @@ def trained_models(
         val=_with_prompts(user_examples.filter(pl.col("split") == "val"), cleaned_items, cfg),
         catalog=item_catalog,
     )
+    # Lineage of every variant's run: the tables as user_examples and item_catalog logged them
+    # (without the prompts added here), so their digests match.
+    trained_on = [*example_splits(user_examples, ("train", "val")), catalog_table(item_catalog)]
     generators, recommenders, summaries, curves = {}, {}, {}, {}
     for name in cfg.training.variants:
         variant = get_variant(name)
@@ -95,6 +99,7 @@ def trained_models(
         started = time.perf_counter()
         with mlflow.asset_run(context, variant_recipe, f"training/{name}") as run:
             run.set_tags({"lpt.variant": name, "lpt.variant_description": variant.description})
+            log_tables(run, trained_on)
             result = train_alternating(
                 variant_recipe, variant.schedule, data, outputs_dir() / "training" / name,
                 _MlflowCallbacks(run, context, name), profile_store=outputs_dir() / "profile_store.parquet",
@@ -107,7 +112,7 @@ def trained_models(
         generators[name] = {
             "adapter_dir": str(result.adapter_dir), "base_model": cfg.models.generator,
             "trains_generator": variant.trains_generator, "checkpoint": str(result.checkpoint),
-            "training_hash": variant_recipe.training_hash(),
+            "training_hash": variant_recipe.training_hash(), "mlflow_run_id": run.run_id,
         }
         recommenders[name] = {
             "encoder_dir": str(result.encoder_dir),
@@ -133,6 +138,7 @@ def trained_models(
 def trained_profiles(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,
+    mlflow: MlflowResource,
     user_examples: pl.DataFrame,
     cleaned_items: pl.DataFrame,
     zero_shot_profiles: pl.DataFrame,
@@ -166,22 +172,35 @@ def trained_profiles(
         frames.append(profiles.select(*EXAMPLE_KEYS, "profile", "num_tokens", "finished").with_columns(
             pl.lit(name).alias("variant")))
     result = pl.concat(frames)
-    lengths = result.group_by("variant").agg(pl.col("num_tokens").mean().alias("mean_tokens")).sort("variant")
-    context.add_output_metadata({"mean_tokens": frame_preview(lengths), "preview": frame_preview(result)})
+    per_variant = result.group_by("variant").agg(
+        pl.col("num_tokens").mean().alias("mean_tokens"), pl.col("finished").mean().alias("share_finished_at_end_of_turn")
+    ).sort("variant")
+    with mlflow.asset_run(context, cfg, "trained_profiles") as run:
+        run.log_metrics(_per_variant_metrics(per_variant))
+        run.log_dataset(result, name="trained_profiles", source="trained_generator", context="profiles")
+    context.add_output_metadata(
+        {"per_variant": frame_preview(per_variant), "preview": frame_preview(result), "mlflow_run": mlflow.link(run)}
+    )
     return result
 
 
 @dg.asset(group_name=GROUP, pool=GPU_POOL)
 def trained_item_index(
-    context: dg.AssetExecutionContext, recipe: RecipeResource, item_catalog: pl.DataFrame, trained_recommender: dict
+    context: dg.AssetExecutionContext,
+    recipe: RecipeResource,
+    mlflow: MlflowResource,
+    item_catalog: pl.DataFrame,
+    trained_recommender: dict,
 ) -> dict:
     """Per variant: the catalogue embedded by its trained recommender, exact index (+ item bias, or
     the item-side head's vectors and bias)."""
     cfg = recipe.get()
-    indexes = {}
+    indexes, metrics = {}, {}
     for name, info in trained_recommender.items():
         encoder = TextEncoder(load_encoder(info["encoder_dir"], cfg.models))
+        started = time.perf_counter()
         embeddings = encoder.encode(item_catalog["text"].to_list())
+        metrics[f"{name}.encode_seconds"] = time.perf_counter() - started
         bias = None if info["item_bias"] is None else np.load(info["item_bias"])
         head_path = info.get("item_head")  # absent from values stored before heads existed
         head = None if head_path is None else ItemHead.load(head_path)
@@ -194,9 +213,23 @@ def trained_item_index(
             "path": str(folder), "encoder_dir": info["encoder_dir"], "item_bias": info["item_bias"] is not None,
             "item_head": head_path is not None,
         }
+        metrics[f"{name}.items"] = len(index.item_ids)
         context.log.info(f"{name}: indexed {len(index.item_ids)} items")
-    context.add_output_metadata({"variants": dg.MetadataValue.json(indexes)})
+    with mlflow.asset_run(context, cfg, "trained_item_index") as run:
+        run.log_metrics(metrics)
+        log_tables(run, [catalog_table(item_catalog)])
+    context.add_output_metadata({"variants": dg.MetadataValue.json(indexes), "mlflow_run": mlflow.link(run)})
     return indexes
+
+
+def _per_variant_metrics(per_variant: pl.DataFrame) -> dict[str, float]:
+    """One row per variant as metrics named <variant>.<column>."""
+    return {
+        f"{row['variant']}.{column}": value
+        for row in per_variant.iter_rows(named=True)
+        for column, value in row.items()
+        if column != "variant"
+    }
 
 
 def _metric_histories(run: RunHandle) -> dict[str, list[tuple[int, float]]]:
