@@ -41,6 +41,7 @@ demo: setup
 	$(BIN)/lpt summary
 
 test: setup browser
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 # tests/test_ui.py looks at the Dagster and MLflow UIs through headless Chromium (Debian's

@@ -39,20 +39,23 @@ import traceback
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 import transformers
+from generation import GEMMA_2B_SHAPE, _word_tokenizer  # bench/generation.py, beside this script
 from transformers import GenerationConfig as HFGenerationConfig
 from transformers import LlamaConfig, PretrainedConfig
 
-from generation import GEMMA_2B_SHAPE, _word_tokenizer  # bench/generation.py, beside this script
 from lpt_core.config import GenerationConfig, RLConfig
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import pick_dtype
-from lpt_core.training.rebel import SAMPLES_PER_PROMPT, RebelTrainer, rebel_loss, shape_and_whiten
-from lpt_core.training.rl import RLExample, make_policy
+from lpt_core.training.policy import make_policy
+from lpt_core.training.rebel import RebelTrainer, rebel_loss, shape_and_whiten
+from lpt_core.training.rl import RLExample
+from lpt_core.training.rollout import SAMPLES_PER_PROMPT
 
 # SmolLM2-135M's widths and vocabulary with 4 of its 30 blocks: the CPU run checks the script end
 # to end in about a minute on a shared 2-core machine; it is not a figure to compare with anything.
@@ -313,7 +316,7 @@ def _bench_ours(
         time_method(report, watch, target, method, label)
     try:
         with _forced_length(policy, cfg.max_new_tokens):
-            seconds = timed_updates(report, "ours", lambda: trainer.update(examples), watch, args.ours_updates,
+            seconds = timed_updates(report, "ours", partial(trainer.update, examples), watch, args.ours_updates,
                                     warmups=1, budget=budget, reserve_s=reserve_s)
         weight_bytes = sum(p.numel() * p.element_size() for p in policy.parameters())
         report.line(f"ours rollout: decode step compiled: {_decode_compiled(policy)}; weights read per decode "

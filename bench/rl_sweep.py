@@ -32,8 +32,9 @@ from lpt_core import text
 from lpt_core.config import ModelsConfig, load_recipe
 from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype
 from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.training.policy import make_policy
 from lpt_core.training.reward import RankReward
-from lpt_core.training.rl import RLExample, make_policy, run_rl_phase
+from lpt_core.training.rl import RLExample, run_rl_phase
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -35,16 +35,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-
 from generation import TITLES, _movielens_prompts  # noqa: E402  bench/generation.py, beside this script
+from paper_scale import Report, Stopwatch, time_method, timed_updates  # noqa: E402  beside this script
+
 from lpt_core import models  # noqa: E402
 from lpt_core.config import load_recipe  # noqa: E402
 from lpt_core.retrieval import ItemIndex, TextEncoder  # noqa: E402
 from lpt_core.training import contrastive  # noqa: E402
+from lpt_core.training.policy import make_policy  # noqa: E402
 from lpt_core.training.rebel import RebelTrainer  # noqa: E402
 from lpt_core.training.reward import RankReward  # noqa: E402
-from lpt_core.training.rl import RLExample, make_policy  # noqa: E402
-from paper_scale import Report, Stopwatch, time_method, timed_updates  # noqa: E402  beside this script
+from lpt_core.training.rl import RLExample  # noqa: E402
 
 HISTORY_ITEMS = 5  # items a synthetic user's history leaves out of the ranking
 

@@ -14,7 +14,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-
 FILE_MODE = 0o644
 DIR_MODE = 0o755
 

@@ -133,7 +133,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
 
 def load_generator(name: str, cfg: ModelsConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer for batched generation (left padding, a pad token set)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     folder = resolve_model(name)
     device = pick_device(cfg.device)
@@ -157,10 +157,10 @@ def load_generator(name: str, cfg: ModelsConfig) -> tuple[PreTrainedModel, PreTr
 
 def _generation_attention(device: torch.device) -> str | None:
     # On CPU, a decode step with transformers' sdpa attention spends most of its time copying the
-    # grouped KV cache (see generation/attention.py); on CUDA the model's default stays.
+    # grouped KV cache (see lpt_core/attention.py); on CUDA the model's default stays.
     if device.type != "cpu":
         return None
-    from lpt_core.generation import attention
+    from lpt_core import attention
 
     return attention.register()
 

@@ -7,8 +7,8 @@ import torch
 from tiny_lm import build_tiny_lm
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from lpt_core.attention import GROUPED_DECODE_ATTENTION, grouped_decode_attention
 from lpt_core.config import GenerationConfig, ModelsConfig
-from lpt_core.generation.attention import GROUPED_DECODE_ATTENTION, grouped_decode_attention
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import load_generator
 

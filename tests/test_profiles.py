@@ -7,7 +7,13 @@ import polars as pl
 
 from lpt_core.config import EvaluationConfig, GenerationConfig
 from lpt_core.generation.store import profile_key
-from lpt_core.profiles import first_train_users, first_users, profile_train_users, sampling_configs, select_profile_examples
+from lpt_core.profiles import (
+    first_train_users,
+    first_users,
+    profile_train_users,
+    sampling_configs,
+    select_profile_examples,
+)
 
 
 def test_each_sample_is_sampled_with_its_own_seed_and_identity():

@@ -7,13 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from lpt_core.data.quality import (
-    CHECK_NAMES,
-    CheckOutcome,
-    check_examples,
-    check_interactions,
-    check_items,
-)
+from lpt_core.data.quality import CHECK_NAMES, CheckOutcome, check_examples, check_interactions, check_items
 from lpt_core.data.schemas import EXAMPLES, INTERACTIONS, ITEMS
 
 CATALOG = ["i1", "i2", "i3", "i4", "i5"]

@@ -14,9 +14,7 @@ from lpt_core.recommenders import load_baseline_models, save_baseline_models, ta
 from lpt_core.recommenders.item_knn import ItemKNN
 from lpt_core.recommenders.sasrec import SASRec, SASRecConfig, fit_sasrec, load_sasrec, save_sasrec
 from lpt_core.recommenders.sequences import BaselineData
-from lpt_core.recommenders.tuning import (
-    BaselineSearch, grid_points, pinned_overrides, search_sasrec, tune_baselines,
-)
+from lpt_core.recommenders.tuning import BaselineSearch, grid_points, pinned_overrides, search_sasrec, tune_baselines
 from lpt_core.retrieval import rank_targets
 
 N_ITEMS = 24

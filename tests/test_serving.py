@@ -52,7 +52,7 @@ def build_parts(root: Path, encoder_seed: int = 0) -> ServableParts:
     """A trained-variant stand-in: tiny LM + fresh LoRA adapter, tiny encoder, flat index."""
     from lpt_core.models import load_encoder, load_generator
     from lpt_core.retrieval import ItemIndex, TextEncoder
-    from lpt_core.training.rl import make_policy
+    from lpt_core.training.policy import make_policy
 
     lm, encoder_dir = build_tiny_lm(root / "lm"), build_tiny_encoder(root / "encoder", seed=encoder_seed)
     recipe = Recipe.model_validate({

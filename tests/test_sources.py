@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import get_args
 
 import pytest
@@ -23,7 +24,8 @@ def test_every_source_has_its_words_and_a_reader(name):
     assert source.name == name
     assert source.instruction.endswith("summary of the user's preferences.")
     assert source.reader_question.endswith("?")
-    assert source.item_noun and callable(source.read)
+    assert source.item_noun
+    assert callable(importlib.import_module(source.reader).read)
 
 
 def test_a_source_that_needs_an_items_file_or_a_column_map_says_so():

@@ -11,13 +11,7 @@ from transformers import PreTrainedTokenizerFast
 from lpt_core.config import PromptConfig
 from lpt_core.data import schemas
 from lpt_core.sources import SOURCES
-from lpt_core.text import (
-    build_prompts,
-    history_block,
-    history_texts,
-    item_texts,
-    token_counts,
-)
+from lpt_core.text import build_prompts, history_block, history_texts, item_texts, token_counts
 
 
 def _items() -> pl.DataFrame:

@@ -371,7 +371,7 @@ def _every_split_present(examples: pl.DataFrame) -> CheckOutcome:
         counts,
         [_expect("ExpectColumnValuesToBeBetween", column="examples", min_value=1)],
         ok=f"Every split ({', '.join(SPLITS)}) has examples.",
-        failed=f"{{unexpected}} of the {{rows}} splits have no examples.",
+        failed="{unexpected} of the {rows} splits have no examples.",
         id_columns=("split",),
     )
 

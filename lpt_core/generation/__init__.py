@@ -4,6 +4,7 @@ The profile store lives in `lpt_core.generation.store` and is not imported here,
 itself works where polars is not installed (the GPU benchmark machine).
 """
 
-from lpt_core.generation.base import GeneratedProfile, ProfileGenerator, make_generator
+from lpt_core.generation.base import GeneratedProfile, ProfileGenerator
+from lpt_core.generation.factory import make_generator
 
 __all__ = ["GeneratedProfile", "ProfileGenerator", "make_generator"]

@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from lpt_core.config import GenerationConfig, ModelsConfig
-
 # Tokens that close an assistant turn in common chat templates (ChatML, Gemma, Llama 3, Phi).
 # Tokenizers often name a different token as eos (SmolLM2's GGUF: <|endoftext|>), so stopping on
 # eos alone would run every profile to max_new_tokens.
@@ -64,21 +62,6 @@ def profile_from_tokens(tokenizer: Any, token_ids: Sequence[int], stop_ids: set[
         kept, finished = list(token_ids), False
     text = tokenizer.decode(kept, skip_special_tokens=True).strip()
     return GeneratedProfile(text=text, num_tokens=len(kept), finished=finished)
-
-
-def make_generator(
-    model_name: str, models_cfg: ModelsConfig, gen_cfg: GenerationConfig
-) -> ProfileGenerator:
-    """Build the generator that `gen_cfg.backend` names, loading `model_name` (see models.py)."""
-    if gen_cfg.backend == "transformers":
-        from lpt_core.generation.hf_backend import TransformersGenerator
-
-        return TransformersGenerator.load(model_name, models_cfg, gen_cfg)
-    if gen_cfg.backend == "vllm":
-        from lpt_core.generation.vllm_backend import VLLMGenerator
-
-        return VLLMGenerator(model_name, models_cfg, gen_cfg)
-    raise ValueError(f"generation.backend {gen_cfg.backend!r}: expected 'transformers' or 'vllm'")
 
 
 def check_batch_tokenizer(tokenizer: Any) -> None:

@@ -21,6 +21,7 @@ import torch
 from lpt_core import models
 from lpt_core.config import GenerationConfig, ModelsConfig
 from lpt_core.generation.base import GeneratedProfile, profile_from_tokens, stop_token_ids
+from lpt_core.generation.vllm_engine import colocated_engine, import_vllm, require_cuda
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,24 @@ class VLLMGenerator:
 
     @classmethod
     def for_policy(
-        cls, policy: Any, tokenizer: Any, gen_cfg: GenerationConfig, *, model_id: str, gpu_memory_utilization: float
+        cls,
+        policy: Any,
+        tokenizer: Any,
+        gen_cfg: GenerationConfig,
+        *,
+        model_id: str,
+        gpu_memory_utilization: float,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> VLLMGenerator:
         """A generator writing with the LoRA `policy` being trained (a PeftModel on CUDA), on the
-        process's colocated vLLM engine (lpt_core.training.vllm_rollout, shared with REBEL's
+        process's colocated vLLM engine (lpt_core.generation.vllm_engine, shared with REBEL's
         rollouts), whose weights are set to the policy's, LoRA merged, now. Generate with it before
-        the policy changes again. UNTESTED here: vLLM is not installed on the development machine."""
-        from lpt_core.training.vllm_rollout import colocated_engine
-
-        engine = colocated_engine(policy, gpu_memory_utilization, setting="generation.backend")
+        the policy changes again. `rank`/`world_size`: this process's place among the training
+        processes. CUDA only: runs on a GPU machine, not in the CPU test suite."""
+        engine = colocated_engine(
+            policy, gpu_memory_utilization, setting="generation.backend", rank=rank, world_size=world_size
+        )
         engine.sync(policy)
         generator = cls.__new__(cls)
         eos_ids = policy.generation_config.eos_token_id
@@ -147,23 +157,6 @@ def _import_vllm(models_cfg: ModelsConfig) -> Any:
         )
     require_cuda("generation.backend")
     return import_vllm("generation.backend")
-
-
-def require_cuda(setting: str) -> None:
-    """Stop with an error naming the recipe `setting` that chose vLLM when no CUDA GPU is there."""
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"{setting} 'vllm' needs a CUDA GPU and none is available: use {setting} 'transformers'")
-
-
-def import_vllm(setting: str) -> Any:
-    """The vllm module; without it, an ImportError naming the `vllm` extra and the recipe `setting`."""
-    try:
-        import vllm
-    except ImportError as exc:
-        raise ImportError(
-            f"{setting} 'vllm' needs the vllm extra: pip install '.[vllm]' (import failed: {exc})"
-        ) from exc
-    return vllm
 
 
 def _sampling_kwargs(gen_cfg: GenerationConfig, stop_ids: list[int]) -> dict[str, Any]:

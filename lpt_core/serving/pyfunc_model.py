@@ -124,7 +124,7 @@ class ProfileRecommender:
         from lpt_core.generation.hf_backend import TransformersGenerator
         from lpt_core.models import load_encoder
         from lpt_core.retrieval import ItemIndex, TextEncoder
-        from lpt_core.training.alternation import load_trained_generator
+        from lpt_core.training.policy import load_trained_generator
 
         self.recipe = recipe
         model, self.tokenizer = load_trained_generator(recipe, Path(adapter_dir))

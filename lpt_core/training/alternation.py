@@ -47,28 +47,16 @@ import polars as pl
 import torch
 
 from lpt_core import metrics
-from lpt_core.config import ModelsConfig, Recipe
+from lpt_core.config import Recipe
 from lpt_core.generation.base import ProfileGenerator
-from lpt_core.models import (
-    load_encoder,
-    load_generator,
-    pick_device,
-    pick_dtype,
-    resolve_model,
-    weights_fingerprint,
-)
+from lpt_core.models import load_encoder, load_generator, pick_dtype, resolve_model, weights_fingerprint
 from lpt_core.profiles import first_users
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training import distributed
-from lpt_core.training.checkpoints import (
-    PhaseCheckpoint,
-    latest_phase,
-    phase_folder,
-    prune_earlier_phases,
-    save_phase,
-)
+from lpt_core.training.checkpoints import PhaseCheckpoint, latest_phase, phase_folder, prune_earlier_phases, save_phase
 from lpt_core.training.contrastive import ItemBias, train_recommender
 from lpt_core.training.item_head import ItemHead, TextRows, build_item_index, fit_head_on_texts
+from lpt_core.training.policy import load_adapter_weights, make_policy, policy_models
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +205,6 @@ class _TrainingSession:
         profile_store: Path | None = None,
     ) -> None:
         from lpt_core.generation.store import ProfileStore
-        from lpt_core.training.rl import make_policy
 
         self.recipe = recipe
         self.variant = variant
@@ -233,7 +220,7 @@ class _TrainingSession:
         position = {item_id: p for p, item_id in enumerate(self.item_ids)}
         self.train_positions = [position[i] for i in self.train["target_item_id"].to_list()]
 
-        base, self.tokenizer = load_generator(recipe.models.generator, _policy_models(recipe))
+        base, self.tokenizer = load_generator(recipe.models.generator, policy_models(recipe))
         # A resumed policy is built the same way as a fresh one, then given the saved LoRA weights,
         # so that whatever make_policy sets up (gradient checkpointing, say) is there either way.
         torch.manual_seed(training.seed)  # LoRA A starts random: a fresh run must be repeatable
@@ -241,7 +228,7 @@ class _TrainingSession:
         if resume is None:
             self.encoder = load_encoder(recipe.models.encoder, recipe.models)
         else:
-            _load_adapter_weights(self.policy, resume.adapter_dir)
+            load_adapter_weights(self.policy, resume.adapter_dir)
             self.encoder = load_encoder(str(resume.encoder_dir), recipe.models)
         self.item_bias = self._initial_item_bias(resume)
         self.item_head = None if resume is None else self._stored_item_head(resume)
@@ -396,6 +383,7 @@ class _TrainingSession:
             yield VLLMGenerator.for_policy(
                 self.policy, self.tokenizer, gen_cfg, model_id=self._policy_id(),
                 gpu_memory_utilization=self.recipe.training.rl.vllm_gpu_memory_utilization,
+                rank=distributed.rank(), world_size=distributed.world_size(),
             )
             return
         from lpt_core.generation.hf_backend import TransformersGenerator
@@ -471,28 +459,6 @@ class _TrainingSession:
         return head
 
 
-def _load_adapter_weights(policy: Any, adapter_dir: Path) -> None:
-    """Copy a saved adapter's weights into `policy`'s adapter; every saved weight must find its place."""
-    from peft import set_peft_model_state_dict
-    from peft.utils import load_peft_weights
-
-    loaded = set_peft_model_state_dict(policy, load_peft_weights(str(adapter_dir), device=str(policy.device)))
-    if loaded.unexpected_keys:
-        raise ValueError(f"{adapter_dir}: weights with no place in the policy: {loaded.unexpected_keys[:5]}")
-
-
-def _policy_models(recipe: Recipe) -> ModelsConfig:
-    """The models settings the policy is loaded with: on a CPU it trains in float32 whatever
-    models.dtype says. In bf16 a LoRA delta small enough not to overshoot REBEL's regression is
-    rounded away when added to the bf16 activations, so many updates could keep no step (measured
-    on SmolLM2: the batch loss fell in 75% of bf16 updates vs 100% in float32, and the two log-prob
-    passes disagreed by 0.4 nat vs 1e-5; docs/rl_step.md). On CUDA the recipe's dtype is kept
-    (bf16 autocast with float32 adapter weights), as measured at the paper's shape."""
-    if pick_device(recipe.models.device).type != "cpu":
-        return recipe.models
-    return recipe.models.model_copy(update={"dtype": "float32"})
-
-
 def _phase_seed(seed: int, round_index: int, phase: str) -> int:
     return seed + 1000 * round_index + (0 if phase == "decoder" else 1)
 
@@ -507,14 +473,3 @@ def _result(checkpoint: PhaseCheckpoint, resumed_from: str | None) -> TrainingRe
         history=list(checkpoint.state.get("history", [])),
         resumed_from=resumed_from,
     )
-
-
-def load_trained_generator(recipe: Recipe, adapter_dir: Path) -> tuple[Any, Any]:
-    """The trained profile writer for inference: base model + saved LoRA, merged (generation with
-    an un-merged adapter runs at about half the speed)."""
-    from lpt_core.training.rl import make_policy
-
-    base, tokenizer = load_generator(recipe.models.generator, recipe.models)
-    policy = make_policy(base, recipe.training.rl)
-    _load_adapter_weights(policy, Path(adapter_dir))
-    return policy.merge_and_unload().eval(), tokenizer

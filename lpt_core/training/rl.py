@@ -21,7 +21,6 @@ from lpt_core.config import RLConfig
 
 if TYPE_CHECKING:  # type hints only: the reward pulls in faiss, which rollouts never need
     from peft import PeftModel
-    from transformers import PreTrainedModel
 
     from lpt_core.training.reward import RankReward
 
@@ -37,29 +36,6 @@ class RLExample:
     prompt: str
     target_item_id: str
     history_item_ids: list[str]
-
-
-def make_policy(base_model: PreTrainedModel, cfg: RLConfig) -> PeftModel:
-    """Wrap `base_model` (in place) with a fresh LoRA adapter on all linear layers.
-
-    LoRA B starts at zero, so the new policy equals the base model, which stays reachable as the
-    KL reference with `policy.disable_adapter()`.
-    """
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
-    if cfg.gradient_checkpointing:
-        base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        # With frozen embeddings nothing before the first block needs grad; checkpointed blocks
-        # still must see an input that does, or their LoRA weights get none.
-        base_model.enable_input_require_grads()
-    return get_peft_model(base_model, lora)
 
 
 def run_rl_phase(

@@ -21,9 +21,10 @@ from lpt_core.paths import outputs_dir
 from lpt_core.profiles import EXAMPLE_KEYS
 from lpt_core.retrieval import TextEncoder
 from lpt_core.tracking import RunHandle
-from lpt_core.training.alternation import TrainingData, load_trained_generator, train_alternating
+from lpt_core.training.alternation import TrainingData, train_alternating
 from lpt_core.training.curves import CURVE_KEYS, save_training_curves
 from lpt_core.training.item_head import ItemHead, build_item_index
+from lpt_core.training.policy import load_trained_generator
 from lpt_core.training.variants import get_variant
 from lpt_dagster.assets.profiles import GPU_POOL, progress_logger
 from lpt_dagster.lineage import catalog_table, example_splits, log_tables

@@ -294,11 +294,11 @@ def test_a_best_of_n_warm_start_runs_before_the_rl_updates_of_each_encoder_phase
 
 
 def test_on_a_cpu_the_policy_trains_in_float32_whatever_the_recipe_dtype(tiny):
-    from lpt_core.training.alternation import _policy_models
+    from lpt_core.training.policy import policy_models
 
     lm, encoder, _ = tiny
     recipe = tiny_recipe(lm, encoder)
     bf16 = Recipe.model_validate({**recipe.model_dump(), "models": {**recipe.models.model_dump(), "dtype": "bfloat16"}})
 
-    assert _policy_models(bf16).dtype == "float32"
-    assert _policy_models(bf16).generator == bf16.models.generator
+    assert policy_models(bf16).dtype == "float32"
+    assert policy_models(bf16).generator == bf16.models.generator

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from lpt_core.config import RLConfig
 from lpt_core.training.checkpoints import latest_phase, prune_earlier_phases, save_phase
-from lpt_core.training.rl import make_policy
+from lpt_core.training.policy import make_policy
 
 RL = RLConfig(lora_r=2, lora_alpha=4)
 

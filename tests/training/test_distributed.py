@@ -30,8 +30,8 @@ from lpt_core.training import alternation, distributed
 from lpt_core.training.alternation import train_alternating
 from lpt_core.training.contrastive import ItemBias, train_recommender
 from lpt_core.training.logprobs import sequence_logprobs
+from lpt_core.training.policy import make_policy
 from lpt_core.training.rebel import BASE_MODEL, shape_and_whiten
-from lpt_core.training.rl import make_policy
 
 from .test_alternation import Recorder, tiny_recipe, training_data
 

@@ -12,7 +12,6 @@ from lpt_core.training import logprobs
 from lpt_core.training.logprobs import sequence_logprobs
 from lpt_core.training.rebel import rebel_loss, shape_and_whiten
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

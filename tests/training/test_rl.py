@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 from tiny_encoder import build_tiny_encoder
 from tiny_lm import force_reply
 
-from lpt_core.config import ModelsConfig, RLConfig
 from lpt_core import paths
+from lpt_core.config import ModelsConfig, RLConfig
 from lpt_core.models import load_encoder, load_generator
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.logprobs import sequence_logprobs
+from lpt_core.training.policy import make_policy
 from lpt_core.training.rebel import RebelTrainer, rebel_loss, shape_and_whiten
 from lpt_core.training.reward import RankReward
-from lpt_core.training.rl import RLExample, make_policy, probe_set, prompt_batches, run_rl_phase
+from lpt_core.training.rl import RLExample, probe_set, prompt_batches, run_rl_phase
 
 CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
 ITEM_TEXTS = {

@@ -20,16 +20,13 @@ from trl import GRPOConfig, RLOOConfig
 
 from lpt_core.config import ModelsConfig, RLConfig
 from lpt_core.generation.base import stop_token_ids
-from lpt_core.generation.vllm_backend import import_vllm
+from lpt_core.generation.vllm_engine import import_vllm, merged_policy_weights
 from lpt_core.models import load_generator
-from lpt_core.training.rebel import RebelTrainer, rollout_from_generate
-from lpt_core.training.rl import make_policy
+from lpt_core.training.policy import make_policy
+from lpt_core.training.rebel import RebelTrainer
+from lpt_core.training.rollout import rollout_from_generate
 from lpt_core.training.trl_trainers import _trainer_arguments
-from lpt_core.training.vllm_rollout import (
-    check_rollout_backend,
-    merged_policy_weights,
-    rollout_from_vllm_outputs,
-)
+from lpt_core.training.vllm_rollout import check_rollout_backend, rollout_from_vllm_outputs
 
 CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
 TINY_RL = RLConfig(prompts_per_update=2, micro_batch_size=2, max_new_tokens=8, lora_r=4, lora_alpha=8)

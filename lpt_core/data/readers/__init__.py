@@ -9,6 +9,7 @@ item ids). Raw files are only read.
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,9 +209,9 @@ def read_raw(cfg: DataConfig) -> RawData:
     """
     path = resolve_repo_path(cfg.path)
     items_path = resolve_repo_path(cfg.items_path) if cfg.items_path else None
-    # lpt_core.sources imports the reader modules when called: they import RawData and BadRows
-    # from this package.
-    raw = data_source(cfg.source).read(cfg, path, items_path)
+    # Imported by name here: the reader modules import RawData and BadRows from this package.
+    reader = importlib.import_module(data_source(cfg.source).reader)
+    raw = reader.read(cfg, path, items_path)
     _check_quarantine_share(raw, cfg.max_quarantine_share)
     return raw
 

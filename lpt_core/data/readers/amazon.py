@@ -23,6 +23,7 @@ from typing import IO
 
 import polars as pl
 
+from lpt_core.config import DataConfig
 from lpt_core.data import schemas
 from lpt_core.data.errors import DataError
 from lpt_core.data.readers import (
@@ -305,3 +306,9 @@ def _parse_line(
             bad_rows.null(name, 1)
             values.append(None)
     return tuple(values)
+
+
+def read(cfg: DataConfig, path: Path, items_path: Path | None) -> RawData:
+    """The recipe's data through this reader (lpt_core.sources names it); paths already resolved."""
+    # DataConfig requires items_path for this source (lpt_core.sources: needs_items_path).
+    return read_amazon_2023(path, items_path, bad_rows=cfg.bad_rows)  # type: ignore[arg-type]

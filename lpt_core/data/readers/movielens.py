@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from lpt_core.config import DataConfig
 from lpt_core.data import schemas
 from lpt_core.data.errors import DataError
 from lpt_core.data.readers import BadRows, InputAccount, RawData, cast_or_report, require_files, skip_blank_rows
@@ -100,3 +101,8 @@ def _read_items(path: Path) -> tuple[pl.DataFrame, InputAccount]:
         pl.lit(None, dtype=pl.Float32).alias("average_rating"),
     )
     return schemas.conform(items, schemas.ITEMS), bad_rows.account(rows, typed.height)
+
+
+def read(cfg: DataConfig, path: Path, items_path: Path | None) -> RawData:
+    """The recipe's data through this reader (lpt_core.sources names it); paths already resolved."""
+    return read_movielens_100k(path)

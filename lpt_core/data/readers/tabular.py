@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from lpt_core.config import DataConfig
 from lpt_core.data import schemas
 from lpt_core.data.errors import DataError
 from lpt_core.data.readers import (
@@ -136,3 +137,8 @@ def _canonical_source(column: pl.Expr, dtype: pl.DataType, name: str) -> pl.Expr
             column = column.str.split(CATEGORY_SEPARATOR).list.eval(pl.element().str.strip_chars())
         return column.fill_null(_null(pl.List(pl.String)))
     return column
+
+
+def read(cfg: DataConfig, path: Path, items_path: Path | None) -> RawData:
+    """The recipe's data through this reader (lpt_core.sources names it); paths already resolved."""
+    return read_tabular(path, items_path, dict(cfg.column_map), bad_rows=cfg.bad_rows)

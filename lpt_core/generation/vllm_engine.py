@@ -1,0 +1,173 @@
+"""The vLLM engine colocated with a LoRA policy on its GPU, and the policy's weights written into it.
+
+Used by both vLLM paths that sample from a policy being trained: REBEL's rollouts
+(lpt_core.training.vllm_rollout, `training.rl.rollout_backend: vllm`) and the decoder phase's
+profile writing (VLLMGenerator.for_policy, `generation.backend: vllm`). One engine per process
+lives on the training GPU next to the policy, for the life of the process (vLLM does not reliably
+give its GPU memory back when an engine is dropped, so it is built once and reused). It takes
+`gpu_memory_utilization` of the GPU's memory; training keeps the rest.
+
+How the policy reaches vLLM: before sampling, the policy's weights with its LoRA folded in are
+written into the engine's model one tensor at a time (`load_weights`), as TRL 1.16's colocate mode
+does (trl.generation.vllm_generation.VLLMGeneration.sync_weights). Unlike TRL, the merge is computed
+out of place (W + scale * B @ A into a fresh tensor per layer): merging in place and unmerging after
+does not restore bf16 weights exactly, and the policy would drift a little at every update. The
+alternative, saving the adapter and passing a new LoRARequest per update (vLLM's `enable_lora`),
+was not taken: vLLM caps `max_lora_rank` (512 at most, the paper uses 1024) and generation with an
+un-merged adapter is slower, which is the point of using vLLM.
+
+The engine runs in this process (`distributed_executor_backend="external_launcher"`, as TRL's
+colocate mode), which is what makes its model reachable for `load_weights`. It needs CUDA: run on
+a GPU only (tests/training/test_vllm_rollout.py covers the merged weights and the checks here).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+# TRL's value for colocated engines: vLLM's memory profiler, given its default (much larger), thinks
+# there is not enough memory left beside the trainer.
+MAX_BATCHED_TOKENS = 4096
+
+
+def require_cuda(setting: str) -> None:
+    """Stop with an error naming the recipe `setting` that chose vLLM when no CUDA GPU is there."""
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"{setting} 'vllm' needs a CUDA GPU and none is available: use {setting} 'transformers'")
+
+
+def import_vllm(setting: str) -> Any:
+    """The vllm module; without it, an ImportError naming the `vllm` extra and the recipe `setting`."""
+    try:
+        import vllm
+    except ImportError as exc:
+        raise ImportError(
+            f"{setting} 'vllm' needs the vllm extra: pip install '.[vllm]' (import failed: {exc})"
+        ) from exc
+    return vllm
+
+
+def check_colocated_device(device: torch.device, setting: str) -> Any:
+    """The vllm module, after checking that the recipe `setting` ("vllm") can run with the policy
+    on `device`: a CUDA GPU and the `vllm` extra; the errors name the setting."""
+    if device.type != "cuda":
+        raise ValueError(
+            f"{setting} 'vllm' needs the policy on a CUDA GPU, it is on {device.type}: "
+            f"set models.device to cuda or {setting} to 'transformers'"
+        )
+    require_cuda(setting)
+    return import_vllm(setting)
+
+
+# As a decorator, no_grad holds inside each step of the generator only, not in the caller's code
+# between steps (a `with` block around the yields would leave grad off in the caller).
+@torch.no_grad()
+def merged_policy_weights(policy: PeftModel) -> Iterator[tuple[str, Tensor]]:
+    """Every weight of `policy` with its active LoRA adapter folded in, under the base model's
+    parameter names (those vLLM's `load_weights` takes), one tensor at a time; the policy is not
+    changed. Each merged weight is computed as PEFT's merge computes it, so the values equal
+    `merge_and_unload()` of a copy."""
+    from peft.tuners.lora import LoraLayer
+
+    adapter = policy.active_adapter
+    lora_layers = {name: module for name, module in policy.named_modules() if isinstance(module, LoraLayer)}
+    for name, parameter in policy.named_parameters():
+        if policy.prefix in name:  # the LoRA factors themselves: folded into their base weight
+            continue
+        owner, _, leaf = name.rpartition(".")
+        layer = lora_layers.get(owner.removesuffix(".base_layer"))
+        lora_weight = layer is not None and owner.endswith(".base_layer") and leaf == "weight"
+        if lora_weight and adapter in layer.lora_A:
+            merged = parameter.detach().clone()
+            merged += layer.get_delta_weight(adapter)  # as PEFT's merge: one rounding to the base dtype
+            yield _base_name(name), merged
+        else:
+            yield _base_name(name), parameter.detach()
+
+
+def _base_name(name: str) -> str:
+    """PEFT's parameter name -> the base model's (…q_proj.base_layer.weight -> …q_proj.weight)."""
+    return name.removeprefix("base_model.model.").replace(".base_layer", "")
+
+
+@dataclass
+class ColocatedEngine:
+    """The process's vLLM engine and the model folder and dtype it was built for."""
+
+    vllm: Any
+    llm: Any
+    folder: Path
+    dtype: torch.dtype
+    gpu_memory_utilization: float
+
+    def sync(self, policy: PeftModel) -> None:
+        """Write the policy's current weights (LoRA merged) into the engine, then drop vLLM's
+        prefix cache, whose keys and values were computed with the old weights."""
+        model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+        for name, weight in merged_policy_weights(policy):
+            model.load_weights([(name, weight)])
+        self.llm.reset_prefix_cache()
+
+
+_ENGINE: ColocatedEngine | None = None
+
+
+def colocated_engine(
+    policy: PeftModel, gpu_memory_utilization: float, *, setting: str, rank: int, world_size: int
+) -> ColocatedEngine:
+    """The process's colocated engine for `policy`'s base model, built on first use.
+
+    A second request for another model, dtype or memory share is an error: both engines would not
+    fit beside training, and the first cannot be freed reliably. The engine starts with the base
+    model's weights from disk; call `sync` before sampling.
+    """
+    global _ENGINE
+    base = policy.get_base_model()
+    folder, dtype = Path(base.name_or_path), base.dtype
+    if _ENGINE is not None:
+        wanted = (folder, dtype, gpu_memory_utilization)
+        held = (_ENGINE.folder, _ENGINE.dtype, _ENGINE.gpu_memory_utilization)
+        if wanted != held:
+            raise RuntimeError(
+                f"{setting}: this process's vLLM engine holds {held}; a second one, for {wanted}, is not supported"
+            )
+        return _ENGINE
+    vllm = check_colocated_device(policy.device, setting)
+    _set_launcher_environment(rank, world_size)
+    llm = vllm.LLM(
+        model=str(folder),
+        tokenizer=str(folder),
+        dtype=str(dtype).removeprefix("torch."),
+        gpu_memory_utilization=gpu_memory_utilization,
+        # In this process, not a separate engine process: its model must be reachable for sync().
+        distributed_executor_backend="external_launcher",
+        # Without this vLLM merges the model's generation_config.json (top_k, penalties...) into
+        # every request; our SamplingParams describe the decoding completely.
+        generation_config="vllm",
+        max_num_batched_tokens=MAX_BATCHED_TOKENS,
+        seed=rank,
+        trust_remote_code=False,
+    )
+    _ENGINE = ColocatedEngine(vllm, llm, folder, dtype, gpu_memory_utilization)
+    return _ENGINE
+
+
+def _set_launcher_environment(rank: int, world_size: int) -> None:
+    """vLLM's external launcher reads the process's place in the group from the environment, which
+    torchrun and accelerate set and a single process lacks (TRL sets the same)."""
+    os.environ.setdefault("RANK", str(rank))
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", str(world_size))
+    from trl.trainer.utils import ensure_master_addr_port
+
+    ensure_master_addr_port()

@@ -1,0 +1,69 @@
+"""The profile writer as a policy: LoRA on the base generator, how it is loaded for training, and
+the trained writer for inference (serving and the trained_profiles asset import this module, not
+the alternation loop)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lpt_core.config import ModelsConfig, Recipe, RLConfig
+from lpt_core.models import load_generator, pick_device
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+
+def make_policy(base_model: PreTrainedModel, cfg: RLConfig) -> PeftModel:
+    """Wrap `base_model` (in place) with a fresh LoRA adapter on all linear layers.
+
+    LoRA B starts at zero, so the new policy equals the base model, which stays reachable as the
+    KL reference with `policy.disable_adapter()`.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    if cfg.gradient_checkpointing:
+        base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # With frozen embeddings nothing before the first block needs grad; checkpointed blocks
+        # still must see an input that does, or their LoRA weights get none.
+        base_model.enable_input_require_grads()
+    return get_peft_model(base_model, lora)
+
+
+def load_adapter_weights(policy: Any, adapter_dir: Path) -> None:
+    """Copy a saved adapter's weights into `policy`'s adapter; every saved weight must find its place."""
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    loaded = set_peft_model_state_dict(policy, load_peft_weights(str(adapter_dir), device=str(policy.device)))
+    if loaded.unexpected_keys:
+        raise ValueError(f"{adapter_dir}: weights with no place in the policy: {loaded.unexpected_keys[:5]}")
+
+
+def policy_models(recipe: Recipe) -> ModelsConfig:
+    """The models settings the policy is loaded with: on a CPU it trains in float32 whatever
+    models.dtype says. In bf16 a LoRA delta small enough not to overshoot REBEL's regression is
+    rounded away when added to the bf16 activations, so many updates could keep no step (measured
+    on SmolLM2: the batch loss fell in 75% of bf16 updates vs 100% in float32, and the two log-prob
+    passes disagreed by 0.4 nat vs 1e-5; docs/rl_step.md). On CUDA the recipe's dtype is kept
+    (bf16 autocast with float32 adapter weights), as measured at the paper's shape."""
+    if pick_device(recipe.models.device).type != "cpu":
+        return recipe.models
+    return recipe.models.model_copy(update={"dtype": "float32"})
+
+
+def load_trained_generator(recipe: Recipe, adapter_dir: Path) -> tuple[Any, Any]:
+    """The trained profile writer for inference: base model + saved LoRA, merged (generation with
+    an un-merged adapter runs at about half the speed)."""
+    base, tokenizer = load_generator(recipe.models.generator, recipe.models)
+    policy = make_policy(base, recipe.training.rl)
+    load_adapter_weights(policy, Path(adapter_dir))
+    return policy.merge_and_unload().eval(), tokenizer
