@@ -39,6 +39,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/dagster job execute -m lpt_dagster.definitions -j langptune_pipeline
 	$(BIN)/lpt summary
+	$(BIN)/python -m lpt_dagster.timings
 
 test: setup browser
 	$(BIN)/ruff check .
