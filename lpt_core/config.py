@@ -26,10 +26,13 @@ from pydantic import (
 )
 
 from lpt_core.paths import resolve_repo_path
+from lpt_core.rl_algorithms import RL_ALGORITHMS
 from lpt_core.sources import SOURCES
 
 # The recipe's allowed data sources: exactly those lpt_core.sources describes.
 SourceName = Literal[tuple(SOURCES)]  # type: ignore[valid-type]
+# The RL algorithms lpt_core.rl_algorithms describes.
+RLAlgorithmName = Literal[tuple(RL_ALGORITHMS)]  # type: ignore[valid-type]
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -243,7 +246,7 @@ class EvaluationConfig(_Strict):
 class RLConfig(_Strict):
     """The LLM ("encoder") phase: RL on the profile writer, reward = rank of the next item."""
 
-    algorithm: Literal["rebel", "grpo", "rloo"] = "rebel"
+    algorithm: RLAlgorithmName = "rebel"
     updates_per_round: int = Field(8, ge=0)
     prompts_per_update: int = Field(8, ge=1)
     # REBEL compares two samples per prompt (the reference); GRPO/RLOO can take more.
@@ -282,11 +285,21 @@ class RLConfig(_Strict):
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1)
 
     @model_validator(mode="after")
-    def _rebel_compares_pairs(self) -> RLConfig:
-        # REBEL's regression is on the difference of exactly two samples; a larger group would be
-        # silently ignored.
-        if self.algorithm == "rebel" and self.samples_per_prompt != 2:
-            raise ValueError(f"rl.samples_per_prompt {self.samples_per_prompt}: REBEL compares exactly 2 samples")
+    def _settings_the_algorithm_reads(self) -> RLConfig:
+        # A setting the algorithm does not read would be silently ignored: REBEL regresses exactly
+        # two samples, TRL's trainers take no passes, line search or eta.
+        algorithm = RL_ALGORITHMS[self.algorithm]
+        low, high = algorithm.min_samples_per_prompt, algorithm.max_samples_per_prompt
+        if self.samples_per_prompt < low or (high is not None and self.samples_per_prompt > high):
+            allowed = f"exactly {low}" if low == high else f"at least {low}"
+            raise ValueError(f"rl.samples_per_prompt {self.samples_per_prompt}: {self.algorithm} takes {allowed}")
+        for name in algorithm.unused_settings:
+            default = type(self).model_fields[name].default
+            if getattr(self, name) != default:
+                raise ValueError(
+                    f"rl.{name} {getattr(self, name)!r} is not read by rl.algorithm {self.algorithm!r} "
+                    f"({algorithm.description}): leave it at {default!r}"
+                )
         return self
 
 

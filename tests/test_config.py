@@ -1,8 +1,9 @@
 """Recipes: typed, strict, with errors that name the file and the field."""
 
 import pytest
+from pydantic import ValidationError
 
-from lpt_core.config import RecipeError, load_recipe
+from lpt_core.config import RecipeError, RLConfig, load_recipe
 
 
 def test_shipped_recipes_validate():
@@ -112,6 +113,15 @@ def test_an_item_head_and_an_in_batch_item_bias_are_not_both_learned():
         load_recipe("quick", {"training": {"contrastive": {"head": {"kind": "hybrid", "residual_l2": -1}}}})
 
 
+def test_a_setting_the_algorithm_does_not_read_is_an_error_not_ignored():
+    with pytest.raises(ValidationError, match="rl.eta 2.0 is not read by rl.algorithm 'grpo'"):
+        RLConfig(algorithm="grpo", samples_per_prompt=4, eta=2.0)
+    with pytest.raises(RecipeError, match="rl.passes_per_batch 2 is not read by rl.algorithm 'rloo'"):
+        load_recipe("quick", {"training": {"rl": {"algorithm": "rloo", "samples_per_prompt": 4}}})
+    with pytest.raises(RecipeError, match="'rebel', 'grpo' or 'rloo'"):
+        load_recipe("quick", {"training": {"rl": {"algorithm": "ppo"}}})
+
+
 def test_head_rows_need_a_head_kind():
     methods = ["profile", "history_text_head"]
     with pytest.raises(RecipeError, match="set evaluation.head.kind"):
@@ -120,7 +130,7 @@ def test_head_rows_need_a_head_kind():
 
 
 def test_rebel_takes_pairs_and_the_group_algorithms_are_variants_with_four_samples():
-    with pytest.raises(RecipeError, match="REBEL compares exactly 2"):
+    with pytest.raises(RecipeError, match="samples_per_prompt 4: rebel takes exactly 2"):
         load_recipe("quick", {"training": {"rl": {"samples_per_prompt": 4}}})
     from lpt_core.training.variants import get_variant
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from lpt_core.config import RLConfig
+from lpt_core.rl_algorithms import RL_ALGORITHMS
 
 if TYPE_CHECKING:  # type hints only: the reward pulls in faiss, which rollouts never need
     from peft import PeftModel
@@ -61,14 +62,12 @@ def run_rl_phase(
         return []
     if cfg.probe_examples:
         on_update = RewardProbe(probe_set(examples, cfg.probe_examples), policy, tokenizer, reward, cfg).wrap(on_update)
-    if cfg.algorithm in ("grpo", "rloo"):
+    if RL_ALGORITHMS[cfg.algorithm].uses_trl:
         from lpt_core.training.trl_trainers import run_trl_updates
 
         return run_trl_updates(
             cfg.algorithm, policy, tokenizer, examples, reward, cfg, seed, output_dir, on_update
         )
-    if cfg.algorithm != "rebel":
-        raise ValueError(f"rl.algorithm {cfg.algorithm!r}: expected 'rebel', 'grpo' or 'rloo'")
     return _run_rebel(policy, tokenizer, examples, reward, cfg, seed, on_update)
 
 

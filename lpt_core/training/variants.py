@@ -2,14 +2,17 @@
 
 Each variant is a schedule (which phases alternate) plus overrides of the recipe's training
 section, so every variant's recipe, and with it its checkpoint folder and run parameters, says
-exactly what was trained.
+exactly what was trained. A recipe value a variant overrides is reported (overridden_settings),
+not silently replaced: the training asset logs it and shows it in its metadata.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from lpt_core.config import Recipe, RecipeError, deep_merge
+from lpt_core.config import Recipe, RecipeError, RLConfig, deep_merge
+from lpt_core.rl_algorithms import RL_ALGORITHMS
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,36 @@ class TrainingVariant:
         return self.schedule != "cl_only"
 
     def recipe_for(self, recipe: Recipe) -> Recipe:
-        return Recipe.model_validate(deep_merge(recipe.model_dump(), self.overrides))
+        """The recipe this variant trains with: `recipe` with the variant's overrides applied."""
+        merged = deep_merge(recipe.model_dump(), self.overrides)
+        rl = merged["training"]["rl"]
+        # One recipe serves every variant: the settings only another algorithm reads (REBEL's
+        # passes, say, in a GRPO variant) do not apply to this one, so they go back to defaults
+        # rather than fail the variant's validation.
+        for name in RL_ALGORITHMS[rl["algorithm"]].unused_settings:
+            rl[name] = RLConfig.model_fields[name].default
+        return Recipe.model_validate(merged)
+
+    def overridden_settings(self, recipe: Recipe) -> dict[str, tuple[Any, Any]]:
+        """The recipe's settings this variant replaces with another value, by dotted key:
+        (the recipe's value, the variant's). A recipe cannot set these for this variant."""
+        changed = {}
+        for key, value in _dotted(self.overrides):
+            current: Any = recipe
+            for part in key.split("."):
+                current = getattr(current, part)
+            if current != value:
+                changed[key] = (current, value)
+        return changed
+
+
+def _dotted(overrides: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """{"a": {"b": 1}} -> [("a.b", 1)]."""
+    pairs = []
+    for name, value in overrides.items():
+        key = f"{prefix}{name}"
+        pairs.extend(_dotted(value, f"{key}.") if isinstance(value, dict) else [(key, value)])
+    return pairs
 
 
 VARIANTS: dict[str, TrainingVariant] = {

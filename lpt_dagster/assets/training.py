@@ -97,6 +97,9 @@ def trained_models(
     for name in cfg.training.variants:
         variant = get_variant(name)
         variant_recipe = variant.recipe_for(cfg)
+        overridden = {key: f"{mine!r} -> {theirs!r}" for key, (mine, theirs) in variant.overridden_settings(cfg).items()}
+        for key, change in overridden.items():
+            context.log.info("%s overrides the recipe's %s: %s", name, key, change)
         started = time.perf_counter()
         with mlflow.asset_run(context, variant_recipe, f"training/{name}") as run:
             run.set_tags({"lpt.variant": name, "lpt.variant_description": variant.description})
@@ -123,6 +126,7 @@ def trained_models(
         summaries[name] = {
             "seconds": round(seconds, 1), "resumed_from": result.resumed_from,
             "last_phase": result.history[-1] if result.history else None, "mlflow_run": mlflow.run_url(run),
+            "overrides_recipe": overridden,
         }
     metadata = {"variants": dg.MetadataValue.json(summaries)}
     if any(points for series in curves.values() for points in series.values()):  # none if all were trained before

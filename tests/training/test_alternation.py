@@ -302,3 +302,19 @@ def test_on_a_cpu_the_policy_trains_in_float32_whatever_the_recipe_dtype(tiny):
 
     assert policy_models(bf16).dtype == "float32"
     assert policy_models(bf16).generator == bf16.models.generator
+
+
+def test_a_variant_reports_the_recipe_settings_it_overrides_and_drops_settings_its_algorithm_ignores():
+    from lpt_core.config import load_recipe
+    from lpt_core.training.variants import get_variant
+
+    recipe = load_recipe("quick", {"training": {"rl": {"passes_per_batch": 2, "eta": 2.0}}})
+    grpo = get_variant("langptune_grpo")
+
+    rl = grpo.recipe_for(recipe).training.rl
+    overridden = grpo.overridden_settings(recipe)
+
+    assert (rl.algorithm, rl.samples_per_prompt, rl.passes_per_batch, rl.eta) == ("grpo", 4, 4, 1.0)
+    assert overridden["training.rl.samples_per_prompt"] == (2, 4)
+    assert overridden["training.rl.algorithm"] == ("rebel", "grpo")
+    assert "training.contrastive.item_bias" not in overridden  # the recipe already says False
