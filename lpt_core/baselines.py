@@ -2,7 +2,7 @@
 
 All methods rank the same catalogue, for the same rows, with each row's history items removed, and
 break ties by the same rule (lpt_core.retrieval.rank_targets), so their numbers compare directly.
-"No profile at all" baselines are part of the honest comparison: they can win (method.md).
+"No profile at all" baselines are part of the honest comparison: they can win (docs/method.md).
 Adding a method is one function decorated with @register("name").
 
 The *_head rows (beyond the paper) fit an item-side head (lpt_core.training.item_head) on the

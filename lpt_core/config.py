@@ -146,7 +146,7 @@ class PromptConfig(_Strict):
 
 
 class SplitConfig(_Strict):
-    """How users become train/val/test examples (method.md, "Data and protocol")."""
+    """How users become train/val/test examples (docs/method.md, "Data and protocol")."""
 
     strategy: Literal["first_n", "leave_last_out"] = "first_n"
     history_len: int = Field(4, ge=1, description="N: history items per example")

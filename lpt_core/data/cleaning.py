@@ -1,6 +1,6 @@
 """Cleaning canonical interactions: de-duplication, unknown items, iterative k-core, long item texts.
 
-The order follows the reference protocol (method.md): de-duplicate, keep only interactions on
+The order follows the reference protocol (docs/method.md): de-duplicate, keep only interactions on
 known items that have a title, k-core, drop items whose text is too long for the encoder, k-core
 again. Each step's effect is recorded, so a run says where its rows went. Before all of them, the
 texts the models read lose their HTML (entities decoded, tags removed), whatever the source.

@@ -1,4 +1,4 @@
-"""The user-level split of method.md ("Data and protocol"): whole users go to train, val or test.
+"""The user-level split of docs/method.md ("Data and protocol"): whole users go to train, val or test.
 
 Users are ordered by their earliest interaction; the first `train_frac` are train, the rest are
 shuffled with the recipe's seed (the reference forgot one) and shared between val and test. The

@@ -3,7 +3,7 @@
 Prompts are batched longest first, so each batch holds prompts of similar length and little compute
 goes into padding; results are put back in input order. Generation stops at the chat turn's end
 token rather than running to a fixed length. On CUDA a static KV cache lets transformers compile
-the decode step (about 10x faster per step than the dynamic cache at batch 32, see method.md).
+the decode step (about 10x faster per step than the dynamic cache at batch 32, see docs/method.md).
 """
 
 from __future__ import annotations

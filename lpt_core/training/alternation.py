@@ -1,6 +1,6 @@
 """The alternating schedule: decoder (contrastive) and encoder (RL) phases, checkpointed, resumable.
 
-Each round runs, in order (method.md, "Training"):
+Each round runs, in order (docs/method.md, "Training"):
 1. the decoder phase: the current LLM writes one profile per train user (and per monitored val
    user); with the profiles fixed, the recommender trains contrastively (lpt_core.training.
    contrastive), then, if the recipe has one, an item-side head is fitted afresh over the encoder's

@@ -1,7 +1,7 @@
 """The recommender ("decoder") phase: contrastive training of the text encoder on fixed profiles.
 
 InfoNCE from each profile to its user's target item text, the other targets of the batch serving as
-negatives, profile -> item direction only (method.md, "Training"). That is sentence-transformers'
+negatives, profile -> item direction only (docs/method.md, "Training"). That is sentence-transformers'
 MultipleNegativesRankingLoss with scale = 1/tau, used here as is. Beyond the paper, a learned
 per-item bias can be added to every item's logit (`ItemBias`): it absorbs item popularity, so the
 embeddings need not. The bias never touches the profile, which stays the only user representation.

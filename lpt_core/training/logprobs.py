@@ -1,7 +1,7 @@
 """Sequence log-probabilities of sampled completions, without a full-vocabulary float32 softmax.
 
 The reference code materialises float32 log-softmax over the whole vocabulary for every token
-(method.md, "Known faults"): with a 256k vocabulary that is gigabytes per micro-batch. Here the
+(docs/method.md, "Known faults"): with a 256k vocabulary that is gigabytes per micro-batch. Here the
 model returns logits only from the first completion position on (`logits_to_keep`), and each
 chunk of positions is upcast to float32 for its logsumexp on its own; under grad the chunk is
 recomputed in the backward pass (checkpoint) instead of its float32 copy being kept.

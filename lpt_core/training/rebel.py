@@ -1,4 +1,4 @@
-"""REBEL on the profile writer: the method's RL phase (method.md, "Training").
+"""REBEL on the profile writer: the method's RL phase (docs/method.md, "Training").
 
 For each prompt two profiles are sampled; the policy regresses the difference of their log-ratios
 (new vs sampling policy) onto the difference of their shaped, whitened rewards:

@@ -2,7 +2,7 @@
 
 R(p) = 1/log2(rank+1) (NDCG, no cutoff), 1/rank (MRR) or 1 - ln(rank)/ln(N) ("log_rank", N = the
 catalogue's size), rank = the target's rank among ALL catalogue items with the user's history left
-out (method.md, "Training"). NDCG and MRR are the paper's; they are nearly flat beyond the first
+out (docs/method.md, "Training"). NDCG and MRR are the paper's; they are nearly flat beyond the first
 hundred ranks (NDCG 0.111 at rank 500, 0.100 at 1,000), so a profile that lifts the target from
 rank 1,000 to 500 is barely paid. log_rank pays every halving of the rank the same, which gives
 the policy a signal on the many users whose target sits deep in the catalogue. A profile longer than
