@@ -1,7 +1,8 @@
 """A person's view: headless Chromium (Debian's package) loads the Dagster UI and the MLflow UI.
 
 The Dagster UI must list the pipeline's assets, the MLflow UI the registered model with its
-aliases. Screenshots are kept under the work folder (ui_screenshots/) as CI artifacts.
+aliases. Screenshots go to pytest's temporary folder (ui_screenshots*/ under its basetemp; pytest
+keeps the last three runs' folders), never the work folder.
 Skipped where no Chromium is installed (`apt-get install chromium`).
 """
 
@@ -66,10 +67,8 @@ def chromium(url: str, profile: Path, screenshot: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def screenshots() -> Path:
-    folder = paths.work_dir() / "ui_screenshots"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def screenshots(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ui_screenshots")
 
 
 def test_dagster_ui_lists_the_pipeline_assets(tmp_path, screenshots):

@@ -94,8 +94,8 @@ def test_one_rebel_update_trains_lora_while_the_disabled_adapter_stays_the_base_
     metrics = RebelTrainer(policy, tokenizer, reward, TINY_RL, seed=0).update(_examples(tokenizer)[:2])
 
     after = _lora_state(policy)
-    assert any(not torch.equal(before[name], after[name]) for name in after if "lora_B" in name)
-    assert any(after[name].abs().sum() > 0 for name in after if "lora_B" in name)
+    # Every LoRA B moves (A gets no gradient while B is still zero, so it can lag one step).
+    assert all(not torch.equal(before[name], after[name]) for name in after if "lora_B" in name)
     assert not torch.allclose(_logits(policy, probe), base_logits)
     with policy.disable_adapter():
         torch.testing.assert_close(_logits(policy, probe), base_logits)
@@ -157,7 +157,7 @@ def test_run_rl_phase_runs_each_algorithm_and_reports_every_update(
         assert 0.0 <= metrics["reward_mean"] <= 1.0
     after = _lora_state(policy)
     assert after.keys() == before.keys()  # TRL's reference copy of the adapter is not left behind
-    assert any(not torch.equal(before[name], after[name]) for name in after)
+    assert all(not torch.equal(before[name], after[name]) for name in after if "lora_B" in name)
     # The end-of-turn stop TRL was given is not left in the model's own generation config.
     assert end_of_turn not in torch.atleast_1d(torch.tensor(policy.generation_config.eos_token_id)).tolist()
 
