@@ -21,6 +21,8 @@ export DAGSTER_DISABLE_TELEMETRY := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
+# As `source .venv/bin/activate` would: `dg` warns when the active venv is not the project's .venv.
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 .PHONY: setup demo test ui bench clean browser
 
@@ -37,7 +39,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/dagster job execute -m lpt_dagster.definitions -j langptune_pipeline
+	$(BIN)/dg launch --job langptune_pipeline
 	$(BIN)/lpt summary
 	$(BIN)/python -m lpt_dagster.timings
 
@@ -59,7 +61,7 @@ ui: setup
 	@MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
 		--backend-store-uri sqlite:///$(LPT_HOME)/mlflow/mlflow.db > $(LPT_HOME)/mlflow/server.log 2>&1 & \
 	mlflow_pid=$$!; trap "kill $$mlflow_pid" EXIT INT TERM; \
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	$(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 bench: setup
 	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

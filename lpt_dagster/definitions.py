@@ -1,6 +1,7 @@
 """The Dagster code location: assets, checks, jobs and resources of langptune.
 
-`dagster dev` (via `make ui`) loads this module; so does `dagster job execute` (via `make demo`).
+`dg dev` (via `make ui`) and `dg launch` (via `make demo`) load this module, named in pyproject.toml
+([tool.dg.project]); workspace.yaml names it for `dagster-webserver` and the Docker image.
 The recipe is chosen at launch (Launchpad: resources.recipe.config.name) or by $LPT_RECIPE.
 """
 
