@@ -6,7 +6,6 @@ import numpy as np
 import polars as pl
 import pytest
 from sentence_transformers import SentenceTransformer
-from tiny_encoder import build_tiny_encoder
 
 from lpt_core import baselines
 from lpt_core.baselines import METHODS, EvalContext, HeadTraining, evaluate_methods, register
@@ -55,9 +54,8 @@ def examples(rows=ROWS) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def encoder(tmp_path_factory) -> TextEncoder:
-    folder = build_tiny_encoder(tmp_path_factory.mktemp("encoder"))
-    return TextEncoder(SentenceTransformer(str(folder), device="cpu"))
+def encoder(tiny_encoder_folder) -> TextEncoder:
+    return TextEncoder(SentenceTransformer(str(tiny_encoder_folder), device="cpu"))
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from tiny_lm import build_tiny_lm, force_reply
+from tiny_lm import force_reply
 
 from lpt_core.config import GenerationConfig, ModelsConfig
 from lpt_core.generation import GeneratedProfile, make_generator
@@ -27,8 +27,8 @@ CONTENTS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+def tiny_folder(tiny_lm_folder) -> Path:
+    return tiny_lm_folder
 
 
 @pytest.fixture

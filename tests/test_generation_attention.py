@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_lm import build_tiny_lm
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from lpt_core.attention import GROUPED_DECODE_ATTENTION, grouped_decode_attention
@@ -56,8 +55,8 @@ def test_a_padded_position_gets_no_weight():
     torch.testing.assert_close(after, before)
 
 
-def test_a_cpu_generator_loads_with_it_and_writes_what_sdpa_writes(tmp_path):
-    model, tokenizer = load_generator(str(build_tiny_lm(tmp_path)), ModelsConfig(device="cpu", dtype="float32"))
+def test_a_cpu_generator_loads_with_it_and_writes_what_sdpa_writes(tiny_lm_folder):
+    model, tokenizer = load_generator(str(tiny_lm_folder), ModelsConfig(device="cpu", dtype="float32"))
     settings = GenerationConfig(max_new_tokens=12, batch_size=3)
     assert model.config._attn_implementation == GROUPED_DECODE_ATTENTION
 

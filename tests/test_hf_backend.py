@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from tiny_lm import build_tiny_lm
 
 from lpt_core.config import GenerationConfig, ModelsConfig
 from lpt_core.generation.hf_backend import TransformersGenerator, hf_generation_config
@@ -16,9 +13,8 @@ PROMPTS = ["a slow-burn thriller fan", "x", "enjoys comedies and animated films,
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    folder: Path = build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
-    return load_generator(str(folder), CPU_FP32)
+def loaded(tiny_lm_folder):
+    return load_generator(str(tiny_lm_folder), CPU_FP32)
 
 
 def test_static_cache_is_requested_only_when_asked():

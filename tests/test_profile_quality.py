@@ -8,7 +8,6 @@ from functools import partial
 import numpy as np
 import polars as pl
 import pytest
-from tiny_lm import build_tiny_lm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lpt_core.dislikes import encode_profiles
@@ -165,8 +164,8 @@ def test_reader_accuracy_follows_the_judge():
 
 
 @pytest.fixture(scope="module")
-def tiny_judge_parts(tmp_path_factory):
-    folder = build_tiny_lm(tmp_path_factory.mktemp("judge") / "lm")
+def tiny_judge_parts(tiny_lm_folder):
+    folder = tiny_lm_folder
     return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
 
 

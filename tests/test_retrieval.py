@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
-from tiny_encoder import build_tiny_encoder
 
 from lpt_core import retrieval
 from lpt_core.retrieval import ItemIndex, TextEncoder, recall_vs_exact
@@ -156,9 +155,8 @@ def test_unknown_ids_and_bad_arguments_are_named():
 
 
 @pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory) -> TextEncoder:
-    folder = build_tiny_encoder(tmp_path_factory.mktemp("encoder"))
-    return TextEncoder(SentenceTransformer(str(folder), device="cpu"), batch_size=3)
+def tiny_encoder(tiny_encoder_folder) -> TextEncoder:
+    return TextEncoder(SentenceTransformer(str(tiny_encoder_folder), device="cpu"), batch_size=3)
 
 
 def test_encoder_returns_normalised_float32_rows_and_reports_progress(tiny_encoder):

@@ -1,10 +1,8 @@
-"""Fixtures shared by the training tests: a tiny causal LM on disk, single-threaded torch."""
+"""Fixtures shared by the training tests: single-threaded torch (the tiny models are in tests/conftest.py)."""
 
-from pathlib import Path
 
 import pytest
 import torch
-from tiny_lm import build_tiny_lm
 
 
 @pytest.fixture
@@ -15,7 +13,3 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
-
-@pytest.fixture(scope="module")
-def tiny_lm_folder(tmp_path_factory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_lm import build_tiny_lm
 
 from lpt_core.config import ModelsConfig
 from lpt_core.models import load_generator
@@ -68,9 +67,8 @@ def test_shape_and_whiten_applies_the_kl_penalty_then_standardises():
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    folder = build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
-    model, _ = load_generator(str(folder), ModelsConfig(device="cpu", dtype="float32"))
+def tiny_model(tiny_lm_folder):
+    model, _ = load_generator(str(tiny_lm_folder), ModelsConfig(device="cpu", dtype="float32"))
     return model
 
 

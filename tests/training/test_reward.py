@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
-from tiny_encoder import build_tiny_encoder
 
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.reward import RankReward, reward_from_ranks
@@ -19,9 +18,8 @@ COSINES = [1.0, 0.9, 0.7, 0.5, 0.3, 0.1]
 
 
 @pytest.fixture(scope="module")
-def encoder(tmp_path_factory) -> TextEncoder:
-    folder = build_tiny_encoder(tmp_path_factory.mktemp("encoder"))
-    return TextEncoder(SentenceTransformer(str(folder), device="cpu"))
+def encoder(tiny_encoder_folder) -> TextEncoder:
+    return TextEncoder(SentenceTransformer(str(tiny_encoder_folder), device="cpu"))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
-from tiny_encoder import build_tiny_encoder
 from tiny_lm import force_reply
 
 from lpt_core import paths
@@ -39,9 +38,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def reward(tmp_path_factory) -> RankReward:
-    folder = build_tiny_encoder(tmp_path_factory.mktemp("encoder"))
-    encoder = TextEncoder(SentenceTransformer(str(folder), device="cpu"))
+def reward(tiny_encoder_folder) -> RankReward:
+    encoder = TextEncoder(SentenceTransformer(str(tiny_encoder_folder), device="cpu"))
     index = ItemIndex.build(list(ITEM_TEXTS), encoder.encode(list(ITEM_TEXTS.values())))
     return RankReward(encoder, index, kind="ndcg")
 

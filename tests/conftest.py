@@ -1,0 +1,22 @@
+"""Fixtures every test module may use: the tiny random models, built once per test session.
+
+The folders are shared: a test must not write into them (copy one to tmp_path first if it must).
+"""
+
+from pathlib import Path
+
+import pytest
+from tiny_encoder import build_tiny_encoder
+from tiny_lm import build_tiny_lm
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_folder(tmp_path_factory) -> Path:
+    """A 2-layer random Llama chat LM and its tokenizer (tests/tiny_lm.py)."""
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_folder(tmp_path_factory) -> Path:
+    """A tiny random sentence-transformers encoder (tests/tiny_encoder.py)."""
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"))
