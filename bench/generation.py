@@ -1,8 +1,10 @@
-"""Tokens/s of the transformers generation backend, by dtype and batch size, or by KV-cache kind.
+"""Speed of the transformers generation backend, by dtype, attention and batch size, or by KV-cache kind.
 
 CPU (default): SmolLM2-135M (or --model), synthetic MovieLens-style prompts of about
---prompt-tokens tokens, every row forced to decode exactly --new-tokens tokens; prints a table and
-the bf16/fp32 ratio per batch size. The machine's cores may be shared: figures are noisy.
+--prompt-tokens tokens, every row forced to decode exactly --new-tokens tokens; prints a markdown
+table of prefill time, decode ms per step against the step's matmul floor measured in the same run
+(the model's linear layers alone), tokens/s and profiles/s, for transformers' sdpa attention and
+ours. Run it alone: another CPU-heavy process on the same cores makes every figure meaningless.
 
     python bench/generation.py --model /path/to/smollm2-folder
 
@@ -23,6 +25,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GemmaConfig, GemmaForCausalLM, PreTrainedTokenizerFast
 
+from lpt_core.attention import GROUPED_DECODE_ATTENTION
 from lpt_core.config import GenerationConfig, ModelsConfig
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import load_generator
@@ -73,26 +76,61 @@ def _arguments() -> argparse.Namespace:
 
 
 def _bench_dtypes(args: argparse.Namespace) -> None:
+    """Per dtype, attention and batch size: prefill seconds, decode ms per step against the
+    machine's floor for that step (the model's linear layers alone, timed in the same run), and
+    profiles/s. "sdpa" is transformers' attention, "grouped" ours (lpt_core.attention)."""
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    dtypes = args.dtypes.split(",")
-    rates: dict[tuple[str, int], float] = {}
-    print(f"model {args.model}, device {args.device}, {args.new_tokens} new tokens per row")
-    print(f"{'dtype':<10}{'batch':>6}{'prompt tok':>12}{'seconds':>10}{'tokens/s':>10}")
-    for dtype in dtypes:
+    print(f"model {args.model}, device {args.device}, {args.new_tokens} new tokens per row; CPU flags: {_cpu_flags()}")
+    print("| dtype | attention | batch | prompt tok | prefill s | decode ms/step | floor ms/step | x floor | tokens/s | profiles/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for dtype in args.dtypes.split(","):
         model, tokenizer = load_generator(args.model, ModelsConfig(device=args.device, dtype=dtype))
         prompts = _movielens_prompts(tokenizer, max(batch_sizes), args.prompt_tokens)
         prompt_tokens = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
-        for batch_size in batch_sizes:
-            generator = _fixed_length_generator(model, tokenizer, batch_size, args.new_tokens)
-            generator.generate(prompts[:1])  # warm-up: first-call allocations and kernel choice
-            seconds = _timed(generator, prompts[:batch_size])
-            rates[dtype, batch_size] = batch_size * args.new_tokens / seconds
-            print(f"{dtype:<10}{batch_size:>6}{prompt_tokens:>12}{seconds:>10.2f}{rates[dtype, batch_size]:>10.1f}")
+        for attention in _attentions(model):
+            model.set_attn_implementation(attention)
+            for batch_size in batch_sizes:
+                floor_ms = _linear_floor_ms(model, batch_size)
+                prefill, total = (
+                    _timed(_fixed_length_generator(model, tokenizer, batch_size, n), prompts[:batch_size])
+                    for n in (1, args.new_tokens)
+                )
+                step_ms = 1000 * (total - prefill) / (args.new_tokens - 1)
+                name = "grouped" if attention == GROUPED_DECODE_ATTENTION else attention
+                print(f"| {dtype} | {name} | {batch_size} | {prompt_tokens} | {prefill:.2f} | {step_ms:.0f} | "
+                      f"{floor_ms:.0f} | {step_ms / floor_ms:.1f} | {batch_size * args.new_tokens / total:.1f} | "
+                      f"{batch_size / total:.2f} |")
         del model
-    if {"float32", "bfloat16"} <= set(dtypes):
-        for batch_size in batch_sizes:
-            ratio = rates["bfloat16", batch_size] / rates["float32", batch_size]
-            print(f"bf16/fp32 tokens/s ratio at batch {batch_size}: {ratio:.2f}")
+
+
+def _attentions(model) -> list[str]:
+    # On CPU the generator loads with our grouped decode attention; sdpa is the reference.
+    loaded = model.config._attn_implementation
+    return [loaded] if loaded == "sdpa" else ["sdpa", loaded]
+
+
+def _linear_floor_ms(model, batch_size: int, repeats: int = 5) -> float:
+    """Milliseconds for every linear layer of the model on one decode step's input (batch x 1):
+    the matmul floor of a step, measured with the model's own weights and dtype."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(batch_size, m.in_features, dtype=m.weight.dtype, device=m.weight.device) for m in linears]
+    with torch.inference_mode():
+        for layer, x in zip(linears, inputs):  # warm-up
+            layer(x)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            for layer, x in zip(linears, inputs):
+                layer(x)
+    return 1000 * (time.perf_counter() - started) / repeats
+
+
+def _cpu_flags() -> str:
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        return "unknown"
+    return ", ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
 
 
 def _bench_static_cache(args: argparse.Namespace) -> None:
