@@ -335,7 +335,7 @@ def test_report_ranks_an_informative_profile_variant_above_a_vague_one(tmp_path)
 
 
 def test_the_asset_assesses_the_first_users_of_the_evaluated_split():
-    from lpt_dagster.assets.quality import assessed_examples
+    from lpt_core.profiles import assessed_examples
 
     examples = pl.DataFrame({"user_id": ["a", "b", "b", "c", "d"], "split": ["test", "test", "test", "val", "test"]})
     assert assessed_examples(examples, "test", 2)["user_id"].to_list() == ["a", "b", "b"]

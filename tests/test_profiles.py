@@ -56,7 +56,7 @@ def test_profile_head_widens_the_profiled_train_users():
 
 def test_both_head_rows_fit_on_the_same_train_examples():
     from lpt_core.data.schemas import EXAMPLES, ITEMS
-    from lpt_dagster.assets.evaluation import head_training
+    from lpt_core.evaluation import head_training
 
     items = pl.DataFrame(
         [{"item_id": f"m{i}", "title": f"Movie {i}", "categories": ["Drama"]} for i in range(6)], schema=ITEMS

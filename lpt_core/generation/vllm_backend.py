@@ -44,7 +44,7 @@ class VLLMGenerator:
     ) -> None:
         """`gpu_memory_utilization` is the share of GPU memory vLLM may take (lower it when a
         trainer shares the GPU); `max_model_len` caps prompt + profile tokens (None: the model's)."""
-        vllm = _import_vllm(models_cfg)
+        vllm = require_vllm(models_cfg)
         from transformers import AutoTokenizer
 
         folder = models.resolve_model(model_name)
@@ -149,7 +149,9 @@ def _model_eos_ids(folder: Path) -> int | list[int] | None:
         return None
 
 
-def _import_vllm(models_cfg: ModelsConfig) -> Any:
+def require_vllm(models_cfg: ModelsConfig) -> Any:
+    """The vllm module, once the recipe's models settings and this machine can run it: the errors
+    name generation.backend. Cheap, so callers that load a model first check here before."""
     if models_cfg.device == "cpu":
         raise ValueError(
             "generation.backend 'vllm' needs a CUDA GPU but models.device is 'cpu': "

@@ -46,10 +46,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from lpt_core import metrics
+from lpt_core import metrics, text
 from lpt_core.config import Recipe
 from lpt_core.generation.base import ProfileGenerator
-from lpt_core.models import load_encoder, load_generator, pick_dtype, resolve_model, weights_fingerprint
+from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype, resolve_model, weights_fingerprint
 from lpt_core.profiles import first_users
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training import distributed
@@ -92,6 +92,21 @@ class TrainingData:
         missing = [c for c in ("item_id", "text") if c not in self.catalog.columns]
         if missing:
             raise ValueError(f"TrainingData.catalog: missing columns {missing}")
+
+    @classmethod
+    def from_tables(
+        cls, user_examples: pl.DataFrame, items: pl.DataFrame, catalog: pl.DataFrame, recipe: Recipe
+    ) -> TrainingData:
+        """The train and val rows of the split (the user_examples table) with the recipe's prompts,
+        written from `items` (cleaned_items), and the catalogue (item_catalog)."""
+        tokenizer = load_tokenizer(recipe.models.generator)
+
+        def with_prompts(split: str) -> pl.DataFrame:
+            rows = user_examples.filter(pl.col("split") == split)
+            prompts = text.build_prompts(rows, items, tokenizer, recipe.prompt, recipe.data.source)
+            return rows.with_columns(pl.Series("prompt", prompts, dtype=pl.String))
+
+        return cls(train=with_prompts("train"), val=with_prompts("val"), catalog=catalog)
 
 
 class TrainingCallbacks(Protocol):

@@ -1,6 +1,6 @@
 """The profile writer as a policy: LoRA on the base generator, how it is loaded for training, and
-the trained writer for inference (serving and the trained_profiles asset import this module, not
-the alternation loop)."""
+the trained writer for inference on the recipe's generation backend (serving and the
+trained_profiles asset import this module, not the alternation loop)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lpt_core.config import ModelsConfig, Recipe, RLConfig
+from lpt_core.generation.factory import check_backend, generator_for_policy
 from lpt_core.models import load_generator, pick_device
 
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel
+
+    from lpt_core.generation.base import ProfileGenerator
 
 
 def make_policy(base_model: PreTrainedModel, cfg: RLConfig) -> PeftModel:
@@ -60,10 +63,27 @@ def policy_models(recipe: Recipe) -> ModelsConfig:
     return recipe.models.model_copy(update={"dtype": "float32"})
 
 
-def load_trained_generator(recipe: Recipe, adapter_dir: Path) -> tuple[Any, Any]:
-    """The trained profile writer for inference: base model + saved LoRA, merged (generation with
-    an un-merged adapter runs at about half the speed)."""
+def load_trained_policy(recipe: Recipe, adapter_dir: Path) -> tuple[PeftModel, Any]:
+    """The base generator with the saved LoRA adapter loaded into it (not merged), and its tokenizer."""
     base, tokenizer = load_generator(recipe.models.generator, recipe.models)
     policy = make_policy(base, recipe.training.rl)
     load_adapter_weights(policy, Path(adapter_dir))
+    return policy, tokenizer
+
+
+def load_trained_generator(recipe: Recipe, adapter_dir: Path) -> tuple[Any, Any]:
+    """The trained profile writer for inference: base model + saved LoRA, merged (generation with
+    an un-merged adapter runs at about half the speed)."""
+    policy, tokenizer = load_trained_policy(recipe, adapter_dir)
     return policy.merge_and_unload().eval(), tokenizer
+
+
+def trained_profile_writer(recipe: Recipe, adapter_dir: Path, *, model_id: str) -> ProfileGenerator:
+    """The trained profile writer on the backend the recipe's generation.backend names. A backend
+    that cannot run here fails before the model is loaded, with make_generator's error."""
+    check_backend(recipe.models, recipe.generation)
+    policy, tokenizer = load_trained_policy(recipe, adapter_dir)
+    return generator_for_policy(
+        policy, tokenizer, recipe.models, recipe.generation, model_id=model_id,
+        gpu_memory_utilization=recipe.training.rl.vllm_gpu_memory_utilization,
+    )

@@ -9,10 +9,15 @@ not silently replaced: the training asset logs it and shows it in its metadata.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lpt_core.config import Recipe, RecipeError, RLConfig, deep_merge
+from lpt_core.paths import Outputs
 from lpt_core.rl_algorithms import RL_ALGORITHMS
+
+if TYPE_CHECKING:
+    from lpt_core.training.alternation import TrainingCallbacks, TrainingData, TrainingResult
 
 
 @dataclass(frozen=True)
@@ -127,3 +132,24 @@ def get_variant(name: str) -> TrainingVariant:
     if name not in VARIANTS:
         raise RecipeError(f"training.variants: unknown variant {name!r} (known: {', '.join(VARIANTS)})")
     return VARIANTS[name]
+
+
+def train_variant(
+    recipe: Recipe,
+    name: str,
+    data: TrainingData,
+    outputs: Outputs,
+    callbacks: TrainingCallbacks | None = None,
+    checkpoints: Path | None = None,
+) -> TrainingResult:
+    """Train (or resume) variant `name` of `recipe` as the pipeline does: its checkpoints under
+    outputs.training(name) (or `checkpoints`), its profiles through the outputs' profile store, so
+    the training asset and `lpt train` pick up each other's finished phases."""
+    # Imported here: the variants' names and recipes are read where torch is not needed.
+    from lpt_core.training.alternation import train_alternating
+
+    variant = get_variant(name)
+    return train_alternating(
+        variant.recipe_for(recipe), variant.schedule, data, checkpoints or outputs.training(name), callbacks,
+        profile_store=outputs.profile_store,
+    )

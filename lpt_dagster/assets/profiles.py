@@ -11,7 +11,13 @@ from lpt_core.generation import make_generator
 from lpt_core.generation.store import ProfileStore
 from lpt_core.models import load_encoder, load_tokenizer
 from lpt_core.paths import outputs_dir
-from lpt_core.profiles import EXAMPLE_KEYS, profile_train_users, sampling_configs, select_profile_examples
+from lpt_core.profiles import (
+    EXAMPLE_KEYS,
+    profile_train_users,
+    sampling_configs,
+    select_profile_examples,
+    write_profiles,
+)
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_dagster.metadata import frame_preview
 from lpt_dagster.resources import MlflowResource, RecipeResource
@@ -61,21 +67,14 @@ def zero_shot_profiles(
     """
     cfg = recipe.get()
     examples = select_profile_examples(user_examples, profile_train_users(cfg.evaluation))
-    tokenizer = load_tokenizer(cfg.models.generator)
-    prompts = text.build_prompts(examples, cleaned_items, tokenizer, cfg.prompt, cfg.data.source)
     generator = make_generator(cfg.models.generator, cfg.models, cfg.generation)
     # Small chunks: progress is logged, and finished work saved, after every chunk.
     store = ProfileStore(outputs_dir() / "profile_store.parquet", chunk_size=4 * cfg.generation.batch_size)
     started = time.perf_counter()
-    generated, fresh = store.get_or_generate(
-        prompts, generator, cfg.generation, progress=progress_logger(context, "profiles")
+    profiles, fresh = write_profiles(
+        examples, cleaned_items, generator, store, cfg, progress=progress_logger(context, "profiles")
     )
     seconds = time.perf_counter() - started
-    profiles = examples.select("user_id", "split", "window").with_columns(
-        pl.Series("profile", [g.text for g in generated], dtype=pl.String),
-        pl.Series("num_tokens", [g.num_tokens for g in generated], dtype=pl.Int32),
-        pl.Series("finished", [g.finished for g in generated], dtype=pl.Boolean),
-    )
     samples = _samples_markdown(profiles, examples, cleaned_items)
     summary = {
         "profiles": profiles.height,

@@ -2,20 +2,17 @@
 a reader and steerable? Beside the evaluation report, for the zero-shot and every trained variant."""
 
 
-from functools import partial
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from lpt_core.config import Recipe
-from lpt_core.dislikes import encode_profiles
-from lpt_core.models import load_encoder, load_generator
+from lpt_core.evaluation import quality_variant, variant_profiles
+from lpt_core.models import load_generator
 from lpt_core.paths import outputs_dir
-from lpt_core.profile_quality.report import ProfileVariant, QualitySettings, assess_profiles, plot_quality
+from lpt_core.profile_quality.report import QualitySettings, assess_profiles, plot_quality
 from lpt_core.profile_quality.simulated_reader import LikelihoodJudge
-from lpt_core.profiles import EXAMPLE_KEYS
-from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.profiles import assessed_examples
 from lpt_core.sources import data_source
 from lpt_dagster.assets.profiles import GPU_POOL
 from lpt_dagster.lineage import EXAMPLES_ASSET, TrackedTable, catalog_table, log_tables, profile_tables
@@ -23,32 +20,6 @@ from lpt_dagster.metadata import figure_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
 GROUP = "evaluation"
-
-
-def assessed_examples(user_examples: pl.DataFrame, split: str, max_users: int | None) -> pl.DataFrame:
-    """The evaluated split's rows of its first `max_users` users (all of them for None)."""
-    examples = user_examples.filter(pl.col("split") == split)
-    if max_users is not None:
-        kept = examples["user_id"].unique(maintain_order=True).head(max_users)
-        examples = examples.filter(pl.col("user_id").is_in(kept.implode()))
-    return examples
-
-
-def _variant(name: str, examples: pl.DataFrame, profiles: pl.DataFrame, index_path: str, encoder: str,
-             cfg: Recipe) -> ProfileVariant:
-    joined = examples.select(EXAMPLE_KEYS).join(
-        profiles.select(*EXAMPLE_KEYS, "profile", "finished"), on=EXAMPLE_KEYS, how="left", maintain_order="left")
-    missing = joined["profile"].null_count()
-    if missing:
-        raise ValueError(f"variant {name!r}: {missing} assessed examples have no profile: rematerialise its profiles")
-    return ProfileVariant(
-        name=name,
-        profiles=joined["profile"].to_list(),
-        finished=joined["finished"].fill_null(False).to_list(),
-        index=ItemIndex.load(Path(index_path)),
-        # As the served model encodes a profile: its dislikes push their items down.
-        encode=partial(encode_profiles, TextEncoder(load_encoder(encoder, cfg.models)).encode),
-    )
 
 
 @dg.asset(group_name=GROUP, pool=GPU_POOL)
@@ -68,10 +39,13 @@ def profile_quality_report(
     cfg = recipe.get()
     quality, ev = cfg.quality, cfg.evaluation
     examples = assessed_examples(user_examples, ev.split, quality.max_users)
-    variants = [_variant("zero_shot", examples, zero_shot_profiles, item_index["path"], cfg.models.encoder, cfg)]
+    variants = [quality_variant(
+        "zero_shot", examples, zero_shot_profiles, Path(item_index["path"]), cfg.models.encoder, cfg.models)]
     for name, info in trained_item_index.items():
-        variant_profiles = trained_profiles.filter(pl.col("variant") == name)
-        variants.append(_variant(name, examples, variant_profiles, info["path"], info["encoder_dir"], cfg))
+        variants.append(quality_variant(
+            name, examples, variant_profiles(trained_profiles, name), Path(info["path"]), Path(info["encoder_dir"]),
+            cfg.models,
+        ))
     model, tokenizer = load_generator(quality.judge, cfg.models)
     judge = LikelihoodJudge(model, tokenizer, data_source(cfg.data.source).reader_question, batch_size=quality.judge_batch_size)
     settings = QualitySettings(

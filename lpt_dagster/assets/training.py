@@ -12,20 +12,17 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from lpt_core import text
-from lpt_core.config import Recipe
-from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.generation.store import ProfileStore
-from lpt_core.models import load_encoder, load_tokenizer
-from lpt_core.paths import outputs_dir
-from lpt_core.profiles import EXAMPLE_KEYS
+from lpt_core.models import load_encoder
+from lpt_core.paths import Outputs, outputs_dir
+from lpt_core.profiles import EXAMPLE_KEYS, joined_profiles, write_profiles
 from lpt_core.retrieval import TextEncoder
 from lpt_core.tracking import RunHandle
-from lpt_core.training.alternation import TrainingData, train_alternating
+from lpt_core.training.alternation import TrainingData
 from lpt_core.training.curves import CURVE_KEYS, save_training_curves
 from lpt_core.training.item_head import ItemHead, build_item_index
-from lpt_core.training.policy import load_trained_generator
-from lpt_core.training.variants import get_variant
+from lpt_core.training.policy import trained_profile_writer
+from lpt_core.training.variants import get_variant, train_variant
 from lpt_dagster.assets.profiles import GPU_POOL, progress_logger
 from lpt_dagster.lineage import catalog_table, example_splits, log_tables
 from lpt_dagster.metadata import frame_preview, png_markdown
@@ -33,6 +30,8 @@ from lpt_dagster.resources import MlflowResource, RecipeResource
 from lpt_dagster.subsets import selected_outputs
 
 GROUP = "training"
+# What trained_profiles keeps of each variant's profiles, beside EXAMPLE_KEYS and the variant name.
+PROFILE_COLUMNS = ("profile", "num_tokens", "finished")
 
 
 class _MlflowCallbacks:
@@ -57,12 +56,6 @@ class _MlflowCallbacks:
         self.context.log.info(f"{self.variant}: {message}")
 
 
-def _with_prompts(examples: pl.DataFrame, items: pl.DataFrame, cfg: Recipe) -> pl.DataFrame:
-    tokenizer = load_tokenizer(cfg.models.generator)
-    prompts = text.build_prompts(examples, items, tokenizer, cfg.prompt, cfg.data.source)
-    return examples.with_columns(pl.Series("prompt", prompts, dtype=pl.String))
-
-
 @dg.multi_asset(
     group_name=GROUP,
     pool=GPU_POOL,
@@ -85,11 +78,7 @@ def trained_models(
 ):
     """Alternate contrastive (recommender) and RL (profile writer) phases for every variant."""
     cfg = recipe.get()
-    data = TrainingData(
-        train=_with_prompts(user_examples.filter(pl.col("split") == "train"), cleaned_items, cfg),
-        val=_with_prompts(user_examples.filter(pl.col("split") == "val"), cleaned_items, cfg),
-        catalog=item_catalog,
-    )
+    data = TrainingData.from_tables(user_examples, cleaned_items, item_catalog, cfg)
     # Lineage of every variant's run: the tables as user_examples and item_catalog logged them
     # (without the prompts added here), so their digests match.
     trained_on = [*example_splits(user_examples, ("train", "val")), catalog_table(item_catalog)]
@@ -104,10 +93,7 @@ def trained_models(
         with mlflow.asset_run(context, variant_recipe, f"training/{name}") as run:
             run.set_tags({"lpt.variant": name, "lpt.variant_description": variant.description})
             log_tables(run, trained_on)
-            result = train_alternating(
-                variant_recipe, variant.schedule, data, outputs_dir() / "training" / name,
-                _MlflowCallbacks(run, context, name), profile_store=outputs_dir() / "profile_store.parquet",
-            )
+            result = train_variant(cfg, name, data, Outputs.default(), _MlflowCallbacks(run, context, name))
             run.log_artifact(result.adapter_dir, "generator_adapter")
             run.log_artifact(result.encoder_dir, "recommender")
             run.log_dict({"base_model": cfg.models.generator, "history": result.history}, "training_summary.json")
@@ -153,29 +139,21 @@ def trained_profiles(
     profiles are the zero-shot ones; the others are written by the merged trained generator."""
     cfg = recipe.get()
     examples = user_examples.filter(pl.col("split") == cfg.evaluation.split)
-    store = ProfileStore(outputs_dir() / "profile_store.parquet", chunk_size=4 * cfg.generation.batch_size)
+    store = ProfileStore(Outputs.default().profile_store, chunk_size=4 * cfg.generation.batch_size)
     frames = []
     for name, generator_info in trained_generator.items():
         if not generator_info["trains_generator"]:
-            profiles = examples.select(EXAMPLE_KEYS).join(zero_shot_profiles, on=EXAMPLE_KEYS, how="left", maintain_order="left")
+            profiles = joined_profiles(examples, zero_shot_profiles, "zero_shot_profiles", PROFILE_COLUMNS)
         else:
-            variant_recipe = get_variant(name).recipe_for(cfg)
-            model, tokenizer = load_trained_generator(variant_recipe, Path(generator_info["adapter_dir"]))
-            generator = TransformersGenerator(
-                model, tokenizer, cfg.generation, model_id=f"{name}@{Path(generator_info['checkpoint']).name}"
+            writer = trained_profile_writer(
+                get_variant(name).recipe_for(cfg), Path(generator_info["adapter_dir"]),
+                model_id=f"{name}@{Path(generator_info['checkpoint']).name}",
             )
-            prompts = text.build_prompts(examples, cleaned_items, tokenizer, cfg.prompt, cfg.data.source)
-            generated, fresh = store.get_or_generate(
-                prompts, generator, cfg.generation, progress=progress_logger(context, f"{name} profiles")
+            profiles, fresh = write_profiles(
+                examples, cleaned_items, writer, store, cfg, progress=progress_logger(context, f"{name} profiles")
             )
-            context.log.info(f"{name}: {fresh} profiles generated, {len(generated) - fresh} reused")
-            profiles = examples.select(EXAMPLE_KEYS).with_columns(
-                pl.Series("profile", [g.text for g in generated], dtype=pl.String),
-                pl.Series("num_tokens", [g.num_tokens for g in generated], dtype=pl.Int32),
-                pl.Series("finished", [g.finished for g in generated], dtype=pl.Boolean),
-            )
-        frames.append(profiles.select(*EXAMPLE_KEYS, "profile", "num_tokens", "finished").with_columns(
-            pl.lit(name).alias("variant")))
+            context.log.info(f"{name}: {fresh} profiles generated, {profiles.height - fresh} reused")
+        frames.append(profiles.select(*EXAMPLE_KEYS, *PROFILE_COLUMNS).with_columns(pl.lit(name).alias("variant")))
     result = pl.concat(frames)
     per_variant = result.group_by("variant").agg(
         pl.col("num_tokens").mean().alias("mean_tokens"), pl.col("finished").mean().alias("share_finished_at_end_of_turn")
