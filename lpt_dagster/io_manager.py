@@ -1,10 +1,10 @@
-"""Stores asset values as files a person can open outside Dagster: polars frames as parquet,
-dicts as JSON, under the work folder's outputs/. Writes are atomic, so a run killed mid-write
-never leaves a file that a later run loads as a finished asset."""
+"""Stores asset values as files a person can open outside Dagster: polars frames as parquet, the
+typed values of lpt_dagster.values as JSON tagged with their type, under the work folder's
+outputs/. Writes are atomic, so a run killed mid-write never leaves a file that a later run loads as
+a finished asset."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +12,7 @@ import polars as pl
 
 from lpt_core import paths
 from lpt_core.atomic import atomic_path, write_text
+from lpt_dagster import values
 
 
 class LocalFilesIOManager(dg.ConfigurableIOManager):
@@ -27,21 +28,27 @@ class LocalFilesIOManager(dg.ConfigurableIOManager):
             with atomic_path(stem.with_suffix(".parquet")) as tmp:
                 obj.write_parquet(tmp)
             context.add_output_metadata({"path": dg.MetadataValue.path(str(stem.with_suffix(".parquet")))})
-        elif isinstance(obj, dict):
-            write_text(stem.with_suffix(".json"), json.dumps(obj, indent=2, sort_keys=True, default=str))
+        elif values.is_value(obj):
+            write_text(stem.with_suffix(".json"), values.to_json(obj))
         else:
             raise TypeError(
                 f"asset {context.asset_key.to_user_string()}: LocalFilesIOManager stores polars "
-                f"DataFrames and dicts, got {type(obj).__name__}"
+                f"DataFrames and the typed values of lpt_dagster.values, got {type(obj).__name__}"
             )
 
     def load_input(self, context: dg.InputContext) -> object:
         stem = self._stem(context.asset_key)
+        asset = context.asset_key.to_user_string()
         if stem.with_suffix(".parquet").is_file():
             return pl.read_parquet(stem.with_suffix(".parquet"))
         if stem.with_suffix(".json").is_file():
-            return json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+            try:
+                return values.from_json(stem.with_suffix(".json").read_text(encoding="utf-8"))
+            except values.StaleValueError as exc:
+                raise values.StaleValueError(
+                    f"asset {asset}: {stem.with_suffix('.json')} was stored by an older version of "
+                    f"langptune and cannot be read ({exc}): rematerialise {asset}"
+                ) from exc
         raise FileNotFoundError(
-            f"asset {context.asset_key.to_user_string()} has no stored value under {stem}.*: "
-            "materialise it (and its upstream assets) first"
+            f"asset {asset} has no stored value under {stem}.*: materialise it (and its upstream assets) first"
         )

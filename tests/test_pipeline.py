@@ -119,7 +119,10 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     checks = result.get_asset_check_evaluations()
     assert checks and all(check.passed for check in checks)
 
-    report = json.loads((tmp_path / "outputs" / "evaluation_report.json").read_text())
+    stored = LocalFilesIOManager(base_dir=str(tmp_path / "outputs"))
+    evaluation = stored.load_input(dg.build_input_context(asset_key=dg.AssetKey("evaluation_report")))
+    report = evaluation.numbers
+    assert report == json.loads((evaluation.folder / "report.json").read_text())
     assert set(report["methods"]) == {
         "random", "popularity", "item_knn", "sasrec", "last_item_text", "history_text", "profile",
         "profile_mean", "langptune_rebel", "langptune_grpo", "cl_only", "rl_only", "langptune_item_bias",
@@ -181,9 +184,9 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     traced = {"raw_interactions", "raw_items", "cleaned_histories", "examples_train", "examples_val",
               "examples_test", "item_catalog", "trained_profiles"}
     assert {name: champion.tags[f"lpt.data_digest.{name}"] for name in traced} == {name: digest_of[name] for name in traced}
-    training = json.loads((tmp_path / "outputs" / "trained_generator.json").read_text())["langptune_rebel"]
-    assert champion.tags["lpt.checkpoint"] == training["checkpoint"]
-    assert champion.tags["lpt.training_hash"] == training["training_hash"]
+    training = stored.load_input(dg.build_input_context(asset_key=dg.AssetKey("trained_generator")))["langptune_rebel"]
+    assert champion.tags["lpt.checkpoint"] == str(training.checkpoint)
+    assert champion.tags["lpt.training_hash"] == training.training_hash
     assert champion.tags["lpt.mlflow_run.training"] == children["training/langptune_rebel"].info.run_id
     assert champion.tags["lpt.mlflow_run.registering"] == champion.run_id == children["registered_model"].info.run_id
 

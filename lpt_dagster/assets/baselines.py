@@ -13,6 +13,7 @@ from lpt_core.recommenders.sequences import baseline_data
 from lpt_core.recommenders.tuning import BaselineSearch, SearchResult, Trial, pinned_overrides, tune_baselines
 from lpt_dagster.assets.profiles import GPU_POOL
 from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.values import BaselineModels
 
 GROUP = "baselines"
 
@@ -34,7 +35,7 @@ def baseline_models(
     user_examples: pl.DataFrame,
     cleaned_histories: pl.DataFrame,
     item_catalog: pl.DataFrame,
-) -> dict:
+) -> BaselineModels:
     """SASRec and item-kNN: trained on train users' sequences, settings chosen on val users
     (the recipe's `baselines` search and budget), saved under outputs/baseline_models/."""
     cfg = recipe.get()
@@ -78,11 +79,11 @@ def baseline_models(
             "mlflow_run": mlflow.link(run),
         }
     )
-    return {
-        "path": str(folder),
-        "models": {name: str(path) for name, path in files.items() if name != "manifest"},
-        "chosen": chosen,
-        "metric": search.metric,
-        "val_metrics": {name: result.metric for name, result in results.items()},
-        "tuning_seconds": seconds,
-    }
+    return BaselineModels(
+        folder=folder,
+        model_files={name: path for name, path in files.items() if name != "manifest"},
+        chosen=chosen,
+        metric=search.metric,
+        val_metrics={name: result.metric for name, result in results.items()},
+        tuning_seconds=seconds,
+    )

@@ -1,7 +1,6 @@
 """The evaluation report: every method on the same split, the same catalogue, the same ranking."""
 
 
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -19,6 +18,7 @@ from lpt_dagster.assets.profiles import GPU_POOL
 from lpt_dagster.lineage import catalog_table, example_splits, log_tables, profile_tables
 from lpt_dagster.metadata import png_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.values import BaselineModels, EvaluationReport, ItemIndexInfo, TrainedIndexes
 
 GROUP = "evaluation"
 
@@ -33,16 +33,16 @@ def evaluation_report(
     item_catalog: pl.DataFrame,
     zero_shot_profiles: pl.DataFrame,
     sampled_profiles: pl.DataFrame,
-    item_index: dict,
-    baseline_models: dict,
+    item_index: ItemIndexInfo,
+    baseline_models: BaselineModels,
     trained_profiles: pl.DataFrame,
-    trained_item_index: dict,
-) -> dict:
+    trained_item_index: TrainedIndexes,
+) -> EvaluationReport:
     """Recall/NDCG/MRR@K of every method with paired bootstrap intervals, as markdown, plot and JSON."""
     cfg = recipe.get()
     ev = cfg.evaluation
     examples = user_examples.filter(pl.col("split") == ev.split)
-    index = ItemIndex.load(Path(item_index["path"]))
+    index = ItemIndex.load(item_index.folder)
     ctx = EvalContext(
         examples=examples,
         index=index,
@@ -53,14 +53,12 @@ def evaluation_report(
         history_texts=text.history_texts(examples, item_catalog),
         profiles=profiles_for(examples, zero_shot_profiles),
         sampled_profiles=sampled_profiles_for(examples, sampled_profiles),
-        models=load_baseline_models(Path(baseline_models["path"]), index.item_ids.tolist()),
+        models=load_baseline_models(baseline_models.folder, index.item_ids.tolist()),
         head_training=head_training(ev, user_examples, item_catalog, zero_shot_profiles),
     )
     ranks = evaluate_methods(ctx, ev.methods)
-    for name, info in trained_item_index.items():
-        ranks[name] = trained_variant_ranks(
-            ctx, cfg.models, name, Path(info["path"]), Path(info["encoder_dir"]), trained_profiles
-        )
+    for name, trained in trained_item_index.variants.items():
+        ranks[name] = trained_variant_ranks(ctx, cfg.models, name, trained.folder, trained.encoder_dir, trained_profiles)
     report = build_report(
         ranks, examples["user_id"].to_list(), ks=ev.ks, samples=ev.bootstrap_samples,
         confidence=ev.confidence, seed=ev.seed, baseline=ev.baseline,
@@ -85,4 +83,4 @@ def evaluation_report(
             "mlflow_run": mlflow.link(run),
         }
     )
-    return report.numbers
+    return EvaluationReport(folder=files["json"].parent, numbers=report.numbers)

@@ -21,6 +21,7 @@ from lpt_core.profiles import (
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_dagster.metadata import frame_preview
 from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.values import ItemIndexInfo, fields_json
 
 GROUP = "profiles"
 # GPU-heavy steps share this pool; dagster.yaml limits it to one at a time.
@@ -133,7 +134,7 @@ def sampled_profiles(
 @dg.asset(group_name=GROUP, pool=GPU_POOL)
 def item_index(
     context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: MlflowResource, item_catalog: pl.DataFrame
-) -> dict:
+) -> ItemIndexInfo:
     """Embeddings of every catalogue item's text and a faiss index over them (exact by default)."""
     cfg = recipe.get()
     encoder = TextEncoder(load_encoder(cfg.models.encoder, cfg.models))
@@ -143,9 +144,9 @@ def item_index(
     index = ItemIndex.build(item_catalog["item_id"].to_list(), embeddings, kind=cfg.evaluation.index_kind)
     folder = outputs_dir() / "item_index"
     index.save(folder)
-    info = {"path": str(folder), "items": len(index.item_ids), "dim": int(embeddings.shape[1]),
-            "kind": cfg.evaluation.index_kind, "encoder": cfg.models.encoder}
+    info = ItemIndexInfo(folder=folder, items=len(index.item_ids), dim=int(embeddings.shape[1]),
+                         kind=cfg.evaluation.index_kind, encoder=cfg.models.encoder)
     with mlflow.asset_run(context, cfg, "item_index") as run:
-        run.log_metrics({"items": info["items"], "encode_seconds": seconds, "items_per_second": info["items"] / seconds})
-    context.add_output_metadata({**info, "encode_seconds": seconds, "mlflow_run": mlflow.link(run)})
+        run.log_metrics({"items": info.items, "encode_seconds": seconds, "items_per_second": info.items / seconds})
+    context.add_output_metadata({**fields_json(info), "encode_seconds": seconds, "mlflow_run": mlflow.link(run)})
     return info

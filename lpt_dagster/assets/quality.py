@@ -2,7 +2,6 @@
 a reader and steerable? Beside the evaluation report, for the zero-shot and every trained variant."""
 
 
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -18,6 +17,7 @@ from lpt_dagster.assets.profiles import GPU_POOL
 from lpt_dagster.lineage import EXAMPLES_ASSET, TrackedTable, catalog_table, log_tables, profile_tables
 from lpt_dagster.metadata import figure_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.values import ItemIndexInfo, QualityReport, TrainedIndexes
 
 GROUP = "evaluation"
 
@@ -30,21 +30,20 @@ def profile_quality_report(
     user_examples: pl.DataFrame,
     item_catalog: pl.DataFrame,
     zero_shot_profiles: pl.DataFrame,
-    item_index: dict,
+    item_index: ItemIndexInfo,
     trained_profiles: pl.DataFrame,
-    trained_item_index: dict,
-) -> dict:
+    trained_item_index: TrainedIndexes,
+) -> QualityReport:
     """Simulated-reader accuracy, genre faithfulness, steerability and readability of every
     variant's profiles, with user-level intervals; `registry_tags` holds the key numbers per variant."""
     cfg = recipe.get()
     quality, ev = cfg.quality, cfg.evaluation
     examples = assessed_examples(user_examples, ev.split, quality.max_users)
-    variants = [quality_variant(
-        "zero_shot", examples, zero_shot_profiles, Path(item_index["path"]), cfg.models.encoder, cfg.models)]
-    for name, info in trained_item_index.items():
+    variants = [quality_variant("zero_shot", examples, zero_shot_profiles, item_index.folder, cfg.models.encoder,
+                                cfg.models)]
+    for name, trained in trained_item_index.variants.items():
         variants.append(quality_variant(
-            name, examples, variant_profiles(trained_profiles, name), Path(info["path"]), Path(info["encoder_dir"]),
-            cfg.models,
+            name, examples, variant_profiles(trained_profiles, name), trained.folder, trained.encoder_dir, cfg.models
         ))
     model, tokenizer = load_generator(quality.judge, cfg.models)
     judge = LikelihoodJudge(model, tokenizer, data_source(cfg.data.source).reader_question, batch_size=quality.judge_batch_size)
@@ -71,4 +70,4 @@ def profile_quality_report(
         "report_folder": dg.MetadataValue.path(str(files["json"].parent)),
         "mlflow_run": mlflow.link(run),
     })
-    return report.numbers
+    return QualityReport(folder=files["json"].parent, numbers=report.numbers)

@@ -13,6 +13,14 @@ from lpt_core.tracking import frame_digest
 from lpt_core.training.variants import get_variant
 from lpt_dagster.lineage import catalog_table, example_splits, log_tables, profile_tables
 from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.values import (
+    EvaluationReport,
+    QualityReport,
+    RegisteredModel,
+    TrainedGenerators,
+    TrainedIndexes,
+    TrainedRecommenders,
+)
 
 GROUP = "registry"
 
@@ -22,18 +30,18 @@ def registered_model(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,
     mlflow: MlflowResource,
-    trained_generator: dict,
-    trained_recommender: dict,
-    trained_item_index: dict,
+    trained_generator: TrainedGenerators,
+    trained_recommender: TrainedRecommenders,
+    trained_item_index: TrainedIndexes,
     trained_profiles: pl.DataFrame,
     raw_interactions: pl.DataFrame,
     raw_items: pl.DataFrame,
     cleaned_histories: pl.DataFrame,
     item_catalog: pl.DataFrame,
     user_examples: pl.DataFrame,
-    evaluation_report: dict,
-    profile_quality_report: dict,
-) -> dict:
+    evaluation_report: EvaluationReport,
+    profile_quality_report: QualityReport,
+) -> RegisteredModel:
     """The recipe's `registry.variant` as one self-contained pyfunc model (generator + adapter,
     recommender, item index, catalogue), logged to MLflow and registered as a new version of
     `registry.model_name` with its lineage, under the alias `challenger`.
@@ -43,17 +51,19 @@ def registered_model(
     checkpoint and hash, and the MLflow runs that trained and registered it."""
     cfg = recipe.get()
     variant = cfg.registry.variant
-    if variant not in trained_generator:
-        raise ValueError(f"registry.variant {variant!r} was not trained (training.variants: {sorted(trained_generator)})")
+    if variant not in trained_generator.variants:
+        raise ValueError(
+            f"registry.variant {variant!r} was not trained (training.variants: {sorted(trained_generator.variants)})"
+        )
     training = trained_generator[variant]
     parts = ServableParts(
         recipe=get_variant(variant).recipe_for(cfg),
-        adapter_dir=Path(training["adapter_dir"]),
-        encoder_dir=Path(trained_recommender[variant]["encoder_dir"]),
-        index_dir=Path(trained_item_index[variant]["path"]),
+        adapter_dir=training.adapter_dir,
+        encoder_dir=trained_recommender[variant].encoder_dir,
+        index_dir=trained_item_index[variant].folder,
         catalog=item_catalog,
     )
-    metrics = {name: interval["mean"] for name, interval in evaluation_report["methods"].get(variant, {}).items()}
+    metrics = evaluation_report.means(variant)
     # The data the examples were made from: named in the lineage, not logged as this run's inputs
     # (registering never reads it).
     upstream = {"raw_interactions": raw_interactions, "raw_items": raw_items, "cleaned_histories": cleaned_histories}
@@ -70,9 +80,9 @@ def registered_model(
             orchestration_run_id=context.run_id,
             recipe_hash=parts.recipe.content_hash(),
             variant=variant,
-            training_hash=training["training_hash"],
-            checkpoint=training["checkpoint"],
-            training_run_id=training["mlflow_run_id"],
+            training_hash=training.training_hash,
+            checkpoint=str(training.checkpoint),
+            training_run_id=training.mlflow_run_id,
             registering_run_id=run.run_id,
             data_digests={**{name: frame_digest(frame) for name, frame in upstream.items()}, **log_tables(run, inputs)},
             metrics=metrics,
@@ -82,7 +92,7 @@ def registered_model(
             version = register_challenger(mlflow.tracker.client, model_dir, lineage, cfg.registry.model_name)
     # The profile quality report's key numbers for this variant (reader accuracy, grounding,
     # steerability) travel with the version, next to its ranking metrics.
-    for key, value in profile_quality_report.get("registry_tags", {}).get(variant, {}).items():
+    for key, value in profile_quality_report.registry_tags(variant).items():
         mlflow.tracker.client.set_model_version_tag(version.name, version.version, key, value)
     model_uri = f"models:/{version.name}/{version.version}"
     context.add_output_metadata(
@@ -93,8 +103,8 @@ def registered_model(
             "mlflow_run": mlflow.link(run),
         }
     )
-    return {"model_name": version.name, "version": str(version.version), "model_uri": model_uri,
-            "variant": variant, "run_id": run.run_id}
+    return RegisteredModel(model_name=version.name, version=str(version.version), model_uri=model_uri,
+                           variant=variant, run_id=run.run_id)
 
 
 @dg.asset_check(
@@ -105,12 +115,12 @@ def registered_model(
     "on the evaluation users, or there is no champion; only then does `champion` move to it.",
 )
 def beats_champion(
-    recipe: RecipeResource, mlflow: MlflowResource, registered_model: dict, user_examples: pl.DataFrame
+    recipe: RecipeResource, mlflow: MlflowResource, registered_model: RegisteredModel, user_examples: pl.DataFrame
 ) -> dg.AssetCheckResult:
     cfg = recipe.get()
     examples = user_examples.filter(pl.col("split") == cfg.evaluation.split)
     decision = gate_challenger(
-        mlflow.tracker.client, registered_model["version"], examples, model_name=registered_model["model_name"],
+        mlflow.tracker.client, registered_model.version, examples, model_name=registered_model.model_name,
         samples=cfg.evaluation.bootstrap_samples, confidence=cfg.evaluation.confidence, seed=cfg.evaluation.seed,
     )
     numbers = {

@@ -6,7 +6,6 @@ the same recipe. Each variant logs to its own MLflow child run under the Dagster
 """
 
 import time
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -28,6 +27,15 @@ from lpt_dagster.lineage import catalog_table, example_splits, log_tables
 from lpt_dagster.metadata import frame_preview, png_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource
 from lpt_dagster.subsets import selected_outputs
+from lpt_dagster.values import (
+    TrainedGenerator,
+    TrainedGenerators,
+    TrainedIndex,
+    TrainedIndexes,
+    TrainedRecommender,
+    TrainedRecommenders,
+    fields_json,
+)
 
 GROUP = "training"
 # What trained_profiles keeps of each variant's profiles, beside EXAMPLE_KEYS and the variant name.
@@ -99,16 +107,14 @@ def trained_models(
             run.log_dict({"base_model": cfg.models.generator, "history": result.history}, "training_summary.json")
             curves[name] = _metric_histories(run)
         seconds = time.perf_counter() - started
-        generators[name] = {
-            "adapter_dir": str(result.adapter_dir), "base_model": cfg.models.generator,
-            "trains_generator": variant.trains_generator, "checkpoint": str(result.checkpoint),
-            "training_hash": variant_recipe.training_hash(), "mlflow_run_id": run.run_id,
-        }
-        recommenders[name] = {
-            "encoder_dir": str(result.encoder_dir),
-            "item_bias": None if result.item_bias is None else str(result.item_bias),
-            "item_head": None if result.item_head is None else str(result.item_head),
-        }
+        generators[name] = TrainedGenerator(
+            adapter_dir=result.adapter_dir, base_model=cfg.models.generator,
+            trains_generator=variant.trains_generator, checkpoint=result.checkpoint,
+            training_hash=variant_recipe.training_hash(), mlflow_run_id=run.run_id,
+        )
+        recommenders[name] = TrainedRecommender(
+            encoder_dir=result.encoder_dir, item_bias=result.item_bias, item_head=result.item_head
+        )
         summaries[name] = {
             "seconds": round(seconds, 1), "resumed_from": result.resumed_from,
             "last_phase": result.history[-1] if result.history else None, "mlflow_run": mlflow.run_url(run),
@@ -120,8 +126,11 @@ def trained_models(
         metadata["curves"] = png_markdown(plot)
     yield from selected_outputs(
         context,
-        dg.Output(generators, output_name="trained_generator", metadata=metadata),
-        dg.Output(recommenders, output_name="trained_recommender", metadata={"variants": dg.MetadataValue.json(recommenders)}),
+        dg.Output(TrainedGenerators(generators), output_name="trained_generator", metadata=metadata),
+        dg.Output(
+            TrainedRecommenders(recommenders), output_name="trained_recommender",
+            metadata={"variants": dg.MetadataValue.json(fields_json(TrainedRecommenders(recommenders))["variants"])},
+        ),
     )
 
 
@@ -133,7 +142,7 @@ def trained_profiles(
     user_examples: pl.DataFrame,
     cleaned_items: pl.DataFrame,
     zero_shot_profiles: pl.DataFrame,
-    trained_generator: dict,
+    trained_generator: TrainedGenerators,
 ) -> pl.DataFrame:
     """Every variant's profiles of the evaluation users. CL only keeps the base LLM, so its
     profiles are the zero-shot ones; the others are written by the merged trained generator."""
@@ -141,13 +150,12 @@ def trained_profiles(
     examples = user_examples.filter(pl.col("split") == cfg.evaluation.split)
     store = ProfileStore(Outputs.default().profile_store, chunk_size=4 * cfg.generation.batch_size)
     frames = []
-    for name, generator_info in trained_generator.items():
-        if not generator_info["trains_generator"]:
+    for name, generator in trained_generator.variants.items():
+        if not generator.trains_generator:
             profiles = joined_profiles(examples, zero_shot_profiles, "zero_shot_profiles", PROFILE_COLUMNS)
         else:
             writer = trained_profile_writer(
-                get_variant(name).recipe_for(cfg), Path(generator_info["adapter_dir"]),
-                model_id=f"{name}@{Path(generator_info['checkpoint']).name}",
+                get_variant(name).recipe_for(cfg), generator.adapter_dir, model_id=f"{name}@{generator.checkpoint.name}"
             )
             profiles, fresh = write_profiles(
                 examples, cleaned_items, writer, store, cfg, progress=progress_logger(context, f"{name} profiles")
@@ -173,36 +181,38 @@ def trained_item_index(
     recipe: RecipeResource,
     mlflow: MlflowResource,
     item_catalog: pl.DataFrame,
-    trained_recommender: dict,
-) -> dict:
+    trained_recommender: TrainedRecommenders,
+) -> TrainedIndexes:
     """Per variant: the catalogue embedded by its trained recommender, exact index (+ item bias, or
     the item-side head's vectors and bias)."""
     cfg = recipe.get()
     indexes, metrics = {}, {}
-    for name, info in trained_recommender.items():
-        encoder = TextEncoder(load_encoder(info["encoder_dir"], cfg.models))
+    for name, recommender in trained_recommender.variants.items():
+        encoder = TextEncoder(load_encoder(str(recommender.encoder_dir), cfg.models))
         started = time.perf_counter()
         embeddings = encoder.encode(item_catalog["text"].to_list())
         metrics[f"{name}.encode_seconds"] = time.perf_counter() - started
-        bias = None if info["item_bias"] is None else np.load(info["item_bias"])
-        head_path = info.get("item_head")  # absent from values stored before heads existed
-        head = None if head_path is None else ItemHead.load(head_path)
+        bias = None if recommender.item_bias is None else np.load(recommender.item_bias)
+        head = None if recommender.item_head is None else ItemHead.load(recommender.item_head)
         index = build_item_index(
             item_catalog["item_id"].to_list(), embeddings, kind=cfg.evaluation.index_kind, item_bias=bias, head=head
         )
         folder = outputs_dir() / "trained_item_index" / name
         index.save(folder)
-        indexes[name] = {
-            "path": str(folder), "encoder_dir": info["encoder_dir"], "item_bias": info["item_bias"] is not None,
-            "item_head": head_path is not None,
-        }
+        indexes[name] = TrainedIndex(
+            folder=folder, encoder_dir=recommender.encoder_dir, has_item_bias=bias is not None,
+            has_item_head=head is not None,
+        )
         metrics[f"{name}.items"] = len(index.item_ids)
         context.log.info(f"{name}: indexed {len(index.item_ids)} items")
+    trained = TrainedIndexes(indexes)
     with mlflow.asset_run(context, cfg, "trained_item_index") as run:
         run.log_metrics(metrics)
         log_tables(run, [catalog_table(item_catalog)])
-    context.add_output_metadata({"variants": dg.MetadataValue.json(indexes), "mlflow_run": mlflow.link(run)})
-    return indexes
+    context.add_output_metadata(
+        {"variants": dg.MetadataValue.json(fields_json(trained)["variants"]), "mlflow_run": mlflow.link(run)}
+    )
+    return trained
 
 
 def _per_variant_metrics(per_variant: pl.DataFrame) -> dict[str, float]:
