@@ -15,10 +15,12 @@ from lpt_dagster.assets import baselines, data, evaluation, profiles, quality, r
 from lpt_dagster.automation import new_raw_data_sensor, pipeline_job, retrain_job, weekly_retrain_schedule
 from lpt_dagster.checks import data_quality_checks
 from lpt_dagster.io_manager import LocalFilesIOManager
-from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 
 all_assets = dg.load_assets_from_modules([data, profiles, baselines, training, evaluation, quality, registry])
 all_checks = [*data_quality_checks, registry.beats_champion]
+# One outputs folder for the assets' own files and the values the IO manager stores.
+workspace = WorkspaceResource()
 
 defs = dg.Definitions(
     assets=all_assets,
@@ -29,6 +31,7 @@ defs = dg.Definitions(
     resources={
         "recipe": RecipeResource(name=os.environ.get("LPT_RECIPE", "quick")),
         "mlflow": MlflowResource(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")),
-        "io_manager": LocalFilesIOManager(),
+        "workspace": workspace,
+        "io_manager": LocalFilesIOManager(workspace=workspace),
     },
 )

@@ -1,14 +1,17 @@
-"""Dagster resources: the recipe a run uses, and MLflow tracking. Both are swappable per environment."""
+"""Dagster resources: the recipe a run uses, the workspace it reads and writes, and MLflow tracking.
+All are swappable per environment."""
 
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import yaml
 from pydantic import PrivateAttr
 
 from lpt_core.config import Recipe, RecipeError, load_recipe
+from lpt_core.paths import Outputs
 from lpt_core.tracking import RunHandle, Tracker, mlflow_ui_url
 from lpt_dagster.failures import user_errors_as_failures
 
@@ -29,6 +32,21 @@ class RecipeResource(dg.ConfigurableResource):
             if not isinstance(overrides, dict):
                 raise RecipeError(f"recipe overrides must be a YAML mapping, got: {self.overrides!r}")
             return load_recipe(self.name, overrides)
+
+
+class WorkspaceResource(dg.ConfigurableResource):
+    """The outputs folder a run reads and writes: the values the IO manager stores and every file an
+    asset writes beside them (indexes, models, checkpoints, reports, the profile store), laid out by
+    lpt_core.paths.Outputs. One root, so pointing a run (or a test) elsewhere is one setting.
+
+    `root` None means the work folder's outputs/ ($LPT_HOME/outputs, lpt_core.paths.outputs_dir).
+    """
+
+    root: str | None = None
+
+    @property
+    def outputs(self) -> Outputs:
+        return Outputs(Path(self.root)) if self.root else Outputs.default()
 
 
 class MlflowResource(dg.ConfigurableResource):

@@ -11,7 +11,7 @@ import pytest
 from lpt_dagster import automation, definitions
 from lpt_dagster.automation import NEW_FILE_TAG, WatchState, new_raw_data_sensor
 from lpt_dagster.io_manager import LocalFilesIOManager
-from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,6 +122,7 @@ def test_unreadable_cursor_is_an_error_that_shows_it():
 
 def automation_definitions() -> dg.Definitions:
     """The code location's assets and checks plus these jobs, schedule and sensor."""
+    workspace = WorkspaceResource()
     return dg.Definitions(
         assets=definitions.all_assets,
         asset_checks=definitions.all_checks,
@@ -131,7 +132,8 @@ def automation_definitions() -> dg.Definitions:
         resources={
             "recipe": RecipeResource(),
             "mlflow": MlflowResource(),
-            "io_manager": LocalFilesIOManager(),
+            "workspace": workspace,
+            "io_manager": LocalFilesIOManager(workspace=workspace),
         },
     )
 

@@ -12,6 +12,7 @@ import pytest
 
 from lpt_dagster import values
 from lpt_dagster.io_manager import LocalFilesIOManager
+from lpt_dagster.resources import WorkspaceResource
 
 
 def one_of_each(root: Path) -> list[object]:
@@ -41,6 +42,10 @@ def one_of_each(root: Path) -> list[object]:
     ]
 
 
+def manager_at(root: Path) -> LocalFilesIOManager:
+    return LocalFilesIOManager(workspace=WorkspaceResource(root=str(root)))
+
+
 def store(manager: LocalFilesIOManager, name: str, value: object) -> None:
     manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey(name)), value)
 
@@ -50,7 +55,7 @@ def load(manager: LocalFilesIOManager, name: str) -> object:
 
 
 def test_every_typed_value_loads_back_equal_with_its_type(tmp_path):
-    manager = LocalFilesIOManager(base_dir=str(tmp_path))
+    manager = manager_at(tmp_path)
     stored = one_of_each(tmp_path)
     assert {type(value).__name__ for value in stored} == set(values.VALUE_TYPES)  # none forgotten
     for value in stored:
@@ -75,7 +80,7 @@ def test_per_variant_values_and_reports_are_read_by_attribute(tmp_path):
 
 
 def test_tables_are_parquet(tmp_path):
-    manager = LocalFilesIOManager(base_dir=str(tmp_path))
+    manager = manager_at(tmp_path)
     frame = pl.DataFrame({"user_id": ["u1", "u2"], "n": [1, 2]})
     manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("user_examples")), frame)
     assert load(manager, "user_examples").equals(frame)
@@ -93,9 +98,9 @@ def test_tables_are_parquet(tmp_path):
 def test_a_value_stored_by_an_older_version_says_to_rematerialise(tmp_path, stored):
     (tmp_path / "item_index.json").write_text(json.dumps(stored))
     with pytest.raises(values.StaleValueError, match="older version.*rematerialise item_index"):
-        load(LocalFilesIOManager(base_dir=str(tmp_path)), "item_index")
+        load(manager_at(tmp_path), "item_index")
 
 
 def test_anything_else_is_refused_when_stored(tmp_path):
     with pytest.raises(TypeError, match="typed values of lpt_dagster.values, got dict"):
-        store(LocalFilesIOManager(base_dir=str(tmp_path)), "item_index", {"path": "x"})
+        store(manager_at(tmp_path), "item_index", {"path": "x"})

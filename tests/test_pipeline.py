@@ -6,15 +6,18 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import polars as pl
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from tiny_encoder import build_tiny_encoder
 from tiny_lm import build_tiny_lm
 
+from lpt_core.generation import make_generator
 from lpt_dagster import definitions
 from lpt_dagster.io_manager import LocalFilesIOManager
-from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
+from lpt_dagster.values import TrainedGenerator, TrainedGenerators
 
 USERS, ITEMS, PER_USER = 40, 30, 16
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
@@ -73,22 +76,29 @@ def write_recipe(folder: Path, data_dir: Path, models: dict[str, Path]) -> Path:
     return path
 
 
-def run_pipeline(tmp_path: Path, recipe_path: Path, monkeypatch) -> tuple[dg.ExecuteInProcessResult, str]:
+def pipeline_resources(tmp_path: Path, recipe_path: Path, monkeypatch) -> dict:
+    """The resources of a test run: its own recipe and MLflow store, and one outputs root,
+    tmp_path/outputs. The work folder ($LPT_HOME) is elsewhere, so a file written there by an asset
+    that bypassed the workspace resource shows."""
     monkeypatch.setenv("LPT_HOME", str(tmp_path / "lpt"))
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    workspace = WorkspaceResource(root=str(tmp_path / "outputs"))
+    return {
+        "recipe": RecipeResource(name=str(recipe_path)),
+        "mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        "workspace": workspace,
+        "io_manager": LocalFilesIOManager(workspace=workspace),
+    }
+
+
+def run_pipeline(tmp_path: Path, recipe_path: Path, monkeypatch) -> tuple[dg.ExecuteInProcessResult, str]:
+    resources = pipeline_resources(tmp_path, recipe_path, monkeypatch)
     defs = dg.Definitions(
-        assets=definitions.all_assets,
-        asset_checks=definitions.all_checks,
-        jobs=[definitions.pipeline_job],
-        resources={
-            "recipe": RecipeResource(name=str(recipe_path)),
-            "mlflow": MlflowResource(tracking_uri=tracking_uri),
-            "io_manager": LocalFilesIOManager(base_dir=str(tmp_path / "outputs")),
-        },
+        assets=definitions.all_assets, asset_checks=definitions.all_checks, jobs=[definitions.pipeline_job],
+        resources=resources,
     )
     job = defs.resolve_job_def("langptune_pipeline")
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-    return result, tracking_uri
+    return result, resources["mlflow"].tracking_uri
 
 
 def logged_datasets(client: MlflowClient, run_id: str) -> dict[str, str]:
@@ -119,7 +129,7 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     checks = result.get_asset_check_evaluations()
     assert checks and all(check.passed for check in checks)
 
-    stored = LocalFilesIOManager(base_dir=str(tmp_path / "outputs"))
+    stored = LocalFilesIOManager(workspace=WorkspaceResource(root=str(tmp_path / "outputs")))
     evaluation = stored.load_input(dg.build_input_context(asset_key=dg.AssetKey("evaluation_report")))
     report = evaluation.numbers
     assert report == json.loads((evaluation.folder / "report.json").read_text())
@@ -131,7 +141,12 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     for metrics in report["methods"].values():
         assert 0.0 <= metrics["ndcg@10"]["low"] <= metrics["ndcg@10"]["mean"] <= metrics["ndcg@10"]["high"] <= 1.0
     for name in ("report.md", "report.json", "metrics.png"):
-        assert (tmp_path / "lpt" / "outputs" / "evaluation_report" / name).is_file()
+        assert (tmp_path / "outputs" / "evaluation_report" / name).is_file()
+    # Every file the run wrote is under the workspace root: nothing in the work folder's outputs/.
+    assert not (tmp_path / "lpt" / "outputs").exists()
+    written = {path.name for path in (tmp_path / "outputs").iterdir()}
+    assert {"item_index", "baseline_models", "training", "trained_item_index", "evaluation_report",
+            "profile_quality_report", "profile_store.parquet", "user_examples.parquet", "item_index.json"} <= written
 
     # Raw data is never modified.
     assert {p: p.read_bytes() for p in data_dir.iterdir()} == before
@@ -215,3 +230,47 @@ def test_failed_blocking_check_stops_downstream_assets(tmp_path, tiny_models, mo
     assert "7" in json.dumps(failed[0].metadata["details"].value)
     materialised = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
     assert materialised == {"raw_interactions", "raw_items"}
+
+
+def error_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    """The message of every step failure of a run and of each error it was caused by."""
+    messages = []
+    for failure in result.get_step_failure_events():
+        error = failure.step_failure_data.error
+        while error is not None:
+            messages.append(error.message)
+            error = error.cause
+    return messages
+
+
+def test_trained_profiles_take_the_recipes_generation_backend(tmp_path, tiny_models, monkeypatch):
+    """trained_profiles writes with the backend generation.backend names: vLLM on this CPU machine
+    fails with the generator factory's own error (before any trained model is loaded)."""
+    recipe_path = write_recipe(tmp_path, tmp_path / "no_data", tiny_models)
+    recipe = yaml.safe_load(recipe_path.read_text())
+    recipe["generation"]["backend"] = "vllm"
+    recipe["training"]["variants"] = ["langptune_rebel"]
+    recipe_path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    resources = pipeline_resources(tmp_path, recipe_path, monkeypatch)
+    cfg = resources["recipe"].get()
+    with pytest.raises(Exception) as factory:
+        make_generator(cfg.models.generator, cfg.models, cfg.generation)
+    # The stored inputs trained_profiles reads; the adapter folder does not exist.
+    stored = resources["io_manager"]
+    stored.workspace.outputs.root.mkdir(parents=True)
+    for name, frame in {"user_examples": pl.DataFrame({"user_id": ["u1"], "split": ["test"], "window": [0]}),
+                        "cleaned_items": pl.DataFrame({"item_id": ["i1"]}),
+                        "zero_shot_profiles": pl.DataFrame({"user_id": ["u1"]})}.items():
+        frame.write_parquet(stored.workspace.outputs.table(name))
+    trained = TrainedGenerator(
+        adapter_dir=tmp_path / "no_adapter", base_model=cfg.models.generator, trains_generator=True,
+        checkpoint=tmp_path / "round_0", training_hash="h", mlflow_run_id="r",
+    )
+    stored.handle_output(dg.build_output_context(asset_key=dg.AssetKey("trained_generator")),
+                         TrainedGenerators({"langptune_rebel": trained}))
+
+    result = dg.materialize(definitions.all_assets, selection=["trained_profiles"], resources=resources,
+                            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+    assert not result.success
+    assert any(str(factory.value) in message for message in error_messages(result)), error_messages(result)

@@ -7,12 +7,11 @@ import dagster as dg
 import polars as pl
 import yaml
 
-from lpt_core.paths import outputs_dir
 from lpt_core.recommenders import save_baseline_models
 from lpt_core.recommenders.sequences import baseline_data
 from lpt_core.recommenders.tuning import BaselineSearch, SearchResult, Trial, pinned_overrides, tune_baselines
 from lpt_dagster.assets.profiles import GPU_POOL
-from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.values import BaselineModels
 
 GROUP = "baselines"
@@ -32,6 +31,7 @@ def baseline_models(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,
     mlflow: MlflowResource,
+    workspace: WorkspaceResource,
     user_examples: pl.DataFrame,
     cleaned_histories: pl.DataFrame,
     item_catalog: pl.DataFrame,
@@ -53,7 +53,7 @@ def baseline_models(
     seconds = time.perf_counter() - started
     chosen = {name: result.settings for name, result in results.items()}
     overrides = pinned_overrides(results)
-    folder = outputs_dir() / "baseline_models"
+    folder = workspace.outputs.folder("baseline_models")
     files = save_baseline_models(
         folder, {name: result.model for name, result in results.items()}, data.item_ids,
         {"chosen": chosen, "metric": search.metric, "recipe_overrides": overrides},

@@ -9,7 +9,6 @@ from lpt_core import text
 from lpt_core.baselines import EvalContext, evaluate_methods
 from lpt_core.evaluation import head_training, train_item_counts, trained_variant_ranks
 from lpt_core.models import load_encoder
-from lpt_core.paths import outputs_dir
 from lpt_core.profiles import profiles_for, sampled_profiles_for
 from lpt_core.recommenders import load_baseline_models
 from lpt_core.report import build_report
@@ -17,7 +16,7 @@ from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_dagster.assets.profiles import GPU_POOL
 from lpt_dagster.lineage import catalog_table, example_splits, log_tables, profile_tables
 from lpt_dagster.metadata import png_markdown
-from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.values import BaselineModels, EvaluationReport, ItemIndexInfo, TrainedIndexes
 
 GROUP = "evaluation"
@@ -28,6 +27,7 @@ def evaluation_report(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,
     mlflow: MlflowResource,
+    workspace: WorkspaceResource,
     user_examples: pl.DataFrame,
     cleaned_histories: pl.DataFrame,
     item_catalog: pl.DataFrame,
@@ -64,7 +64,7 @@ def evaluation_report(
         confidence=ev.confidence, seed=ev.seed, baseline=ev.baseline,
         title=f"{cfg.name}: {ev.split} split, {examples.height} examples, {len(ctx.index.item_ids)} items",
     )
-    files = report.save(outputs_dir() / "evaluation_report")
+    files = report.save(workspace.outputs.folder("evaluation_report"))
     context.log.info("evaluation report:\n%s", report.table_markdown)
     profiles = {"zero_shot_profiles": zero_shot_profiles, "sampled_profiles": sampled_profiles,
                 "trained_profiles": trained_profiles}

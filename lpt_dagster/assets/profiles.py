@@ -7,10 +7,10 @@ import dagster as dg
 import polars as pl
 
 from lpt_core import text
+from lpt_core.config import Recipe
 from lpt_core.generation import make_generator
 from lpt_core.generation.store import ProfileStore
 from lpt_core.models import load_encoder, load_tokenizer
-from lpt_core.paths import outputs_dir
 from lpt_core.profiles import (
     EXAMPLE_KEYS,
     profile_train_users,
@@ -20,7 +20,7 @@ from lpt_core.profiles import (
 )
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_dagster.metadata import frame_preview
-from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.values import ItemIndexInfo, fields_json
 
 GROUP = "profiles"
@@ -36,6 +36,12 @@ def progress_logger(context: dg.AssetExecutionContext, what: str):
         context.log.info(f"{what}: {done}/{total} ({rate:.1f}/s)")
 
     return report
+
+
+def shared_profile_store(workspace: WorkspaceResource, cfg: Recipe) -> ProfileStore:
+    """The profile store every generating asset reads and adds to. Small chunks: progress is
+    logged, and finished work saved, after every chunk."""
+    return ProfileStore(workspace.outputs.profile_store, chunk_size=4 * cfg.generation.batch_size)
 
 
 def _samples_markdown(profiles: pl.DataFrame, examples: pl.DataFrame, items: pl.DataFrame, count: int = 3) -> str:
@@ -56,6 +62,7 @@ def zero_shot_profiles(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,
     mlflow: MlflowResource,
+    workspace: WorkspaceResource,
     user_examples: pl.DataFrame,
     cleaned_items: pl.DataFrame,
 ) -> pl.DataFrame:
@@ -69,8 +76,7 @@ def zero_shot_profiles(
     cfg = recipe.get()
     examples = select_profile_examples(user_examples, profile_train_users(cfg.evaluation))
     generator = make_generator(cfg.models.generator, cfg.models, cfg.generation)
-    # Small chunks: progress is logged, and finished work saved, after every chunk.
-    store = ProfileStore(outputs_dir() / "profile_store.parquet", chunk_size=4 * cfg.generation.batch_size)
+    store = shared_profile_store(workspace, cfg)
     started = time.perf_counter()
     profiles, fresh = write_profiles(
         examples, cleaned_items, generator, store, cfg, progress=progress_logger(context, "profiles")
@@ -100,6 +106,7 @@ def sampled_profiles(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,
     mlflow: MlflowResource,
+    workspace: WorkspaceResource,
     user_examples: pl.DataFrame,
     cleaned_items: pl.DataFrame,
 ) -> pl.DataFrame:
@@ -112,7 +119,7 @@ def sampled_profiles(
     if ev.sampled_profiles:
         tokenizer = load_tokenizer(cfg.models.generator)
         prompts = text.build_prompts(examples, cleaned_items, tokenizer, cfg.prompt, cfg.data.source)
-        store = ProfileStore(outputs_dir() / "profile_store.parquet", chunk_size=4 * cfg.generation.batch_size)
+        store = shared_profile_store(workspace, cfg)
         for sample, gen_cfg in enumerate(sampling_configs(cfg.generation, ev.sampled_profiles, ev.sample_temperature)):
             generator = make_generator(cfg.models.generator, cfg.models, gen_cfg)
             generated, _ = store.get_or_generate(
@@ -133,7 +140,11 @@ def sampled_profiles(
 
 @dg.asset(group_name=GROUP, pool=GPU_POOL)
 def item_index(
-    context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: MlflowResource, item_catalog: pl.DataFrame
+    context: dg.AssetExecutionContext,
+    recipe: RecipeResource,
+    mlflow: MlflowResource,
+    workspace: WorkspaceResource,
+    item_catalog: pl.DataFrame,
 ) -> ItemIndexInfo:
     """Embeddings of every catalogue item's text and a faiss index over them (exact by default)."""
     cfg = recipe.get()
@@ -142,7 +153,7 @@ def item_index(
     embeddings = encoder.encode(item_catalog["text"].to_list(), progress=progress_logger(context, "item texts"))
     seconds = time.perf_counter() - started
     index = ItemIndex.build(item_catalog["item_id"].to_list(), embeddings, kind=cfg.evaluation.index_kind)
-    folder = outputs_dir() / "item_index"
+    folder = workspace.outputs.folder("item_index")
     index.save(folder)
     info = ItemIndexInfo(folder=folder, items=len(index.item_ids), dim=int(embeddings.shape[1]),
                          kind=cfg.evaluation.index_kind, encoder=cfg.models.encoder)

@@ -8,7 +8,6 @@ import polars as pl
 
 from lpt_core.evaluation import quality_variant, variant_profiles
 from lpt_core.models import load_generator
-from lpt_core.paths import outputs_dir
 from lpt_core.profile_quality.report import QualitySettings, assess_profiles, plot_quality
 from lpt_core.profile_quality.simulated_reader import LikelihoodJudge
 from lpt_core.profiles import assessed_examples
@@ -16,7 +15,7 @@ from lpt_core.sources import data_source
 from lpt_dagster.assets.profiles import GPU_POOL
 from lpt_dagster.lineage import EXAMPLES_ASSET, TrackedTable, catalog_table, log_tables, profile_tables
 from lpt_dagster.metadata import figure_markdown
-from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.values import ItemIndexInfo, QualityReport, TrainedIndexes
 
 GROUP = "evaluation"
@@ -27,6 +26,7 @@ def profile_quality_report(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,
     mlflow: MlflowResource,
+    workspace: WorkspaceResource,
     user_examples: pl.DataFrame,
     item_catalog: pl.DataFrame,
     zero_shot_profiles: pl.DataFrame,
@@ -53,7 +53,7 @@ def profile_quality_report(
     )
     title = f"{cfg.name}: profile quality, {ev.split} split, judge {quality.judge}"
     report = assess_profiles(variants, examples, item_catalog, judge, settings, title=title)
-    files = report.save(outputs_dir() / "profile_quality_report")
+    files = report.save(workspace.outputs.folder("profile_quality_report"))
     context.log.info("profile quality report:\n%s", report.markdown())
     assessed = TrackedTable("assessed_examples", examples, EXAMPLES_ASSET, ev.split)
     profiles = profile_tables({"zero_shot_profiles": zero_shot_profiles, "trained_profiles": trained_profiles})

@@ -11,9 +11,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from lpt_core.generation.store import ProfileStore
 from lpt_core.models import load_encoder
-from lpt_core.paths import Outputs, outputs_dir
 from lpt_core.profiles import EXAMPLE_KEYS, joined_profiles, write_profiles
 from lpt_core.retrieval import TextEncoder
 from lpt_core.tracking import RunHandle
@@ -22,10 +20,10 @@ from lpt_core.training.curves import CURVE_KEYS, save_training_curves
 from lpt_core.training.item_head import ItemHead, build_item_index
 from lpt_core.training.policy import trained_profile_writer
 from lpt_core.training.variants import get_variant, train_variant
-from lpt_dagster.assets.profiles import GPU_POOL, progress_logger
+from lpt_dagster.assets.profiles import GPU_POOL, progress_logger, shared_profile_store
 from lpt_dagster.lineage import catalog_table, example_splits, log_tables
 from lpt_dagster.metadata import frame_preview, png_markdown
-from lpt_dagster.resources import MlflowResource, RecipeResource
+from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.subsets import selected_outputs
 from lpt_dagster.values import (
     TrainedGenerator,
@@ -80,6 +78,7 @@ def trained_models(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,
     mlflow: MlflowResource,
+    workspace: WorkspaceResource,
     user_examples: pl.DataFrame,
     cleaned_items: pl.DataFrame,
     item_catalog: pl.DataFrame,
@@ -101,7 +100,7 @@ def trained_models(
         with mlflow.asset_run(context, variant_recipe, f"training/{name}") as run:
             run.set_tags({"lpt.variant": name, "lpt.variant_description": variant.description})
             log_tables(run, trained_on)
-            result = train_variant(cfg, name, data, Outputs.default(), _MlflowCallbacks(run, context, name))
+            result = train_variant(cfg, name, data, workspace.outputs, _MlflowCallbacks(run, context, name))
             run.log_artifact(result.adapter_dir, "generator_adapter")
             run.log_artifact(result.encoder_dir, "recommender")
             run.log_dict({"base_model": cfg.models.generator, "history": result.history}, "training_summary.json")
@@ -122,7 +121,7 @@ def trained_models(
         }
     metadata = {"variants": dg.MetadataValue.json(summaries)}
     if any(points for series in curves.values() for points in series.values()):  # none if all were trained before
-        plot = save_training_curves(curves, outputs_dir() / "training" / "curves.png")
+        plot = save_training_curves(curves, workspace.outputs.folder("training") / "curves.png")
         metadata["curves"] = png_markdown(plot)
     yield from selected_outputs(
         context,
@@ -139,6 +138,7 @@ def trained_profiles(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,
     mlflow: MlflowResource,
+    workspace: WorkspaceResource,
     user_examples: pl.DataFrame,
     cleaned_items: pl.DataFrame,
     zero_shot_profiles: pl.DataFrame,
@@ -148,7 +148,7 @@ def trained_profiles(
     profiles are the zero-shot ones; the others are written by the merged trained generator."""
     cfg = recipe.get()
     examples = user_examples.filter(pl.col("split") == cfg.evaluation.split)
-    store = ProfileStore(Outputs.default().profile_store, chunk_size=4 * cfg.generation.batch_size)
+    store = shared_profile_store(workspace, cfg)
     frames = []
     for name, generator in trained_generator.variants.items():
         if not generator.trains_generator:
@@ -180,6 +180,7 @@ def trained_item_index(
     context: dg.AssetExecutionContext,
     recipe: RecipeResource,
     mlflow: MlflowResource,
+    workspace: WorkspaceResource,
     item_catalog: pl.DataFrame,
     trained_recommender: TrainedRecommenders,
 ) -> TrainedIndexes:
@@ -197,7 +198,7 @@ def trained_item_index(
         index = build_item_index(
             item_catalog["item_id"].to_list(), embeddings, kind=cfg.evaluation.index_kind, item_bias=bias, head=head
         )
-        folder = outputs_dir() / "trained_item_index" / name
+        folder = workspace.outputs.folder("trained_item_index") / name
         index.save(folder)
         indexes[name] = TrainedIndex(
             folder=folder, encoder_dir=recommender.encoder_dir, has_item_bias=bias is not None,
