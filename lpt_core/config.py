@@ -359,7 +359,21 @@ class TrainingConfig(_Strict):
     # as evaluation.head_train_users, lpt_core.profiles.first_users); None = all.
     max_train_users: int | None = Field(None, ge=1)
     max_val_users: int | None = Field(None, ge=1)
+    # Train users whose windows are the RL prompts. None: the recommender's own train users (the
+    # paper). N: the N train users right after those, so the reward ranks through a recommender
+    # that never saw these targets, as at test time; a head fitted on a few users memorises their
+    # targets, and a reward on them pays profiles for matching what was memorised (issue 12).
+    rl_users: int | None = Field(None, ge=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _rl_users_need_a_cap(self) -> TrainingConfig:
+        if self.rl_users is not None and self.max_train_users is None:
+            raise ValueError(
+                "training.rl_users takes the train users after the first max_train_users: "
+                "set training.max_train_users, or leave rl_users unset to train RL on the same users"
+            )
+        return self
 
     @field_validator("variants")
     @classmethod

@@ -31,15 +31,16 @@ def select_profile_examples(examples: pl.DataFrame, max_train_users: int | None)
     return pl.concat([evaluation, first_train_users(examples, max_train_users)])
 
 
-def first_users(frame: pl.DataFrame, max_users: int | None) -> pl.DataFrame:
-    """The rows of the first `max_users` users in frame order (None: every row). A prefix rule, so
-    a smaller cap always picks a subset of a larger one's rows, and every consumer with the same
-    cap picks the same users: training (training.max_train_users) and the head rows
-    (evaluation.head_train_users) compare profiles of the same train examples."""
-    if max_users is None:
+def first_users(frame: pl.DataFrame, max_users: int | None, skip_users: int = 0) -> pl.DataFrame:
+    """The rows of the first `max_users` users in frame order after the first `skip_users` (None:
+    every one after them). A prefix rule, so a smaller cap always picks a subset of a larger one's
+    rows, and every consumer with the same cap picks the same users: training
+    (training.max_train_users) and the head rows (evaluation.head_train_users) compare profiles of
+    the same train examples, and training.rl_users takes the users right after them."""
+    if max_users is None and not skip_users:
         return frame
-    kept_users = frame["user_id"].unique(maintain_order=True).head(max_users)
-    return frame.filter(pl.col("user_id").is_in(kept_users.implode()))
+    users = frame["user_id"].unique(maintain_order=True).slice(skip_users, max_users)
+    return frame.filter(pl.col("user_id").is_in(users.implode()))
 
 
 def first_train_users(examples: pl.DataFrame, max_users: int | None) -> pl.DataFrame:

@@ -46,6 +46,13 @@ def test_training_and_the_head_rows_take_the_same_train_users():
     assert first_users(train, None).equals(train)
 
 
+def test_skipped_users_are_the_ones_a_cap_would_take():
+    train = frame().filter(pl.col("split") == "train")
+    assert first_users(train, 1, skip_users=1)["user_id"].to_list() == ["t1"]
+    assert first_users(train, None, skip_users=1)["user_id"].to_list() == ["t1", "t3"]
+    assert first_users(train, 5, skip_users=3).is_empty()
+
+
 def test_profile_head_widens_the_profiled_train_users():
     base = {"max_train_users": 8, "head_train_users": 50}
     assert profile_train_users(EvaluationConfig(**base)) == 8  # no profile_head row

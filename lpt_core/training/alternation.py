@@ -47,7 +47,7 @@ import polars as pl
 import torch
 
 from lpt_core import metrics, text
-from lpt_core.config import Recipe
+from lpt_core.config import Recipe, TrainingConfig
 from lpt_core.generation.base import ProfileGenerator
 from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype, resolve_model, weights_fingerprint
 from lpt_core.profiles import first_users
@@ -207,6 +207,20 @@ def train_alternating(
     return _result(latest, resumed_from)
 
 
+def rl_rows(train: pl.DataFrame, training: TrainingConfig) -> pl.DataFrame:
+    """The train rows whose prompts RL trains on: the recommender's own users (the first
+    training.max_train_users), or with training.rl_users that many users right after them."""
+    if training.rl_users is None:
+        return first_users(train, training.max_train_users)
+    rows = first_users(train, training.rl_users, skip_users=training.max_train_users or 0)
+    if rows.is_empty():
+        raise ValueError(
+            f"training.rl_users: no train users after the first {training.max_train_users} "
+            f"(the split has {train['user_id'].n_unique()})"
+        )
+    return rows
+
+
 class _TrainingSession:
     """The two models, the data in the shapes the phases use, and the history of phase summaries."""
 
@@ -230,6 +244,7 @@ class _TrainingSession:
         # The first users, not a random draw: the evaluation's head rows fit on the same ones.
         self.train = first_users(data.train, training.max_train_users)
         self.val = first_users(data.val, training.max_val_users)
+        self.rl_train = rl_rows(data.train, training)
         self.item_ids = data.catalog["item_id"].to_list()
         self.item_texts = data.catalog["text"].to_list()
         position = {item_id: p for p, item_id in enumerate(self.item_ids)}
@@ -333,7 +348,7 @@ class _TrainingSession:
         reward = RankReward(TextEncoder(self.encoder), index, kind=rl.reward)
         examples = [
             RLExample(row["prompt"], row["target_item_id"], list(row["history_item_ids"]))
-            for row in self.train.iter_rows(named=True)
+            for row in self.rl_train.iter_rows(named=True)
         ]
         root.mkdir(parents=True, exist_ok=True)
         # TRL trainers want a folder; a hidden one, which checkpoint discovery skips.

@@ -26,7 +26,7 @@ from lpt_core.config import (
     TrainingConfig,
     deep_merge,
 )
-from lpt_core.training.alternation import TrainingData, phase_schedule, train_alternating
+from lpt_core.training.alternation import TrainingData, phase_schedule, rl_rows, train_alternating
 from lpt_core.training.checkpoints import latest_phase
 from lpt_core.training.item_head import ItemHead
 
@@ -318,3 +318,18 @@ def test_a_variant_reports_the_recipe_settings_it_overrides_and_drops_settings_i
     assert overridden["training.rl.samples_per_prompt"] == (2, 4)
     assert overridden["training.rl.algorithm"] == ("rebel", "grpo")
     assert "training.contrastive.item_bias" not in overridden  # the recipe already says False
+
+
+def test_rl_trains_on_the_recommenders_users_or_on_the_users_right_after_them(tiny):
+    """With training.rl_users the RL prompts are users the recommender never fitted on (issue 12:
+    a reward on the head's own rows pays for matching what it memorised)."""
+    train = tiny[2].train
+    same = rl_rows(train, TrainingConfig(max_train_users=5))
+    held_out = rl_rows(train, TrainingConfig(max_train_users=5, rl_users=2))
+
+    assert same["user_id"].to_list() == [f"train{u}" for u in range(5)]
+    assert held_out["user_id"].to_list() == ["train5", "train6"]
+    with pytest.raises(ValueError, match="no train users after the first 8"):
+        rl_rows(train, TrainingConfig(max_train_users=8, rl_users=2))
+    with pytest.raises(ValueError, match="set training.max_train_users"):
+        TrainingConfig(rl_users=2)
