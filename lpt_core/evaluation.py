@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from lpt_core import text
-from lpt_core.baselines import EvalContext, HeadTraining, evaluate_methods
+from lpt_core.baselines import EvalContext, HeadTraining, evaluate_methods, rank_with_fitted_head
 from lpt_core.config import HEAD_METHODS, EvaluationConfig, ModelsConfig
 from lpt_core.dislikes import encode_profiles
 from lpt_core.models import load_encoder
@@ -63,6 +63,20 @@ def trained_variant_ranks(
         profiles=profiles_for(ctx.examples, variant_profiles(trained_profiles, variant), f"trained_profiles ({variant})"),
     )
     return evaluate_methods(variant_ctx, ["profile"])["profile"]
+
+
+def under_profile_head_name(variant: str) -> str:
+    """The report row of a variant's profiles ranked by profile_head's recommender."""
+    return f"{variant}@profile_head"
+
+
+def trained_profiles_under_profile_head(ctx: EvalContext, variant: str, trained_profiles: pl.DataFrame) -> np.ndarray:
+    """A variant's profiles ranked by the recommender of the profile_head row (a head fitted on
+    zero-shot train profiles), so that this row minus profile_head is what the LLM's training alone
+    changed, the recommender held fixed. (The variant's own row uses its own recommender: when the
+    two fits differ, the difference between those rows mixes the two effects.)"""
+    texts = profiles_for(ctx.examples, variant_profiles(trained_profiles, variant), f"trained_profiles ({variant})")
+    return rank_with_fitted_head(ctx, "profile", texts)
 
 
 def quality_variant(

@@ -187,3 +187,21 @@ def test_a_new_method_is_one_decorated_function(ctx, monkeypatch):
     assert evaluate_methods(ctx, ["always_last"])["always_last"].tolist() == [40.0] * len(ROWS)
     with pytest.raises(ValueError, match="already registered"):
         register("always_last")(always_last)
+
+
+def test_a_variants_profiles_under_profile_heads_recommender_isolate_the_llm(ctx):
+    """The `<variant>@profile_head` row ranks the variant's profiles by profile_head's own fit: the
+    zero-shot profiles give exactly profile_head's ranks, other profiles (the last item's text
+    instead of the target's) rank the targets lower under the same recommender."""
+    from lpt_core.evaluation import trained_profiles_under_profile_head, under_profile_head_name
+
+    def trained(texts: list[str]) -> pl.DataFrame:
+        keys = ctx.examples.select("user_id", "split", "window")
+        return keys.with_columns(profile=pl.Series(texts), variant=pl.lit("v"))
+
+    same = trained_profiles_under_profile_head(ctx, "v", trained(ctx.profiles))
+    other = trained_profiles_under_profile_head(ctx, "v", trained([ITEM_TEXT[h[-1]] for _, h, _ in ROWS]))
+
+    np.testing.assert_array_equal(same, evaluate_methods(ctx, ["profile_head"])["profile_head"])
+    assert (other > same).all()
+    assert under_profile_head_name("v") == "v@profile_head"

@@ -7,12 +7,19 @@ import polars as pl
 
 from lpt_core import text
 from lpt_core.baselines import EvalContext, evaluate_methods
-from lpt_core.evaluation import head_training, train_item_counts, trained_variant_ranks
+from lpt_core.evaluation import (
+    head_training,
+    train_item_counts,
+    trained_profiles_under_profile_head,
+    trained_variant_ranks,
+    under_profile_head_name,
+)
 from lpt_core.models import load_encoder
 from lpt_core.profiles import profiles_for, sampled_profiles_for
 from lpt_core.recommenders import load_baseline_models
 from lpt_core.report import build_report
 from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.training.variants import get_variant
 from lpt_dagster.assets.profiles import GPU_POOL
 from lpt_dagster.lineage import catalog_table, example_splits, log_tables, profile_tables
 from lpt_dagster.metadata import png_markdown
@@ -59,6 +66,8 @@ def evaluation_report(
     ranks = evaluate_methods(ctx, ev.methods)
     for name, trained in trained_item_index.variants.items():
         ranks[name] = trained_variant_ranks(ctx, cfg.models, name, trained.folder, trained.encoder_dir, trained_profiles)
+        if "profile_head" in ev.methods and get_variant(name).trains_generator:
+            ranks[under_profile_head_name(name)] = trained_profiles_under_profile_head(ctx, name, trained_profiles)
     report = build_report(
         ranks, examples["user_id"].to_list(), ks=ev.ks, samples=ev.bootstrap_samples,
         confidence=ev.confidence, seed=ev.seed, baseline=ev.baseline,
