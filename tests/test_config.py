@@ -11,6 +11,19 @@ def test_shipped_recipes_validate():
     assert load_recipe("full").split.windows_per_user > 1
 
 
+def test_the_full_recipes_trained_head_and_profile_head_fit_on_the_same_rows():
+    """The report's LLM comparison (a trained variant vs profile_head) holds the recommender fixed
+    only if the variant's head fits on profile_head's rows: the same train users, and every val
+    row for early stopping (16 val users stopped a head at epoch 0, i.e. plain cosine: issue 12).
+    RL trains on users neither head saw."""
+    full = load_recipe("full")
+    assert full.evaluation.baseline == "profile_head"
+    assert full.training.max_train_users == full.evaluation.head_train_users
+    assert full.training.max_val_users is None
+    assert full.training.rl_users is not None
+    assert full.training.seed == full.evaluation.seed
+
+
 def test_unknown_and_mistyped_keys_name_the_file_and_field(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("split:\n  histroy_len: 3\ngeneration:\n  max_new_tokens: lots\n", encoding="utf-8")
