@@ -14,7 +14,7 @@ zero-shot profiles of the same train examples. Both see the same rows and the sa
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from lpt_core.config import ItemHeadConfig
 from lpt_core.recommenders import HistoryScorer, target_ranks
 from lpt_core.retrieval import ItemIndex, TextEncoder, ranks_in_chunks
-from lpt_core.training.item_head import TextRows, head_ranks_from_texts
+from lpt_core.training.item_head import FittedHead, TextRows, fit_head_on_texts
 
 if TYPE_CHECKING:  # polars is not needed at run time here (the GPU machine has none)
     import polars as pl
@@ -35,6 +35,16 @@ class HeadTraining:
 
     rows: dict[str, tuple[TextRows, TextRows]]
     config: ItemHeadConfig
+    _fits: dict[tuple, FittedHead] = field(default_factory=dict, repr=False, compare=False)
+
+    def fitted(self, kind: str, encoder: TextEncoder, base: ItemIndex, seed: int) -> FittedHead:
+        """The head fitted on `kind`'s rows over `base`, fitted once and reused: profile_head and
+        every `<variant>@profile_head` row of a report rank through the same fit."""
+        key = (kind, id(encoder), id(base), seed)
+        if key not in self._fits:
+            train, val = self.rows[kind]
+            self._fits[key] = fit_head_on_texts(encoder, base, train, val, self.config, seed)
+        return self._fits[key]
 
 
 @dataclass
@@ -179,10 +189,9 @@ def rank_with_fitted_head(ctx: EvalContext, kind: str, texts: list[str]) -> np.n
     training = ctx.head_training
     if training is None or kind not in training.rows:
         raise ValueError(f"this method needs EvalContext.head_training with {kind!r} rows")
-    train, val = training.rows[kind]
-    evaluated = TextRows(texts, ctx.targets, ctx.histories)
-    ranks, _ = head_ranks_from_texts(ctx.encoder, ctx.index, train, val, evaluated, training.config, ctx.seed)
-    return ranks
+    head = training.fitted(kind, ctx.encoder, ctx.index, ctx.seed).head
+    index = head.index(ctx.index.item_ids.tolist(), ctx.index.vectors)
+    return index.target_ranks(ctx.encoder.encode(texts), ctx.targets, ctx.histories)
 
 
 @register("history_text_head")

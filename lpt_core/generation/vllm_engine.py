@@ -8,8 +8,8 @@ process (vLLM does not reliably give its GPU memory back when an engine is dropp
 once and reused). On a GPU it takes `gpu_memory_utilization` of the memory; training keeps the rest.
 
 How the policy reaches vLLM: before sampling, the policy's weights with its LoRA folded in are
-written into the engine's model one tensor at a time (`load_weights`), as TRL 1.16's colocate mode
-does (trl.generation.vllm_generation.VLLMGeneration.sync_weights). Unlike TRL, the merge is computed
+written into the engine's model one tensor at a time (`ColocatedEngine.sync`), as TRL 1.16's
+colocate mode does (trl.generation.vllm_generation.VLLMGeneration.sync_weights). Unlike TRL, the merge is computed
 out of place (W + scale * B @ A into a fresh tensor per layer): merging in place and unmerging after
 does not restore bf16 weights exactly, and the policy would drift a little at every update. The
 alternative, saving the adapter and passing a new LoRARequest per update (vLLM's `enable_lora`),

@@ -212,7 +212,7 @@ def rl_rows(train: pl.DataFrame, training: TrainingConfig) -> pl.DataFrame:
     training.max_train_users), or with training.rl_users that many users right after them."""
     if training.rl_users is None:
         return first_users(train, training.max_train_users)
-    rows = first_users(train, training.rl_users, skip_users=training.max_train_users or 0)
+    rows = first_users(train, training.rl_users, skip_users=training.max_train_users)
     if rows.is_empty():
         raise ValueError(
             f"training.rl_users: no train users after the first {training.max_train_users} "

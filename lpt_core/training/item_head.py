@@ -260,22 +260,6 @@ def fit_head_on_texts(
     return fit_item_head(base.vectors, train.encoded(encoder, base), val.encoded(encoder, base), cfg, seed, on_epoch)
 
 
-def head_ranks_from_texts(
-    encoder: TextEncoder,
-    base: ItemIndex,
-    train: TextRows,
-    val: TextRows,
-    evaluated: TextRows,
-    cfg: ItemHeadConfig,
-    seed: int,
-) -> tuple[np.ndarray, FittedHead]:
-    """Fit a head on `train`'s texts (stopped on `val`) and rank the `evaluated` rows' targets
-    with it: full catalogue, history excluded, as every method is ranked."""
-    fitted = fit_head_on_texts(encoder, base, train, val, cfg, seed)
-    index = fitted.head.index(base.item_ids.tolist(), base.vectors)
-    return index.target_ranks(encoder.encode(evaluated.texts), evaluated.targets, evaluated.histories), fitted
-
-
 def _batch_loss(
     module: _HeadModule,
     queries: torch.Tensor,
