@@ -18,6 +18,7 @@ import polars as pl
 
 from lpt_core import metrics
 from lpt_core.config import load_recipe
+from lpt_core.data.splitting import train_item_counts
 from lpt_core.evaluation import head_training, variant_profiles
 from lpt_core.models import load_encoder
 from lpt_core.profiles import profiles_for
@@ -41,7 +42,8 @@ def main() -> None:
     encoder = TextEncoder(load_encoder(recipe.models.encoder, recipe.models))
     base = ItemIndex.build(catalog["item_id"].to_list(), encoder.encode(catalog["text"].to_list()))
     train, val = head_training(ev, examples, catalog, zero_shot).rows["profile"]
-    fitted = fit_head_on_texts(encoder, base, train, val, ev.head, ev.seed)
+    counts = train_item_counts(pl.read_parquet(outputs / "cleaned_histories.parquet"), examples)
+    fitted = fit_head_on_texts(encoder, base, train, val, ev.head, ev.seed, item_counts=counts)
     own = outputs / "trained_item_index" / args.variant
     recommenders = {
         f"profile_head's fit (best epoch {fitted.best_epoch})": (encoder, fitted.head.index(base.item_ids.tolist(), base.vectors)),

@@ -31,7 +31,7 @@ from lpt_core.baselines import EvalContext, evaluate_methods
 from lpt_core.config import Recipe, load_recipe
 from lpt_core.data.cleaning import clean
 from lpt_core.data.readers import read_raw
-from lpt_core.data.splitting import drop_long_prompts, split_users
+from lpt_core.data.splitting import drop_long_prompts, split_users, train_item_counts
 from lpt_core.metrics import summarise
 from lpt_core.models import load_encoder, load_tokenizer
 from lpt_core.profiles import first_train_users
@@ -90,8 +90,8 @@ def main() -> None:
     interactions, examples, catalog = build_split(recipe)
     frames = {"train": first_train_users(examples, args.train_users),
               **{name: examples.filter(pl.col("split") == name) for name in ("val", "test")}}
-    train_users = frames["train"]["user_id"].unique()
-    counts = interactions.filter(pl.col("user_id").is_in(train_users.implode())).group_by("item_id").len()
+    # Popularity and the head's popularity prior count every train user's interactions, as the report does.
+    item_counts = train_item_counts(interactions, examples)
     encoder = TextEncoder(load_encoder(recipe.models.encoder, recipe.models))
 
     def embed() -> dict[str, np.ndarray]:
@@ -111,7 +111,7 @@ def main() -> None:
     test = frames["test"]
     ctx = EvalContext(
         examples=test, index=base, encoder=encoder, item_text={}, seed=recipe.evaluation.seed,
-        train_item_counts=dict(zip(counts["item_id"].to_list(), counts["len"].to_list())),
+        train_item_counts=item_counts,
     )
     ranks = evaluate_methods(ctx, ["popularity"])
     ranks["history_text (untrained)"] = base.target_ranks(embeddings["test"], ctx.targets, ctx.histories)
@@ -120,7 +120,10 @@ def main() -> None:
         fit_started = time.perf_counter()
         name = f"history_text + {kind} head"
         head_cfg = recipe.evaluation.head.model_copy(update={"kind": kind})
-        fitted = fit_item_head(base.vectors, rows["train"], rows["val"], head_cfg, recipe.evaluation.seed)
+        fitted = fit_item_head(
+            base.vectors, rows["train"], rows["val"], head_cfg, recipe.evaluation.seed,
+            item_counts=np.array([item_counts.get(i, 0) for i in base.item_ids.tolist()]),
+        )
         index = fitted.head.index(base.item_ids.tolist(), base.vectors)
         ranks[name] = index.target_ranks(embeddings["test"], ctx.targets, ctx.histories)
         fits[name] = (f"best epoch {fitted.best_epoch} of {len(fitted.history) - 1}, val NDCG@10 "
@@ -130,7 +133,7 @@ def main() -> None:
 
     header = (
         f"{args.recipe} recipe, test split: {test.height} rows of {test['user_id'].n_unique()} users, "
-        f"{len(base)} items; heads fitted on {frames['train'].height} train rows of {len(train_users)} users, "
+        f"{len(base)} items; heads fitted on {frames['train'].height} train rows of {frames['train']['user_id'].n_unique()} users, "
         f"early stopping on {frames['val'].height} val rows; encoder {recipe.models.encoder} (frozen); "
         f"history texts in the history_text row's format; head settings "
         f"{recipe.evaluation.head.model_dump(exclude={'kind'})}; {time.perf_counter() - started:.0f} s in all"

@@ -13,7 +13,7 @@ zero-shot profiles of the same train examples. Both see the same rows and the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,13 +37,16 @@ class HeadTraining:
     config: ItemHeadConfig
     _fits: dict[tuple, FittedHead] = field(default_factory=dict, repr=False, compare=False)
 
-    def fitted(self, kind: str, encoder: TextEncoder, base: ItemIndex, seed: int) -> FittedHead:
-        """The head fitted on `kind`'s rows over `base`, fitted once and reused: profile_head and
-        every `<variant>@profile_head` row of a report rank through the same fit."""
+    def fitted(
+        self, kind: str, encoder: TextEncoder, base: ItemIndex, seed: int, item_counts: Mapping[str, int]
+    ) -> FittedHead:
+        """The head fitted on `kind`'s rows over `base` (`item_counts`: the popularity prior's train
+        counts), fitted once and reused: profile_head and every `<variant>@profile_head` row of a
+        report rank through the same fit."""
         key = (kind, id(encoder), id(base), seed)
         if key not in self._fits:
             train, val = self.rows[kind]
-            self._fits[key] = fit_head_on_texts(encoder, base, train, val, self.config, seed)
+            self._fits[key] = fit_head_on_texts(encoder, base, train, val, self.config, seed, item_counts=item_counts)
         return self._fits[key]
 
 
@@ -189,7 +192,7 @@ def rank_with_fitted_head(ctx: EvalContext, kind: str, texts: list[str]) -> np.n
     training = ctx.head_training
     if training is None or kind not in training.rows:
         raise ValueError(f"this method needs EvalContext.head_training with {kind!r} rows")
-    head = training.fitted(kind, ctx.encoder, ctx.index, ctx.seed).head
+    head = training.fitted(kind, ctx.encoder, ctx.index, ctx.seed, ctx.train_item_counts).head
     index = head.index(ctx.index.item_ids.tolist(), ctx.index.vectors)
     return index.target_ranks(ctx.encoder.encode(texts), ctx.targets, ctx.histories)
 

@@ -85,13 +85,15 @@ def _materialised_training_data(recipe: Recipe, outputs: paths.Outputs) -> Train
 
     from lpt_core.training.alternation import TrainingData
 
-    files = {name: outputs.table(name) for name in ("user_examples", "cleaned_items", "item_catalog")}
+    files = {name: outputs.table(name) for name in ("user_examples", "cleaned_items", "item_catalog", "cleaned_histories")}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
         print(f"not materialised: {', '.join(missing)}: run the data assets (`make demo`) first", file=sys.stderr)
         return None
     tables = {name: pl.read_parquet(path) for name, path in files.items()}
-    return TrainingData.from_tables(tables["user_examples"], tables["cleaned_items"], tables["item_catalog"], recipe)
+    return TrainingData.from_tables(
+        tables["user_examples"], tables["cleaned_items"], tables["item_catalog"], tables["cleaned_histories"], recipe
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

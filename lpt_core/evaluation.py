@@ -26,13 +26,6 @@ from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.item_head import TextRows
 
 
-def train_item_counts(cleaned_histories: pl.DataFrame, user_examples: pl.DataFrame) -> dict[str, int]:
-    """Popularity = interactions of train users only, so no evaluation user's data leaks into it."""
-    train_users = user_examples.filter(pl.col("split") == "train")["user_id"].unique()
-    counts = cleaned_histories.filter(pl.col("user_id").is_in(train_users.implode())).group_by("item_id").len()
-    return dict(zip(counts["item_id"].to_list(), counts["len"].to_list()))
-
-
 def head_training(
     ev: EvaluationConfig, user_examples: pl.DataFrame, item_catalog: pl.DataFrame, zero_shot_profiles: pl.DataFrame
 ) -> HeadTraining | None:

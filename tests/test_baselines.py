@@ -12,7 +12,7 @@ from lpt_core.baselines import METHODS, EvalContext, HeadTraining, evaluate_meth
 from lpt_core.config import ItemHeadConfig
 from lpt_core.data.schemas import EXAMPLES
 from lpt_core.retrieval import ItemIndex, TextEncoder
-from lpt_core.training.item_head import TextRows
+from lpt_core.training.item_head import TextRows, popularity_prior
 
 GENRES = ["drama", "comedy", "action", "thriller", "horror", "romance", "crime", "mystery", "fantasy", "war"]
 ITEM_TEXT = {f"m{i}": f"Title: {GENRES[i % 10]} {i}\nCategory: {GENRES[(i * 3) % 10]}" for i in range(40)}
@@ -79,7 +79,7 @@ def ctx(encoder) -> EvalContext:
         # Both head rows fit on the same train/val rows (here the same texts for both kinds).
         head_training=HeadTraining(
             {kind: (head_rows(0, 24), head_rows(24, 12)) for kind in ("history_text", "profile")},
-            ItemHeadConfig(kind="linear", epochs=3, learning_rate=0.01, batch_size=8),
+            ItemHeadConfig(kind="linear", epochs=3, learning_rate=0.01, batch_size=8, bias_init="zero"),
         ),
     )
 
@@ -110,6 +110,16 @@ def test_head_rows_fit_on_their_train_texts_and_rank_like_their_untrained_row_at
     with pytest.raises(ValueError, match="head_training with 'profile' rows"):
         only_history = HeadTraining({"history_text": ctx.head_training.rows["history_text"]}, ctx.head_training.config)
         METHODS["profile_head"](EvalContext(**{**ctx.__dict__, "head_training": only_history}))
+
+
+def test_head_rows_start_their_bias_from_the_train_popularity_prior(ctx):
+    """With bias_init "popularity" the head's bias starts at the prior of ctx.train_item_counts,
+    in the index's item order (a learning rate of 1e-9 keeps it there)."""
+    config = ItemHeadConfig(kind="linear", epochs=1, learning_rate=1e-9, batch_size=8, bias_init="popularity")
+    training = HeadTraining(ctx.head_training.rows, config)
+    fitted = training.fitted("profile", ctx.encoder, ctx.index, 0, ctx.train_item_counts)
+    counts = [COUNTS.get(i, 0) for i in ctx.index.item_ids.tolist()]
+    np.testing.assert_allclose(fitted.head.bias, popularity_prior(np.array(counts)), atol=1e-5)
 
 
 def test_popularity_puts_the_most_popular_unseen_item_first(ctx):

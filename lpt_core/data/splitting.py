@@ -197,3 +197,10 @@ def _leave_last_out_examples(usable: pl.DataFrame, n: int) -> pl.DataFrame:
         .join(targets, on="user_id")
         .with_columns(pl.lit(0, dtype=pl.Int32).alias("window"))
     )
+
+
+def train_item_counts(cleaned_histories: pl.DataFrame, user_examples: pl.DataFrame) -> dict[str, int]:
+    """Popularity = interactions of train users only, so no evaluation user's data leaks into it."""
+    train_users = user_examples.filter(pl.col("split") == "train")["user_id"].unique()
+    counts = cleaned_histories.filter(pl.col("user_id").is_in(train_users.implode())).group_by("item_id").len()
+    return dict(zip(counts["item_id"].to_list(), counts["len"].to_list()))

@@ -48,6 +48,7 @@ import torch
 
 from lpt_core import metrics, text
 from lpt_core.config import Recipe, TrainingConfig
+from lpt_core.data.splitting import train_item_counts
 from lpt_core.generation.base import ProfileGenerator
 from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype, resolve_model, weights_fingerprint
 from lpt_core.profiles import first_users
@@ -74,12 +75,14 @@ SAMPLE_PROFILES = 5
 
 @dataclass
 class TrainingData:
-    """Train and val EXAMPLES rows with a chat-templated "prompt" column, and the item catalogue
-    (item_id, text, ...) that targets and histories refer to."""
+    """Train and val EXAMPLES rows with a chat-templated "prompt" column, the item catalogue
+    (item_id, text, ...) that targets and histories refer to, and the train split's interactions
+    per item (the item head's popularity prior; None where no head starts from it)."""
 
     train: pl.DataFrame
     val: pl.DataFrame
     catalog: pl.DataFrame
+    item_counts: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("train", "val"):
@@ -95,10 +98,16 @@ class TrainingData:
 
     @classmethod
     def from_tables(
-        cls, user_examples: pl.DataFrame, items: pl.DataFrame, catalog: pl.DataFrame, recipe: Recipe
+        cls,
+        user_examples: pl.DataFrame,
+        items: pl.DataFrame,
+        catalog: pl.DataFrame,
+        cleaned_histories: pl.DataFrame,
+        recipe: Recipe,
     ) -> TrainingData:
         """The train and val rows of the split (the user_examples table) with the recipe's prompts,
-        written from `items` (cleaned_items), and the catalogue (item_catalog)."""
+        written from `items` (cleaned_items), the catalogue (item_catalog), and the train users'
+        interactions per item counted in cleaned_histories (as the popularity baseline counts them)."""
         tokenizer = load_tokenizer(recipe.models.generator)
 
         def with_prompts(split: str) -> pl.DataFrame:
@@ -106,7 +115,10 @@ class TrainingData:
             prompts = text.build_prompts(rows, items, tokenizer, recipe.prompt, recipe.data.source)
             return rows.with_columns(pl.Series("prompt", prompts, dtype=pl.String))
 
-        return cls(train=with_prompts("train"), val=with_prompts("val"), catalog=catalog)
+        return cls(
+            train=with_prompts("train"), val=with_prompts("val"), catalog=catalog,
+            item_counts=train_item_counts(cleaned_histories, user_examples),
+        )
 
 
 class TrainingCallbacks(Protocol):
@@ -245,6 +257,7 @@ class _TrainingSession:
         self.train = first_users(data.train, training.max_train_users)
         self.val = first_users(data.val, training.max_val_users)
         self.rl_train = rl_rows(data.train, training)
+        self.item_counts = data.item_counts
         self.item_ids = data.catalog["item_id"].to_list()
         self.item_texts = data.catalog["text"].to_list()
         position = {item_id: p for p, item_id in enumerate(self.item_ids)}
@@ -334,6 +347,7 @@ class _TrainingSession:
             self.recipe.training.contrastive.head,
             seed,
             on_epoch=lambda epoch, values: self.callbacks.metrics("head", round_index, epoch, values),
+            item_counts=self.item_counts,
         )
         self.item_head = fitted.head
         return {"head_epochs": len(fitted.history) - 1, "head_best_epoch": fitted.best_epoch}

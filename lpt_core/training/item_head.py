@@ -8,7 +8,10 @@ on the item side. So everything learned sits on the items:
 with q_u the encoder's normalised embedding of the profile (unchanged: the user side stays text
 only, so editing a profile still steers the ranking), k_i the normalised embedding of the item
 text, M a dim x dim map (identity at start), r_i a per-item residual ("hybrid" only; zero at start,
-L2-regularised) and b_i a per-item bias (zero at start). At the start the ranking is plain cosine.
+L2-regularised) and b_i a per-item bias. The bias starts at zero (plain cosine at the start) or, with
+bias_init "popularity", at the log of the items' smoothed train interaction counts: a head fitted on a
+few hundred rows learns little popularity from their targets alone, while the prior carries the
+whole train split's counts, so the untrained head already ranks as popularity plus cosine.
 
 Downstream nothing changes: an ItemIndex built from the vectors v_i WITHOUT re-normalising them and
 carrying b as its bias scores q . v_i + b_i, so the RL reward, evaluation and serving use the head
@@ -24,7 +27,7 @@ whatever the machine: a few seconds for thousands of rows and items.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,17 +169,37 @@ class FittedHead:
         return self.history[self.best_epoch][VAL_METRIC]
 
 
+def popularity_prior(item_counts: np.ndarray) -> np.ndarray:
+    """log((count + 1) / sum(count + 1)) per item: the log-probability of each item under add-one
+    smoothed train popularity (an item never seen in train stays finite)."""
+    smoothed = np.asarray(item_counts, dtype=np.float64) + 1.0
+    if smoothed.ndim != 1 or (smoothed < 1.0).any():
+        raise ValueError("item counts must be one non-negative count per item")
+    return np.log(smoothed / smoothed.sum()).astype(np.float32)
+
+
+def initial_bias(cfg: ItemHeadConfig, num_items: int, item_counts: np.ndarray | None) -> np.ndarray:
+    """The bias a fit starts from, as cfg.bias_init says."""
+    if cfg.bias_init == "zero":
+        return np.zeros(num_items, dtype=np.float32)
+    if item_counts is None:
+        raise ValueError("head.bias_init 'popularity' needs the items' train interaction counts (item_counts)")
+    if len(item_counts) != num_items:
+        raise ValueError(f"item_counts has {len(item_counts)} counts for a catalogue of {num_items} items")
+    return popularity_prior(item_counts)
+
+
 class _HeadModule(nn.Module):
     """The head's parameters in torch: M = I + delta, so weight decay pulls towards plain cosine."""
 
-    def __init__(self, item_embeddings: torch.Tensor, scale: float, residual: bool) -> None:
+    def __init__(self, item_embeddings: torch.Tensor, scale: float, residual: bool, bias: np.ndarray) -> None:
         super().__init__()
         items, dim = item_embeddings.shape
         self.register_buffer("keys", item_embeddings)
         self.scale = scale
         self.delta = nn.Parameter(torch.zeros(dim, dim, dtype=torch.float32))
         self.residual = nn.Parameter(torch.zeros(items, dim, dtype=torch.float32)) if residual else None
-        self.bias = nn.Parameter(torch.zeros(items, dtype=torch.float32))
+        self.bias = nn.Parameter(torch.tensor(bias, dtype=torch.float32))
 
     def item_vectors(self) -> torch.Tensor:
         vectors = self.keys + self.keys @ self.delta.T
@@ -202,17 +225,20 @@ def fit_item_head(
     cfg: ItemHeadConfig,
     seed: int,
     on_epoch: Callable[[int, dict], None] | None = None,
+    item_counts: np.ndarray | None = None,
 ) -> FittedHead:
     """Fit a `cfg.kind` head on `train` over frozen normalised `item_embeddings`, keeping the state
     with the best val NDCG@10 (the untrained head included: a fit never ends worse on val than
-    cosine); stops after `cfg.patience` epochs without a gain. `on_epoch(epoch, record)` is called
-    for every record. Deterministic given `seed`."""
+    where it started); stops after `cfg.patience` epochs without a gain. `on_epoch(epoch, record)`
+    is called for every record. `item_counts` (train interactions per item, in the embeddings'
+    order) is the popularity prior's, needed with cfg.bias_init "popularity". Deterministic given
+    `seed`."""
     if cfg.kind == "none":
         raise ValueError("fit_item_head needs a head kind: 'linear' or 'hybrid'")
     keys = torch.tensor(np.asarray(item_embeddings), dtype=torch.float32)
     if keys.shape[1] != train.queries.shape[1] or keys.shape[1] != val.queries.shape[1]:
         raise ValueError(f"queries must have the items' dimension {keys.shape[1]}")
-    module = _HeadModule(keys, cfg.scale, residual=cfg.kind == "hybrid")
+    module = _HeadModule(keys, cfg.scale, cfg.kind == "hybrid", initial_bias(cfg, len(keys), item_counts))
     optimizer = torch.optim.AdamW(
         [
             {"params": [module.delta], "weight_decay": cfg.weight_decay},
@@ -252,12 +278,17 @@ def fit_head_on_texts(
     cfg: ItemHeadConfig,
     seed: int,
     on_epoch: Callable[[int, dict], None] | None = None,
+    item_counts: Mapping[str, int] | None = None,
 ) -> FittedHead:
     """Fit a head on query texts. `base` is the plain index of `encoder`'s item embeddings
-    (normalised, no bias): its vectors are the frozen k_i, its positions place the targets."""
+    (normalised, no bias): its vectors are the frozen k_i, its positions place the targets.
+    `item_counts`: train interactions by item id (absent = 0), for the popularity prior."""
     if base.bias is not None:
         raise ValueError("the base index must hold the encoder's plain item embeddings, without a bias")
-    return fit_item_head(base.vectors, train.encoded(encoder, base), val.encoded(encoder, base), cfg, seed, on_epoch)
+    counts = None if item_counts is None else np.array([item_counts.get(i, 0) for i in base.item_ids.tolist()])
+    return fit_item_head(
+        base.vectors, train.encoded(encoder, base), val.encoded(encoder, base), cfg, seed, on_epoch, counts
+    )
 
 
 def _batch_loss(

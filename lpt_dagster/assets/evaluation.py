@@ -7,9 +7,9 @@ import polars as pl
 
 from lpt_core import text
 from lpt_core.baselines import EvalContext, evaluate_methods
+from lpt_core.data.splitting import train_item_counts
 from lpt_core.evaluation import (
     head_training,
-    train_item_counts,
     trained_profiles_under_profile_head,
     trained_variant_ranks,
     under_profile_head_name,

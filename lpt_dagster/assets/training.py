@@ -82,10 +82,11 @@ def trained_models(
     user_examples: pl.DataFrame,
     cleaned_items: pl.DataFrame,
     item_catalog: pl.DataFrame,
+    cleaned_histories: pl.DataFrame,
 ):
     """Alternate contrastive (recommender) and RL (profile writer) phases for every variant."""
     cfg = recipe.get()
-    data = TrainingData.from_tables(user_examples, cleaned_items, item_catalog, cfg)
+    data = TrainingData.from_tables(user_examples, cleaned_items, item_catalog, cleaned_histories, cfg)
     # Lineage of every variant's run: the tables as user_examples and item_catalog logged them
     # (without the prompts added here), so their digests match.
     trained_on = [*example_splits(user_examples, ("train", "val")), catalog_table(item_catalog)]

@@ -85,7 +85,11 @@ def training_data(tokenizer) -> TrainingData:
             rows.append({"user_id": f"{split}{u}", "prompt": prompt, "history_item_ids": history, "target_item_id": target})
         return pl.DataFrame(rows)
 
-    return TrainingData(train=examples("train", 8, 0), val=examples("val", 4, 1), catalog=catalog)
+    train = examples("train", 8, 0)
+    # The popularity prior's counts: each train row's history and target, one interaction each.
+    counts = pl.concat([train["history_item_ids"].explode(), train["target_item_id"]]).value_counts()
+    item_counts = dict(zip(counts[:, 0].to_list(), counts["count"].to_list()))
+    return TrainingData(train=train, val=examples("val", 4, 1), catalog=catalog, item_counts=item_counts)
 
 
 @pytest.fixture(scope="module")

@@ -79,13 +79,22 @@ def split_tables() -> dict[str, pl.DataFrame]:
         schema=EXAMPLES,
     )
     catalog = items.with_columns(text.item_texts(items).alias("text"))
-    return {"user_examples": examples, "cleaned_items": items, "item_catalog": catalog}
+    histories = pl.DataFrame(
+        [{"user_id": u, "item_id": i} for u, _ in rows for i in ("m0", "m1")] + [{"user_id": "t1", "item_id": "m5"}]
+    )
+    return {"user_examples": examples, "cleaned_items": items, "item_catalog": catalog, "cleaned_histories": histories}
+
+
+def training_tables(tables: dict[str, pl.DataFrame]) -> list[pl.DataFrame]:
+    return [tables[name] for name in ("user_examples", "cleaned_items", "item_catalog", "cleaned_histories")]
 
 
 def test_training_data_is_the_train_and_val_rows_with_the_recipes_prompts(tiny_lm_folder):
     recipe, tables = tiny_recipe(tiny_lm_folder), split_tables()
-    data = TrainingData.from_tables(tables["user_examples"], tables["cleaned_items"], tables["item_catalog"], recipe)
+    data = TrainingData.from_tables(*training_tables(tables), recipe)
     assert data.train["user_id"].to_list() == ["t1", "t2"] and data.val["user_id"].to_list() == ["v1"]
+    # The popularity prior counts the train users' interactions only (v1 and s1 are left out).
+    assert data.item_counts == {"m0": 2, "m1": 2, "m5": 1}
     tokenizer = load_tokenizer(recipe.models.generator)
     expected = text.build_prompts(data.val.drop("prompt"), tables["cleaned_items"], tokenizer, recipe.prompt, "movielens_100k")
     assert data.val["prompt"].to_list() == expected
@@ -113,8 +122,9 @@ def test_lpt_train_trains_what_the_asset_would_into_the_same_folders(tiny_lm_fol
     with pytest.raises(SystemExit):
         cli.main(["train", "--recipe", str(recipe_file), "--variant", "cl_only"])
 
-    expected = TrainingData.from_tables(tables["user_examples"], tables["cleaned_items"], tables["item_catalog"], recipe)
+    expected = TrainingData.from_tables(*training_tables(tables), recipe)
     assert called["variant"] == "cl_only"
     assert called["root"] == outputs.training("cl_only") == tmp_path / "lpt" / "outputs" / "training" / "cl_only"
     assert called["profile_store"] == outputs.profile_store
     assert called["data"].train.equals(expected.train) and called["data"].val.equals(expected.val)
+    assert called["data"].item_counts == expected.item_counts
