@@ -84,22 +84,24 @@ def split_preferences(profile: str) -> Preferences:
 
 def encode_profiles(encode: Encode, profiles: Sequence[str], dislike_weight: float = DISLIKE_WEIGHT) -> np.ndarray:
     """One L2-normalised query per profile: the plain embedding of a profile with no dislike; for
-    one with dislikes, embedding(liked) - dislike_weight * mean(embedding(topic)), renormalised."""
-    queries = np.array(encode(list(profiles)), dtype=np.float32, copy=True)
-    split = {row: split_preferences(p) for row, p in enumerate(profiles)}
-    negated = [row for row, parts in split.items() if parts.disliked]
-    if not negated:
-        return queries
-    liked_rows = [row for row in negated if split[row].liked]
-    if liked_rows:
-        queries[liked_rows] = encode([split[row].liked for row in liked_rows])
-    topics = [topic for row in negated for topic in split[row].disliked]
+    one with dislikes, embedding(liked) - dislike_weight * mean(embedding(topic)), renormalised.
+    Each text is embedded once: a profile with dislikes only through its liked part."""
+    split = [split_preferences(profile) for profile in profiles]
+    if not any(parts.disliked for parts in split):
+        return np.array(encode(list(profiles)), dtype=np.float32, copy=True)
+    topics = [topic for parts in split for topic in parts.disliked]
     topic_vectors = np.asarray(encode(topics), dtype=np.float32)
+    queries = np.zeros((len(profiles), topic_vectors.shape[1]), dtype=np.float32)
+    embedded = [row for row, parts in enumerate(split) if parts.liked or not parts.disliked]
+    if embedded:
+        texts = [split[row].liked if split[row].disliked else profiles[row] for row in embedded]
+        queries[embedded] = encode(texts)
     start = 0
-    for row in negated:
-        count = len(split[row].disliked)
-        liked = queries[row] if split[row].liked else 0.0
-        query = liked - dislike_weight * topic_vectors[start : start + count].mean(axis=0)
+    for row, parts in enumerate(split):
+        if not parts.disliked:
+            continue
+        count = len(parts.disliked)
+        query = queries[row] - dislike_weight * topic_vectors[start : start + count].mean(axis=0)
         queries[row] = query / max(float(np.linalg.norm(query)), 1e-12)
         start += count
     return queries

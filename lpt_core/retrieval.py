@@ -285,6 +285,12 @@ class ItemIndex:
             scores[row] = found_scores[row, keep[:k]]
         return ids, scores
 
+    def exact_scores(self, queries: np.ndarray) -> np.ndarray:
+        """Every item's exact score for each query, (queries x items): the vectors' inner product
+        (cosine for a normalised index), plus the bias if any. Every rank is computed from these."""
+        queries = self._check_queries(queries, len(queries), len(queries))
+        return self._exact_scores(queries)
+
     def _exact_scores(self, queries: np.ndarray) -> np.ndarray:
         scores = queries @ self.vectors.T
         if self.bias is not None:

@@ -7,7 +7,7 @@ import pytest
 
 from lpt_core import paths
 from lpt_core.config import ModelsConfig
-from lpt_core.dislikes import Preferences, encode_profiles, split_preferences
+from lpt_core.dislikes import DISLIKE_WEIGHT, Preferences, encode_profiles, split_preferences
 from lpt_core.models import load_encoder
 from lpt_core.retrieval import TextEncoder
 
@@ -67,6 +67,22 @@ def test_a_dislike_lowers_the_score_of_its_topic_below_the_unedited_profile():
     plain, negated = encode_profiles(_bag_encoder, ["Enjoys comedies.", "Enjoys comedies but dislikes horror."])
     horror_item = _bag_encoder(["horror"])[0]
     assert negated @ horror_item < plain @ horror_item
+
+
+def test_each_text_is_embedded_once_and_a_profile_with_dislikes_only_through_its_parts():
+    seen = []
+
+    def recording(texts):
+        seen.extend(texts)
+        return _bag_encoder(texts)
+
+    profiles = ["Enjoys comedies.", "Enjoys comedies but dislikes horror.", "Dislikes westerns."]
+    queries = encode_profiles(recording, profiles)
+
+    assert sorted(seen) == sorted(["Enjoys comedies.", "Enjoys comedies", "horror", "westerns"])
+    liked, topic = _bag_encoder(["Enjoys comedies", "horror"])
+    expected = liked - DISLIKE_WEIGHT * topic
+    np.testing.assert_allclose(queries[1], expected / np.linalg.norm(expected), rtol=1e-6)
 
 
 def test_on_the_bundled_encoder_dislikes_horror_moves_horror_films_down():

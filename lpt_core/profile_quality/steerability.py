@@ -105,8 +105,8 @@ def edit_steerability(
     step = chunk_rows(len(index))
     for start in range(0, len(edits), step):
         chunk = edits[start : start + step]
-        before = catalogue_ranks(_scores(index, encode([profiles[e.row] for e in chunk])))
-        after = catalogue_ranks(_scores(index, encode([e.text for e in chunk])))
+        before = catalogue_ranks(index.exact_scores(encode([profiles[e.row] for e in chunk])))
+        after = catalogue_ranks(index.exact_scores(encode([e.text for e in chunk])))
         for offset, edit in enumerate(chunk):
             in_genre = np.asarray(genre_items[edit.genre], dtype=bool)
             if in_genre.shape != (len(index),) or in_genre.all() or not in_genre.any():
@@ -126,12 +126,6 @@ def row_means(edits: Sequence[ProfileEdit], values: np.ndarray, rows: int, kind:
             counts[edit.row] += 1
     with np.errstate(invalid="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def _scores(index: ItemIndex, queries: np.ndarray) -> np.ndarray:
-    # The index's exact score: cosine to every item, plus the learned item bias when there is one.
-    scores = np.asarray(queries, dtype=np.float32) @ index.vectors.T
-    return scores + index.bias if index.bias is not None else scores
 
 
 def _pick(rng: np.random.Generator, genres: list[str], count: int) -> list[str]:
