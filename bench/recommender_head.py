@@ -126,7 +126,8 @@ def main() -> None:
         )
         index = fitted.head.index(base.item_ids.tolist(), base.vectors)
         ranks[name] = index.target_ranks(embeddings["test"], ctx.targets, ctx.histories)
-        fits[name] = (f"best epoch {fitted.best_epoch} of {len(fitted.history) - 1}, val NDCG@10 "
+        fits[name] = (f"from scale {fitted.start.scale:g}, {fitted.start.bias_init} bias: "
+                      f"best epoch {fitted.best_epoch} of {len(fitted.history) - 1}, val NDCG@10 "
                       f"{fitted.best_val_ndcg:.4f} (untrained {fitted.history[0]['val_ndcg@10']:.4f}), "
                       f"{time.perf_counter() - fit_started:.0f} s")
         print(f"{name}: {fits[name]}")

@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from lpt_core.config import RecipeError, RLConfig, load_recipe
+from lpt_core.training.variants import get_variant
 
 
 def test_shipped_recipes_validate():
@@ -22,6 +23,8 @@ def test_the_full_recipes_trained_head_and_profile_head_fit_on_the_same_rows():
     assert full.training.max_val_users is None
     assert full.training.rl_users is not None
     assert full.training.seed == full.evaluation.seed
+    trained = get_variant(full.registry.variant).recipe_for(full)
+    assert trained.training.contrastive.head == full.evaluation.head
 
 
 def test_unknown_and_mistyped_keys_name_the_file_and_field(tmp_path):

@@ -350,7 +350,12 @@ class _TrainingSession:
             item_counts=self.item_counts,
         )
         self.item_head = fitted.head
-        return {"head_epochs": len(fitted.history) - 1, "head_best_epoch": fitted.best_epoch}
+        return {
+            "head_epochs": len(fitted.history) - 1,
+            "head_best_epoch": fitted.best_epoch,
+            "head_scale": fitted.start.scale,
+            "head_bias_init": fitted.start.bias_init,
+        }
 
     def _encoder_phase(self, round_index: int, seed: int, root: Path) -> tuple[dict, ItemIndex, list[str]]:
         from lpt_core.training.reward import RankReward

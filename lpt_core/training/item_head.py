@@ -27,6 +27,7 @@ whatever the machine: a few seconds for thousands of rows and items.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,12 @@ import torch
 from torch import nn
 
 from lpt_core import metrics
-from lpt_core.config import ItemHeadConfig
+from lpt_core.config import HeadStart, ItemHeadConfig
 from lpt_core.retrieval import IndexKind, ItemIndex, TextEncoder, ranks_in_chunks
 
 VAL_METRIC = "val_ndcg@10"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -157,12 +160,13 @@ class TextRows:
 
 @dataclass
 class FittedHead:
-    """The best head found, and one record per epoch (epoch 0 = before training):
-    {"epoch", "train_loss" (None at epoch 0), "val_ndcg@10"}."""
+    """The best head found, one record per epoch of its fit (epoch 0 = before training):
+    {"epoch", "train_loss" (None at epoch 0), "val_ndcg@10"}, and the start it was fitted from."""
 
     head: ItemHead
     history: list[dict]
     best_epoch: int
+    start: HeadStart
 
     @property
     def best_val_ndcg(self) -> float:
@@ -178,12 +182,12 @@ def popularity_prior(item_counts: np.ndarray) -> np.ndarray:
     return np.log(smoothed / smoothed.sum()).astype(np.float32)
 
 
-def initial_bias(cfg: ItemHeadConfig, num_items: int, item_counts: np.ndarray | None) -> np.ndarray:
-    """The bias a fit starts from, as cfg.bias_init says."""
-    if cfg.bias_init == "zero":
+def initial_bias(bias_init: str, num_items: int, item_counts: np.ndarray | None) -> np.ndarray:
+    """The bias a fit starts from: zeros, or the popularity prior of `item_counts`."""
+    if bias_init == "zero":
         return np.zeros(num_items, dtype=np.float32)
     if item_counts is None:
-        raise ValueError("head.bias_init 'popularity' needs the items' train interaction counts (item_counts)")
+        raise ValueError("a head starting from the popularity prior needs the items' train interaction counts (item_counts)")
     if len(item_counts) != num_items:
         raise ValueError(f"item_counts has {len(item_counts)} counts for a catalogue of {num_items} items")
     return popularity_prior(item_counts)
@@ -227,18 +231,41 @@ def fit_item_head(
     on_epoch: Callable[[int, dict], None] | None = None,
     item_counts: np.ndarray | None = None,
 ) -> FittedHead:
-    """Fit a `cfg.kind` head on `train` over frozen normalised `item_embeddings`, keeping the state
-    with the best val NDCG@10 (the untrained head included: a fit never ends worse on val than
-    where it started); stops after `cfg.patience` epochs without a gain. `on_epoch(epoch, record)`
-    is called for every record. `item_counts` (train interactions per item, in the embeddings'
-    order) is the popularity prior's, needed with cfg.bias_init "popularity". Deterministic given
-    `seed`."""
+    """Fit a `cfg.kind` head on `train` over frozen normalised `item_embeddings` from each of
+    cfg.starts, and keep the fit with the best val NDCG@10 (the first on a tie). Each fit keeps its
+    state with the best val NDCG@10 (the untrained head included: a fit never ends worse on val
+    than where it started) and stops after `cfg.patience` epochs without a gain. `on_epoch(epoch,
+    record)` is called for every record of the kept fit. `item_counts` (train interactions per
+    item, in the embeddings' order) is the popularity prior's, needed by a start from it.
+    Deterministic given `seed`."""
     if cfg.kind == "none":
         raise ValueError("fit_item_head needs a head kind: 'linear' or 'hybrid'")
     keys = torch.tensor(np.asarray(item_embeddings), dtype=torch.float32)
     if keys.shape[1] != train.queries.shape[1] or keys.shape[1] != val.queries.shape[1]:
         raise ValueError(f"queries must have the items' dimension {keys.shape[1]}")
-    module = _HeadModule(keys, cfg.scale, cfg.kind == "hybrid", initial_bias(cfg, len(keys), item_counts))
+    fits = []
+    for start in cfg.starts:
+        fit = _fit_from(start, keys, train, val, cfg, seed, initial_bias(start.bias_init, len(keys), item_counts))
+        log.info("item head from %s: best epoch %d, val NDCG@10 %.4f", start, fit.best_epoch, fit.best_val_ndcg)
+        fits.append(fit)
+    kept = max(fits, key=lambda fit: fit.best_val_ndcg)  # max keeps the first of equal values
+    for record in kept.history:
+        if on_epoch is not None:
+            on_epoch(record["epoch"], record)
+    return kept
+
+
+def _fit_from(
+    start: HeadStart,
+    keys: torch.Tensor,
+    train: HeadExamples,
+    val: HeadExamples,
+    cfg: ItemHeadConfig,
+    seed: int,
+    bias: np.ndarray,
+) -> FittedHead:
+    """One fit from `start`, its bias starting at `bias`."""
+    module = _HeadModule(keys, start.scale, cfg.kind == "hybrid", bias)
     optimizer = torch.optim.AdamW(
         [
             {"params": [module.delta], "weight_decay": cfg.weight_decay},
@@ -251,7 +278,7 @@ def fit_item_head(
     generator = torch.Generator().manual_seed(seed)
 
     best_epoch, best_state = 0, copy.deepcopy(module.state_dict())
-    history = [_record(0, None, module, val, on_epoch)]
+    history = [_record(0, None, module, val)]
     for epoch in range(1, cfg.epochs + 1):
         module.train()
         losses = []
@@ -261,13 +288,13 @@ def fit_item_head(
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()) * len(batch))
-        history.append(_record(epoch, sum(losses) / len(targets), module, val, on_epoch))
+        history.append(_record(epoch, sum(losses) / len(targets), module, val))
         if history[-1][VAL_METRIC] > history[best_epoch][VAL_METRIC]:
             best_epoch, best_state = epoch, copy.deepcopy(module.state_dict())
         elif epoch - best_epoch >= cfg.patience:
             break
     module.load_state_dict(best_state)
-    return FittedHead(module.to_head(), history, best_epoch)
+    return FittedHead(module.to_head(), history, best_epoch, start)
 
 
 def fit_head_on_texts(
@@ -311,18 +338,9 @@ def _batch_loss(
     return loss
 
 
-def _record(
-    epoch: int,
-    train_loss: float | None,
-    module: _HeadModule,
-    val: HeadExamples,
-    on_epoch: Callable[[int, dict], None] | None,
-) -> dict:
+def _record(epoch: int, train_loss: float | None, module: _HeadModule, val: HeadExamples) -> dict:
     module.eval()
-    record = {"epoch": epoch, "train_loss": train_loss, VAL_METRIC: _val_ndcg(module.to_head(), module.keys, val)}
-    if on_epoch is not None:
-        on_epoch(epoch, record)
-    return record
+    return {"epoch": epoch, "train_loss": train_loss, VAL_METRIC: _val_ndcg(module.to_head(), module.keys, val)}
 
 
 def _val_ndcg(head: ItemHead, keys: torch.Tensor, val: HeadExamples) -> float:

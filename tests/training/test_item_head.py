@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 
 from lpt_core import metrics
-from lpt_core.config import ItemHeadConfig
+from lpt_core.config import HeadStart, ItemHeadConfig
 from lpt_core.retrieval import ItemIndex
-from lpt_core.training.item_head import HeadExamples, ItemHead, build_item_index, fit_item_head, popularity_prior
+from lpt_core.training.item_head import (
+    VAL_METRIC,
+    HeadExamples,
+    ItemHead,
+    build_item_index,
+    fit_item_head,
+    popularity_prior,
+)
 
 ITEMS, DIM = 30, 8
 IDS = [f"i{n}" for n in range(ITEMS)]
@@ -167,3 +174,25 @@ def test_a_popularity_prior_without_counts_is_a_clear_error(world):
     with pytest.raises(ValueError, match="3 counts for a catalogue of 30"):
         fit_item_head(world["keys"], world["small"], world["val"], config(bias_init="popularity"), seed=0,
                       item_counts=np.ones(3))
+
+
+def test_a_fit_from_several_starts_keeps_the_best_on_val_and_reports_only_its_epochs(world):
+    """Whichever order two starts come in, the kept fit is the one that does better on val when
+    fitted alone, and on_epoch sees only its records."""
+    starts = (HeadStart(scale=20.0, bias_init="zero"), HeadStart(scale=0.5, bias_init="zero"))
+    alone = {
+        start: fit_item_head(world["keys"], world["train"], world["val"],
+                             config(epochs=2, scale=start.scale), seed=0).best_val_ndcg
+        for start in starts
+    }
+    assert alone[starts[0]] != pytest.approx(alone[starts[1]])
+    winner = max(starts, key=alone.get)
+    for first, other in (starts, starts[::-1]):
+        seen = []
+        fitted = fit_item_head(
+            world["keys"], world["train"], world["val"], config(epochs=2, scale=first.scale, other_starts=(other,)),
+            seed=0, on_epoch=lambda epoch, record: seen.append((epoch, record[VAL_METRIC])),
+        )
+        assert fitted.start == winner
+        assert fitted.best_val_ndcg == pytest.approx(alone[winner])
+        assert seen == [(r["epoch"], r[VAL_METRIC]) for r in fitted.history]
