@@ -264,6 +264,9 @@ class EvaluationConfig(_Strict):
         return self
 
 
+RewardWhitening = Literal["batch", "within_prompt"]
+
+
 class RLConfig(_Strict):
     """The LLM ("encoder") phase: RL on the profile writer, reward = rank of the next item."""
 
@@ -291,6 +294,12 @@ class RLConfig(_Strict):
     eta: float = Field(1.0, gt=0)
     # The rank reward (lpt_core.training.reward): the paper's ndcg or mrr, or log_rank.
     reward: Literal["ndcg", "mrr", "log_rank"] = "ndcg"
+    # How many targets the reward averages over: the next item (1, the method's) and the targets
+    # of the user's next reward_targets - 1 windows (lpt_core.training.rl.rl_examples).
+    reward_targets: int = Field(1, ge=1)
+    # REBEL: standardise the shaped rewards over the whole batch (the reference) or each sample's
+    # deviation from its prompt's mean (lpt_core.training.rebel.shape_and_whiten).
+    reward_whitening: RewardWhitening = "batch"
     max_new_tokens: int = Field(96, ge=1)
     temperature: float = Field(1.0, gt=0)
     lora_r: int = Field(16, ge=1)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Settings only REBEL's own loop reads (lpt_core.training.rebel): TRL's trainers take one
-# optimizer step per batch, with no line search and no regression scale.
-_REBEL_ONLY = ("passes_per_batch", "max_backtracks", "eta")
+# optimizer step per batch, with no line search and no regression scale, and normalise rewards
+# their own way.
+_REBEL_ONLY = ("passes_per_batch", "max_backtracks", "eta", "reward_whitening")
 
 
 @dataclass(frozen=True)

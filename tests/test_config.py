@@ -132,6 +132,8 @@ def test_an_item_head_and_an_in_batch_item_bias_are_not_both_learned():
 def test_a_setting_the_algorithm_does_not_read_is_an_error_not_ignored():
     with pytest.raises(ValidationError, match="rl.eta 2.0 is not read by rl.algorithm 'grpo'"):
         RLConfig(algorithm="grpo", samples_per_prompt=4, eta=2.0)
+    with pytest.raises(ValidationError, match="rl.reward_whitening 'within_prompt' is not read by rl.algorithm 'grpo'"):
+        RLConfig(algorithm="grpo", samples_per_prompt=4, reward_whitening="within_prompt")
     with pytest.raises(RecipeError, match="rl.passes_per_batch 2 is not read by rl.algorithm 'rloo'"):
         load_recipe("quick", {"training": {"rl": {"algorithm": "rloo", "samples_per_prompt": 4}}})
     with pytest.raises(RecipeError, match="'rebel', 'grpo' or 'rloo'"):

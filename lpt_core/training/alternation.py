@@ -67,7 +67,7 @@ VARIANT_PHASES: dict[str, tuple[str, ...]] = {
     "cl_only": ("decoder",),
     "rl_only": ("encoder",),
 }
-EXAMPLE_COLUMNS = ("user_id", "prompt", "history_item_ids", "target_item_id")
+EXAMPLE_COLUMNS = ("user_id", "window", "prompt", "history_item_ids", "target_item_id")
 VAL_METRIC = "val_ndcg@10"
 # Val profiles written to each phase's artifact, for a reader to see how the profiles change.
 SAMPLE_PROFILES = 5
@@ -359,16 +359,13 @@ class _TrainingSession:
 
     def _encoder_phase(self, round_index: int, seed: int, root: Path) -> tuple[dict, ItemIndex, list[str]]:
         from lpt_core.training.reward import RankReward
-        from lpt_core.training.rl import RLExample, run_rl_phase
+        from lpt_core.training.rl import rl_examples, run_rl_phase
 
         rl = self.recipe.training.rl
         index = self._item_index()
         # The bias travels inside the index; RankReward must not add it a second time.
         reward = RankReward(TextEncoder(self.encoder), index, kind=rl.reward)
-        examples = [
-            RLExample(row["prompt"], row["target_item_id"], list(row["history_item_ids"]))
-            for row in self.rl_train.iter_rows(named=True)
-        ]
+        examples = rl_examples(self.rl_train, rl.reward_targets)
         root.mkdir(parents=True, exist_ok=True)
         # TRL trainers want a folder; a hidden one, which checkpoint discovery skips.
         with tempfile.TemporaryDirectory(prefix=".rl-scratch-", dir=root) as scratch:

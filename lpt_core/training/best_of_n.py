@@ -26,6 +26,7 @@ import torch
 
 from lpt_core.config import BestOfNConfig, GenerationConfig
 from lpt_core.generation.base import END_OF_TURN_TOKENS
+from lpt_core.training.rl import rewards_of
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -75,10 +76,7 @@ def _best_profiles(
     with torch.random.fork_rng():
         profiles = TransformersGenerator(policy, tokenizer, sampling, model_id="best-of-n").generate(prompts)
     rows = [example for example in examples for _ in range(cfg.samples)]
-    scores = np.asarray(reward(
-        prompts, [p.text for p in profiles],
-        target_item_id=[e.target_item_id for e in rows], history_item_ids=[e.history_item_ids for e in rows],
-    )).reshape(len(examples), cfg.samples)
+    scores = np.asarray(rewards_of(reward, [p.text for p in profiles], rows)).reshape(len(examples), cfg.samples)
     best = scores.argmax(axis=1)
     useful = scores.max(axis=1) > scores.mean(axis=1)
     chosen = [

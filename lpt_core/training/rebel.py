@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from lpt_core.config import RLConfig
+from lpt_core.config import RewardWhitening, RLConfig
 from lpt_core.generation.base import check_batch_tokenizer, stop_token_ids
 from lpt_core.training import distributed
 from lpt_core.training.logprobs import sequence_logprobs
+from lpt_core.training.rl import rewards_of
 from lpt_core.training.rollout import SAMPLES_PER_PROMPT, GenerateRolloutEngine, Rollout, RolloutEngine
 
 if TYPE_CHECKING:  # type hints only: the reward pulls in faiss, which rollouts never need
@@ -55,15 +56,29 @@ def rebel_loss(
     return ((log_ratio_gap - eta * (reward_1 - reward_2)) ** 2).mean()
 
 
-def shape_and_whiten(rewards: Tensor, logp_old: Tensor, logp_ref: Tensor, beta: float) -> Tensor:
-    """R - beta * (log pi_old - log pi_ref), then (x - mean) / (std + 1e-8) over the batch.
+def shape_and_whiten(
+    rewards: Tensor, logp_old: Tensor, logp_ref: Tensor, beta: float, whiten: RewardWhitening = "batch"
+) -> Tensor:
+    """R - beta * (log pi_old - log pi_ref), then standardised (training.rl.reward_whitening):
 
-    The std is the population one (as the reference's whiten), so the result has std exactly 1.
+    - "batch" (the reference): (x - mean) / (std + 1e-8) over the batch, the population std (as
+      the reference's whiten), so the result has std exactly 1;
+    - "within_prompt": each sample's deviation from its prompt's mean (rows 2i and 2i+1 are one
+      prompt's), over the population std of all deviations, so the deviations have std 1. REBEL
+      regresses only the gap between a prompt's two samples, and with batch whitening those gaps
+      shrink by the ratio of within- to between-prompt spread (about 1/8 for the rank reward: users
+      differ far more than two profiles of one user), so the regression targets all sit near 0.
+
     Launched in several processes, the batch is all processes' rows: each passes its own and gets
-    its own back, whitened with the mean and std of all of them.
+    its own back, standardised with the statistics of all of them.
     """
     shaped = rewards - beta * (logp_old - logp_ref)
-    return distributed.whiten_across_processes(shaped)
+    if whiten == "batch":
+        return distributed.whiten_across_processes(shaped)
+    pairs = shaped.reshape(-1, SAMPLES_PER_PROMPT)
+    deviations = (pairs - pairs.mean(dim=1, keepdim=True)).reshape(-1)
+    spread = distributed.gather(deviations).pow(2).mean().sqrt()  # the deviations' mean is 0
+    return deviations / (spread + 1e-8)
 
 
 @dataclass(frozen=True)
@@ -263,15 +278,9 @@ class RebelTrainer:
         logp_old, logp_ref = self._old_and_ref_logprobs(rollout)
         rows = [example for example in batch for _ in range(SAMPLES_PER_PROMPT)]
         raw_rewards = torch.tensor(
-            self.reward(
-                [example.prompt for example in rows],
-                [profile.text for profile in rollout.profiles],
-                target_item_id=[example.target_item_id for example in rows],
-                history_item_ids=[list(example.history_item_ids) for example in rows],
-            ),
-            dtype=torch.float32,
+            rewards_of(self.reward, [profile.text for profile in rollout.profiles], rows), dtype=torch.float32
         )
-        rewards = shape_and_whiten(raw_rewards, logp_old, logp_ref, self.cfg.beta)
+        rewards = shape_and_whiten(raw_rewards, logp_old, logp_ref, self.cfg.beta, self.cfg.reward_whitening)
         regression = self._regress(rollout, logp_old, rewards)
         self.updates_done += 1
         all_rewards = distributed.gather(raw_rewards)

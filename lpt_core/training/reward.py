@@ -5,8 +5,13 @@ catalogue's size), rank = the target's rank among ALL catalogue items with the u
 out (docs/method.md, "Training"). NDCG and MRR are the paper's; they are nearly flat beyond the first
 hundred ranks (NDCG 0.111 at rank 500, 0.100 at 1,000), so a profile that lifts the target from
 rank 1,000 to 500 is barely paid. log_rank pays every halving of the rank the same, which gives
-the policy a signal on the many users whose target sits deep in the catalogue. A profile longer than
-the encoder's window gets 0: the encoder would silently truncate it, so the policy must not be paid
+the policy a signal on the many users whose target sits deep in the catalogue.
+
+With later targets (training.rl.reward_targets > 1) the reward is the mean over the next item and
+the targets of the user's later windows: one next item is a noisy judge of a profile of the user's
+taste (bench/results/reward_signal_full.md: the next item's preference between two profiles agrees
+with the user's held-out later items in 55% of pairs, the mean log_rank over 4 targets in 65%).
+A profile longer than the encoder's window gets 0: the encoder would silently truncate it, so the policy must not be paid
 for text the recommender never read.
 """
 
@@ -51,13 +56,16 @@ class RankReward:
         completions: Sequence[Any],
         target_item_id: Sequence[str],
         history_item_ids: Sequence[Sequence[str]],
+        later_target_ids: Sequence[Sequence[str]] | None = None,
         **_: Any,
     ) -> list[float]:
-        """One reward per completion; `prompts` is unused (TRL passes it positionally)."""
-        if not len(completions) == len(target_item_id) == len(history_item_ids):
+        """One reward per completion: its mean reward over the row's target and later targets
+        (none by default); `prompts` is unused (TRL passes it positionally)."""
+        later_count = len(completions) if later_target_ids is None else len(later_target_ids)
+        if not len(completions) == len(target_item_id) == len(history_item_ids) == later_count:
             raise ValueError(
                 f"row counts differ: {len(completions)} completions, {len(target_item_id)} "
-                f"target_item_id, {len(history_item_ids)} history_item_ids"
+                f"target_item_id, {len(history_item_ids)} history_item_ids, {later_count} later_target_ids"
             )
         texts = [completion_text(c) for c in completions]
         rewards = np.zeros(len(texts), dtype=np.float64)
@@ -66,10 +74,19 @@ class RankReward:
         if fits.any():
             rows = np.flatnonzero(fits)
             queries = self.encoder.encode([texts[i] for i in rows])
+            targets = [
+                [target_item_id[i], *(later_target_ids[i] if later_target_ids is not None else ())] for i in rows
+            ]
+            # One ranking row per (completion, target): the query repeated once per target.
+            repeats = np.array([len(t) for t in targets])
+            owner = np.repeat(np.arange(len(rows)), repeats)
             ranks = self.ranks(
-                queries, [target_item_id[i] for i in rows], [list(history_item_ids[i]) for i in rows]
+                queries[owner],
+                [item for row_targets in targets for item in row_targets],
+                [list(history_item_ids[rows[i]]) for i in owner],
             )
-            rewards[rows] = reward_from_ranks(ranks, self.kind, len(self.index))
+            per_target = reward_from_ranks(ranks, self.kind, len(self.index))
+            rewards[rows] = np.bincount(owner, weights=per_target, minlength=len(rows)) / repeats
         return rewards.tolist()
 
     def ranks(
@@ -77,6 +94,7 @@ class RankReward:
     ) -> np.ndarray:
         """Full-catalogue rank of each target (history excluded), by the index's exact scores."""
         return self.index.target_ranks(queries, targets, exclude)
+
 
 
 def reward_from_ranks(ranks: np.ndarray, kind: RewardKind, num_items: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
 import torch
 
 from lpt_core.config import RLConfig
@@ -32,11 +33,56 @@ UpdateCallback = Callable[[int, dict], None]
 
 @dataclass(frozen=True)
 class RLExample:
-    """One train user: the chat-formatted prompt, the next item, and the history to leave out."""
+    """One train window: the chat-formatted prompt, the next item, the history to leave out, and
+    the targets of the user's later windows that the reward also averages over (training.rl.
+    reward_targets; none for the method's next-item reward)."""
 
     prompt: str
     target_item_id: str
     history_item_ids: list[str]
+    later_target_ids: tuple[str, ...] = ()
+
+
+def rl_examples(rows: pl.DataFrame, reward_targets: int = 1) -> list[RLExample]:
+    """The RL examples of user_examples rows (with a "prompt" column), in row order.
+
+    Each row's later targets are the targets of the same user's next `reward_targets - 1` windows
+    (fewer near the user's last window), leaving out any item already in the row's history or
+    targets: the reward ranks with the history excluded, so such an item could not be ranked.
+    """
+    targets_by_user: dict[str, list[tuple[int, str]]] = {}
+    for user, window, target in rows.select("user_id", "window", "target_item_id").iter_rows():
+        targets_by_user.setdefault(user, []).append((window, target))
+    for windows in targets_by_user.values():
+        windows.sort()
+    examples = []
+    for row in rows.iter_rows(named=True):
+        history = list(row["history_item_ids"])
+        later: list[str] = []
+        if reward_targets > 1:
+            following = [t for w, t in targets_by_user[row["user_id"]] if w > row["window"]][: reward_targets - 1]
+            seen = {*history, row["target_item_id"]}
+            for item in following:
+                if item not in seen:
+                    later.append(item)
+                    seen.add(item)
+        examples.append(RLExample(row["prompt"], row["target_item_id"], history, tuple(later)))
+    return examples
+
+
+def rewards_of(reward: Callable[..., list[float]], completions: Sequence[Any], examples: Sequence[RLExample]) -> list[float]:
+    """The reward of completions[i] as a profile for examples[i], from `reward` (a RankReward, or
+    any function with TRL's reward signature)."""
+    return reward([example.prompt for example in examples], completions, **reward_columns(examples))
+
+
+def reward_columns(examples: Sequence[RLExample]) -> dict[str, list]:
+    """The columns RankReward reads, per example (TRL passes them from its dataset)."""
+    return {
+        "target_item_id": [example.target_item_id for example in examples],
+        "history_item_ids": [list(example.history_item_ids) for example in examples],
+        "later_target_ids": [list(example.later_target_ids) for example in examples],
+    }
 
 
 def run_rl_phase(
@@ -130,13 +176,7 @@ class RewardProbe:
         with torch.random.fork_rng():  # the probe must not move the sampling's random stream
             profiles = self.generator.generate([example.prompt for example in self.examples])
         self.policy.train(was_training)
-        rewards = self.reward(
-            [example.prompt for example in self.examples],
-            [profile.text for profile in profiles],
-            target_item_id=[example.target_item_id for example in self.examples],
-            history_item_ids=[example.history_item_ids for example in self.examples],
-        )
-        return float(np.mean(rewards))
+        return float(np.mean(rewards_of(self.reward, [profile.text for profile in profiles], self.examples)))
 
     def wrap(self, on_update: UpdateCallback | None) -> UpdateCallback:
         """`on_update` with "probe_reward" (after the update) added every `every` updates and after

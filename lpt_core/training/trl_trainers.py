@@ -24,11 +24,11 @@ from transformers import PrinterCallback, TrainerCallback
 from lpt_core.config import RLConfig
 from lpt_core.generation.base import stop_token_ids
 from lpt_core.training.reward import RankReward
+from lpt_core.training.rl import RLExample, reward_columns
 
 if TYPE_CHECKING:
     from peft import PeftModel
 
-    from lpt_core.training.rl import RLExample
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +155,7 @@ def _dataset(examples: Sequence[RLExample]):
     """TRL's train dataset: the templated prompt string plus the columns RankReward reads."""
     from datasets import Dataset
 
-    return Dataset.from_dict(
-        {
-            "prompt": [example.prompt for example in examples],
-            "target_item_id": [example.target_item_id for example in examples],
-            "history_item_ids": [list(example.history_item_ids) for example in examples],
-        }
-    )
+    return Dataset.from_dict({"prompt": [example.prompt for example in examples], **reward_columns(examples)})
 
 
 @contextmanager

@@ -82,7 +82,8 @@ def training_data(tokenizer) -> TrainingData:
             prompt = tokenizer.apply_chat_template(
                 [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
             )
-            rows.append({"user_id": f"{split}{u}", "prompt": prompt, "history_item_ids": history, "target_item_id": target})
+            rows.append({"user_id": f"{split}{u}", "window": 0, "prompt": prompt, "history_item_ids": history,
+                         "target_item_id": target})
         return pl.DataFrame(rows)
 
     train = examples("train", 8, 0)

@@ -23,7 +23,7 @@ class _ScoreByWord:
     def __init__(self, word: str) -> None:
         self.word = word
 
-    def __call__(self, prompts, completions, target_item_id, history_item_ids):
+    def __call__(self, prompts, completions, **columns):
         return [float(self.word in text) for text in completions]
 
 

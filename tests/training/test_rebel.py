@@ -66,6 +66,24 @@ def test_shape_and_whiten_applies_the_kl_penalty_then_standardises():
     assert without_kl.argmax().item() == 0 and with_kl.argmin().item() == 0
 
 
+def test_within_prompt_whitening_keeps_each_pair_s_gap_direction_and_scales_gaps_to_unit_spread():
+    # Two users far apart (rewards near 0.1 and near 0.9), small gaps within each user's pair.
+    raw = torch.tensor([0.10, 0.12, 0.90, 0.86])
+    logp = torch.zeros(4)
+
+    batch = shape_and_whiten(raw, logp, logp, beta=0.0, whiten="batch")
+    within = shape_and_whiten(raw, logp, logp, beta=0.0, whiten="within_prompt")
+
+    deviations = torch.tensor([-0.01, 0.01, 0.02, -0.02])
+    torch.testing.assert_close(within, deviations / deviations.pow(2).mean().sqrt())
+    assert within.pow(2).mean().item() == pytest.approx(1.0, abs=1e-5)  # up to the 1e-8 in the divisor
+    # The pairs' gaps point the same way under both, but batch whitening shrinks them to the
+    # within/between spread ratio: these are what REBEL regresses the log-ratio gaps on.
+    batch_gaps, within_gaps = batch[0::2] - batch[1::2], within[0::2] - within[1::2]
+    assert torch.equal(torch.sign(batch_gaps), torch.sign(within_gaps))
+    assert (within_gaps.abs() > 10 * batch_gaps.abs()).all()
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tiny_lm_folder):
     model, _ = load_generator(str(tiny_lm_folder), ModelsConfig(device="cpu", dtype="float32"))

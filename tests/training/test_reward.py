@@ -65,6 +65,20 @@ def test_log_rank_pays_every_halving_of_the_rank_alike_from_1_at_the_top_to_0_at
         RankReward(encoder, index, kind="rank")
 
 
+def test_later_targets_make_the_reward_the_mean_over_every_target_of_the_row(encoder, index):
+    # Ranks with history [a]: b 1, c 2, d 3, e 4, f 5 (a excluded).
+    reward = RankReward(encoder, index, kind="mrr")
+    rows = ["prompt"] * 3
+    completions = [PROFILE] * 3
+
+    scores = reward(rows, completions, target_item_id=["c", "c", "f"], history_item_ids=[["a"]] * 3,
+                    later_target_ids=[["b", "e"], [], ["b"]])
+
+    assert scores == pytest.approx([(1 / 2 + 1 + 1 / 4) / 3, 1 / 2, (1 / 5 + 1) / 2], abs=1e-6)
+    with pytest.raises(ValueError, match="1 later_target_ids"):
+        reward(rows, completions, target_item_id=["c"] * 3, history_item_ids=[["a"]] * 3, later_target_ids=[[]])
+
+
 def test_conversational_completions_score_like_plain_strings(encoder, index):
     messages = [[{"role": "assistant", "content": PROFILE}]]
     assert _reward(encoder, index, "mrr", ["d"], [[]], completions=messages) == pytest.approx([1 / 4])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
@@ -15,7 +16,7 @@ from lpt_core.training.logprobs import sequence_logprobs
 from lpt_core.training.policy import make_policy
 from lpt_core.training.rebel import RebelTrainer, rebel_loss, shape_and_whiten
 from lpt_core.training.reward import RankReward
-from lpt_core.training.rl import RLExample, probe_set, prompt_batches, run_rl_phase
+from lpt_core.training.rl import RLExample, probe_set, prompt_batches, rl_examples, run_rl_phase
 
 CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
 ITEM_TEXTS = {
@@ -45,14 +46,18 @@ def reward(tiny_encoder_folder) -> RankReward:
 
 
 def _examples(tokenizer) -> list[RLExample]:
-    histories = [(["heat", "alien"], "toy"), (["emma"], "fargo"), (["toy", "fargo"], "shoah"), (["shoah"], "emma")]
+    # Some rows with later targets (training.rl.reward_targets > 1), some without.
+    histories = [
+        (["heat", "alien"], "toy", ("emma", "fargo")), (["emma"], "fargo", ()),
+        (["toy", "fargo"], "shoah", ("heat",)), (["shoah"], "emma", ()),
+    ]
     examples = []
-    for history, target in histories:
+    for history, target, later in histories:
         content = "The user rated the following movies.\n\n" + "\n\n".join(ITEM_TEXTS[i] for i in history)
         prompt = tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
-        examples.append(RLExample(prompt, target, history))
+        examples.append(RLExample(prompt, target, history, later))
     return examples
 
 
@@ -132,12 +137,36 @@ def test_prompt_batches_cycle_through_every_example_in_a_seeded_order():
     assert [e for _ in range(5) for e in next(again)] == first_ten
 
 
-@pytest.mark.parametrize("algorithm", ["rebel", "grpo", "rloo"])
+def test_rl_examples_take_later_targets_from_the_same_user_s_next_windows():
+    rows = pl.DataFrame({
+        "user_id": ["u", "u", "u", "v", "u"],
+        "window": [0, 1, 2, 0, 3],
+        "prompt": ["u0", "u1", "u2", "v0", "u3"],
+        # u's window 2 target "b" is in windows 0's and 1's histories: they cannot rank it.
+        "history_item_ids": [["a", "b"], ["b", "c"], ["c", "d"], ["x"], ["d", "e"]],
+        "target_item_id": ["c", "e", "b", "y", "f"],
+    })
+
+    method = rl_examples(rows)
+    three = rl_examples(rows, reward_targets=3)
+
+    assert [e.later_target_ids for e in method] == [()] * 5
+    assert [e.prompt for e in three] == ["u0", "u1", "u2", "v0", "u3"]
+    assert [e.later_target_ids for e in three] == [("e",), ("f",), ("f",), (), ()]
+    assert three[0] == RLExample("u0", "c", ["a", "b"], ("e",))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"algorithm": "rebel"}, {"algorithm": "rebel", "reward_whitening": "within_prompt"},
+     {"algorithm": "grpo"}, {"algorithm": "rloo"}],
+    ids=["rebel", "rebel-within-prompt", "grpo", "rloo"],
+)
 def test_run_rl_phase_runs_each_algorithm_and_reports_every_update(
-    algorithm, tiny_lm_folder, reward, tmp_path
+    settings, tiny_lm_folder, reward, tmp_path
 ):
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
-    cfg = TINY_RL.model_copy(update={"algorithm": algorithm})
+    cfg = TINY_RL.model_copy(update=settings)
     policy = make_policy(model, cfg)
     before = _lora_state(policy)
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
