@@ -1,18 +1,24 @@
 """REBEL settings swept on the default models and data: does each update lower its own batch's
 loss, and does the greedy reward of a fixed probe set rise?
 
-For each setting (learning rate x eta x passes), a fresh LoRA policy on SmolLM2 runs --updates
+For each setting (learning rate x eta x passes, optionally x reward x targets x whitening), a
+fresh LoRA policy on SmolLM2 runs --updates
 REBEL updates of --prompts train prompts of the recipe's split (default `full`), rewarded by the
 frozen base all-MiniLM-L6-v2 (the RL-only setting: no decoder phase, so the reward is the same
 function throughout and the probe values are comparable across updates and settings). Every
 --probe-every updates the greedy profiles of --probe train examples (the same for every setting)
-are scored. Prints and writes a table to bench/results/rl_sweep_<dtype>.md, with the per-update
-metrics in bench/results/rl_sweep_<dtype>.json.
+are scored on two yardsticks that no setting trains on differently: the next item's NDCG (the
+method's reward, no cutoff) and the mean NDCG of the user's held-out later targets (windows
+--held-out-from and after, which no reward setting here reaches). Prints and writes a table to
+bench/results/rl_sweep_<dtype><--suffix>.md, the per-update metrics in the .json beside it.
 
     python bench/rl_sweep.py [--recipe full] [--updates 8] [--settings 1e-4:1:4,1e-4:0.5:2] [--dtype float32]
 
-Settings are lr:eta:passes. The model dtype is the recipe's ("auto": bf16 where the CPU has
-native bf16 instructions, float32 elsewhere); --dtype forces one.
+Settings are lr:eta:passes[:reward:targets:whitening] (training.rl.reward, reward_targets,
+reward_whitening; the recipe's where left out), e.g. 1e-4:1:2:log_rank:4:within_prompt. Each RL
+example is a train user's first window; its later targets are those of its next windows. The
+model dtype is the recipe's ("auto": bf16 where the CPU has native bf16 instructions, float32
+elsewhere); --dtype forces one.
 """
 
 from __future__ import annotations
@@ -29,14 +35,16 @@ import torch
 from recommender_head import build_split
 
 from lpt_core import text
-from lpt_core.config import ModelsConfig, load_recipe
+from lpt_core.config import GenerationConfig, ModelsConfig, Recipe, RLConfig, load_recipe
+from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.policy import make_policy
 from lpt_core.training.reward import RankReward
-from lpt_core.training.rl import RLExample, run_rl_phase
+from lpt_core.training.rl import RLExample, probe_set, rewards_of, rl_examples, run_rl_phase
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PROBE_KEYS = ("probe_next_ndcg", "probe_held_out_ndcg")
 
 
 def main() -> None:
@@ -44,45 +52,126 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
     _, examples, catalog = build_split(recipe)
-    train = examples.filter(pl.col("split") == "train")
-    # One window per user (the first): distinct users in every batch and in the probe.
-    train = train.unique("user_id", keep="first", maintain_order=True)
-    tokenizer = load_tokenizer(recipe.models.generator)
-    prompts = text.build_prompts(train, catalog, tokenizer, recipe.prompt, recipe.data.source)
-    rl_examples = [
-        RLExample(prompt, row["target_item_id"], list(row["history_item_ids"]))
-        for prompt, row in zip(prompts, train.iter_rows(named=True), strict=True)
-    ]
+    rows_with_prompts = _first_window_prompts(examples.filter(pl.col("split") == "train"), catalog, recipe)
     models = recipe.models.model_copy(update={"device": "cpu", **({"dtype": args.dtype} if args.dtype else {})})
     encoder = TextEncoder(load_encoder(recipe.models.encoder, ModelsConfig(device="cpu", dtype="float32")))
     index = ItemIndex.build(catalog["item_id"].to_list(), encoder.encode(catalog["text"].to_list()))
-    reward = RankReward(encoder, index, kind=recipe.training.rl.reward)
+    first_windows = _first_windows(rows_with_prompts, 1)
+    yardstick = Yardstick(probe_set(first_windows, args.probe), _held_out(rows_with_prompts, args.held_out_from),
+                          RankReward(encoder, index, kind="ndcg"))
     dtype = str(pick_dtype(models.dtype, torch.device("cpu"))).removeprefix("torch.")
-    print(f"{len(rl_examples)} train users, {len(index)} items, dtype {dtype}, {args.threads} threads")
+    print(f"{len(first_windows)} train users, {len(index)} items, dtype {dtype}, {args.threads} threads")
 
     rows, runs = [], {}
     for setting in args.settings.split(","):
-        lr, eta, passes = setting.split(":")
-        cfg = recipe.training.rl.model_copy(update={
-            "learning_rate": float(lr), "eta": float(eta), "passes_per_batch": int(passes),
-            "updates_per_round": args.updates, "prompts_per_update": args.prompts,
-            "probe_examples": args.probe, "probe_every": args.probe_every,
+        cfg = _setting(recipe.training.rl, setting).model_copy(update={
+            "updates_per_round": args.updates, "prompts_per_update": args.prompts, "probe_examples": 0,
         })
+        train_examples = _first_windows(rows_with_prompts, cfg.reward_targets)
+        reward = RankReward(encoder, index, kind=cfg.reward)
         model, tokenizer = load_generator(recipe.models.generator, models)
         torch.manual_seed(0)
         policy = make_policy(model, cfg)
         started = time.perf_counter()
-        history = run_rl_phase(policy, tokenizer, rl_examples, reward, cfg, seed=0, output_dir=RESULTS)
-        seconds = time.perf_counter() - started
+        probes = yardstick.curve(policy, tokenizer, cfg.max_new_tokens, args.probe_every, args.updates)
+        history = run_rl_phase(policy, tokenizer, train_examples, reward, cfg, seed=0, output_dir=RESULTS, on_update=probes)
+        seconds = time.perf_counter() - started - probes.seconds
         runs[setting] = history
         rows.append(_row(setting, history, seconds))
         print(_table(rows[-1:], header=len(rows) == 1), flush=True)
-    _write(args, rows, runs, dtype, len(rl_examples))
+    _write(args, rows, runs, dtype, len(first_windows))
+
+
+def _first_window_prompts(train: pl.DataFrame, catalog: pl.DataFrame, recipe: Recipe) -> pl.DataFrame:
+    """Every train window, with the chat prompt of each user's first window (the RL prompts; one
+    per user, so batches and the probe hold distinct users) and "" for the later ones."""
+    first = train.filter(pl.col("window") == 0)
+    tokenizer = load_tokenizer(recipe.models.generator)
+    prompts = text.build_prompts(first, catalog, tokenizer, recipe.prompt, recipe.data.source)
+    first = first.select("user_id", "window").with_columns(pl.Series("prompt", prompts, dtype=pl.String))
+    return train.join(first, on=["user_id", "window"], how="left", maintain_order="left").with_columns(
+        pl.col("prompt").fill_null("")
+    )
+
+
+def _first_windows(rows: pl.DataFrame, reward_targets: int) -> list[RLExample]:
+    """The first window's RL example of every user, with the targets of its next windows."""
+    return [example for example in rl_examples(rows, reward_targets) if example.prompt]
+
+
+def _held_out(rows: pl.DataFrame, held_out_from: int) -> dict[str, RLExample]:
+    """Per first-window prompt: an example whose targets are the user's windows held_out_from and
+    later (scored as one mean NDCG), history = the first window's."""
+    examples = rl_examples(rows, reward_targets=len(rows["window"].unique()))
+    held = {}
+    for example in (e for e in examples if e.prompt):
+        later = example.later_target_ids[held_out_from - 1 :]
+        if later:
+            held[example.prompt] = RLExample(example.prompt, later[0], example.history_item_ids, later[1:])
+    return held
+
+
+def _setting(rl: RLConfig, setting: str) -> RLConfig:
+    """lr:eta:passes[:reward:targets:whitening] over the recipe's RL settings."""
+    fields = setting.split(":")
+    if len(fields) not in (3, 6):
+        raise SystemExit(f"setting {setting!r}: expected lr:eta:passes[:reward:targets:whitening]")
+    update = {"learning_rate": float(fields[0]), "eta": float(fields[1]), "passes_per_batch": int(fields[2])}
+    if len(fields) == 6:
+        update |= {"reward": fields[3], "reward_targets": int(fields[4]), "reward_whitening": fields[5]}
+    return RLConfig.model_validate(rl.model_dump() | update)
+
+
+class Yardstick:
+    """Greedy profiles of fixed probe users scored on the next item's NDCG and on the mean NDCG of
+    their held-out later targets, whatever reward a setting trains on."""
+
+    def __init__(self, probe: list[RLExample], held_out: dict[str, RLExample], ndcg: RankReward) -> None:
+        self.probe = [example for example in probe if example.prompt in held_out]
+        self.held_out = [held_out[example.prompt] for example in self.probe]
+        self.ndcg = ndcg
+
+    def scores(self, policy, tokenizer, max_new_tokens: int) -> dict[str, float]:
+        greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, batch_size=len(self.probe))
+        policy.eval()
+        with torch.random.fork_rng():
+            profiles = TransformersGenerator(policy, tokenizer, greedy, model_id="yardstick").generate(
+                [example.prompt for example in self.probe]
+            )
+        texts = [profile.text for profile in profiles]
+        return {
+            "probe_next_ndcg": float(np.mean(rewards_of(self.ndcg, texts, self.probe))),
+            "probe_held_out_ndcg": float(np.mean(rewards_of(self.ndcg, texts, self.held_out))),
+        }
+
+    def curve(self, policy, tokenizer, max_new_tokens: int, every: int, last: int) -> _Curve:
+        return _Curve(self, policy, tokenizer, max_new_tokens, every, last)
+
+
+class _Curve:
+    """run_rl_phase's on_update: the yardstick before the first update ("..._start" keys on update
+    1) and every `every` updates; `seconds` spent on it, to leave out of the per-update time."""
+
+    def __init__(self, yardstick: Yardstick, policy, tokenizer, max_new_tokens: int, every: int, last: int) -> None:
+        self.measure = lambda: yardstick.scores(policy, tokenizer, max_new_tokens)
+        self.every, self.last, self.seconds = every, last, 0.0
+        self.start = self._timed()
+
+    def _timed(self) -> dict[str, float]:
+        started = time.perf_counter()
+        scores = self.measure()
+        self.seconds += time.perf_counter() - started
+        return scores
+
+    def __call__(self, step: int, metrics: dict) -> None:
+        if step == 1:
+            metrics.update({f"{key}_start": value for key, value in self.start.items()})
+        if step % self.every == 0 or step == self.last:
+            metrics.update(self._timed())
 
 
 def _row(setting: str, history: list[dict], seconds: float) -> dict:
     fell = [m["loss_after"] < m["loss_before"] for m in history]
-    probes = [history[0]["probe_reward_start"]] + [m["probe_reward"] for m in history if "probe_reward" in m]
     half = len(history) // 2
     return {
         "setting": setting,
@@ -94,23 +183,23 @@ def _row(setting: str, history: list[dict], seconds: float) -> dict:
         "kl_last": history[-1]["kl"],
         "reward_first_half": float(np.mean([m["reward_mean"] for m in history[:half]])),
         "reward_second_half": float(np.mean([m["reward_mean"] for m in history[half:]])),
-        "probe": probes,
+        **{key: [history[0][f"{key}_start"]] + [m[key] for m in history if key in m] for key in PROBE_KEYS},
         "seconds_per_update": seconds / len(history),
     }
 
 
 def _table(rows: list[dict], header: bool = True) -> str:
     lines = [
-        "| lr:eta:passes | loss fell | loss before -> after | pairs toward better | backtracks | KL (last) "
-        "| rollout reward 1st -> 2nd half | probe reward (greedy) | s/update |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| setting | loss fell | loss before -> after | pairs toward better | backtracks | KL (last) "
+        "| rollout reward 1st -> 2nd half | probe next-item NDCG (greedy) | probe held-out NDCG (greedy) | s/update |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ] if header else []
     for r in rows:
-        probe = " -> ".join(f"{v:.4f}" for v in r["probe"])
+        curves = " | ".join(" -> ".join(f"{v:.4f}" for v in r[key]) for key in PROBE_KEYS)
         lines.append(
             f"| {r['setting']} | {r['loss_fell_share']:.0%} | {r['loss_before']:.3f} -> {r['loss_after']:.3f} "
             f"| {r['toward_better']:.0%} | {r['backtracks']:.2f} | {r['kl_last']:.3f} "
-            f"| {r['reward_first_half']:.4f} -> {r['reward_second_half']:.4f} | {probe} | {r['seconds_per_update']:.0f} |"
+            f"| {r['reward_first_half']:.4f} -> {r['reward_second_half']:.4f} | {curves} | {r['seconds_per_update']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -125,13 +214,16 @@ def _write(args: argparse.Namespace, rows: list[dict], runs: dict, dtype: str, u
         f"`{command}`", "",
         f"Machine: {platform.processor() or platform.machine()}, {args.threads} threads, CPU flags: {flags}; "
         f"model dtype {dtype}. {users} train users (first window each), {args.prompts} prompts x 2 samples "
-        f"per update, probe = greedy profiles of {args.probe} fixed train users every {args.probe_every} updates.",
+        f"per update, probe = greedy profiles of {args.probe} fixed train users every {args.probe_every} updates, "
+        f"scored on the next item's NDCG and on the mean NDCG of the targets of windows {args.held_out_from} "
+        f"and later (no cutoff). Settings: lr:eta:passes[:reward:targets:whitening].",
         "", _table(rows), "",
     ])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"rl_sweep_{dtype}.md").write_text(text_, encoding="utf-8")
-    (RESULTS / f"rl_sweep_{dtype}.json").write_text(json.dumps({"rows": rows, "updates": runs}, indent=1), encoding="utf-8")
-    print(f"wrote {RESULTS / f'rl_sweep_{dtype}.md'}")
+    name = f"rl_sweep_{dtype}{args.suffix}"
+    (RESULTS / f"{name}.md").write_text(text_, encoding="utf-8")
+    (RESULTS / f"{name}.json").write_text(json.dumps({"rows": rows, "updates": runs}, indent=1), encoding="utf-8")
+    print(f"wrote {RESULTS / f'{name}.md'}")
 
 
 def _cpu_flags() -> str:
@@ -151,6 +243,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--probe", type=int, default=16)
     parser.add_argument("--probe-every", type=int, default=4)
+    parser.add_argument("--held-out-from", type=int, default=4, help="first window whose target is held out")
+    parser.add_argument("--suffix", default="", help="appended to the result files' names")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
     return parser.parse_args()
