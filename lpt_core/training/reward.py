@@ -11,8 +11,9 @@ With later targets (training.rl.reward_targets > 1) the reward is the mean over 
 the targets of the user's later windows: one next item is a noisy judge of a profile of the user's
 taste (bench/results/reward_signal_full.md: the next item's preference between two profiles agrees
 with the user's held-out later items in 55% of pairs, the mean log_rank over 4 targets in 65%).
-A profile longer than the encoder's window gets 0: the encoder would silently truncate it, so the policy must not be paid
-for text the recommender never read.
+
+A profile longer than the encoder's window gets 0: the encoder would silently truncate it, so the
+policy must not be paid for text the recommender never read.
 """
 
 from __future__ import annotations
@@ -94,7 +95,6 @@ class RankReward:
     ) -> np.ndarray:
         """Full-catalogue rank of each target (history excluded), by the index's exact scores."""
         return self.index.target_ranks(queries, targets, exclude)
-
 
 
 def reward_from_ranks(ranks: np.ndarray, kind: RewardKind, num_items: int) -> np.ndarray:

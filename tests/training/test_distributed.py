@@ -89,10 +89,14 @@ def _worker(rank: int, port: int, folders: dict[str, str], out: str) -> None:
     )
     torch.set_num_threads(1)
     distributed.init_process_group()
-    share = slice(rank * 3, rank * 3 + 3)
+    share, pair = slice(rank * 3, rank * 3 + 3), slice(rank * 2, rank * 2 + 2)
     results: dict = {
         "world_size": distributed.world_size(),
         "whitened": shape_and_whiten(RAW[share], LOGP_OLD[share], LOGP_REF[share], BETA).tolist(),
+        # Within prompts: each process holds whole pairs (rows 2i, 2i+1), one pair each here.
+        "whitened_within_prompt": shape_and_whiten(
+            RAW[pair], LOGP_OLD[pair], LOGP_REF[pair], BETA, whiten="within_prompt"
+        ).tolist(),
         "parts": distributed.gather_objects(distributed.own_part(list(range(5)))),
         "contrastive": _contrastive_run(Path(folders["encoder"]), item_bias=False),
         "contrastive_biased": _contrastive_run(Path(folders["encoder"]), item_bias=True),
@@ -165,6 +169,9 @@ def test_whitening_across_processes_equals_the_single_process_formula_on_the_gat
     torch.testing.assert_close(gathered, expected)
     # Each process alone would have whitened its own three rows to mean 0: the gathered ones do not.
     assert abs(sum(runs["ranks"][0]["whitened"])) > 0.1
+    within = shape_and_whiten(RAW[:4], LOGP_OLD[:4], LOGP_REF[:4], BETA, whiten="within_prompt")
+    gathered = torch.tensor(runs["ranks"][0]["whitened_within_prompt"] + runs["ranks"][1]["whitened_within_prompt"])
+    torch.testing.assert_close(gathered, within)
 
 
 def test_parts_of_a_list_cover_it_once_in_order(runs):
