@@ -52,9 +52,9 @@ from transformers import LlamaConfig, PretrainedConfig
 from lpt_core.config import GenerationConfig, RLConfig
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import pick_dtype
+from lpt_core.training.examples import RLExample
 from lpt_core.training.policy import make_policy
 from lpt_core.training.rebel import RebelTrainer, rebel_loss, shape_and_whiten
-from lpt_core.training.rl import RLExample
 from lpt_core.training.rollout import SAMPLES_PER_PROMPT
 
 # SmolLM2-135M's widths and vocabulary with 4 of its 30 blocks: the CPU run checks the script end

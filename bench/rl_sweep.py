@@ -39,9 +39,10 @@ from lpt_core.config import GenerationConfig, ModelsConfig, Recipe, RLConfig, lo
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype
 from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.training.examples import RLExample, rewards_of, rl_examples
 from lpt_core.training.policy import make_policy
 from lpt_core.training.reward import RankReward
-from lpt_core.training.rl import RLExample, probe_set, rewards_of, rl_examples, run_rl_phase
+from lpt_core.training.rl import probe_set, run_rl_phase
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROBE_KEYS = ("probe_next_ndcg", "probe_held_out_ndcg")

@@ -42,10 +42,10 @@ from lpt_core import models  # noqa: E402
 from lpt_core.config import load_recipe  # noqa: E402
 from lpt_core.retrieval import ItemIndex, TextEncoder  # noqa: E402
 from lpt_core.training import contrastive  # noqa: E402
+from lpt_core.training.examples import RLExample  # noqa: E402
 from lpt_core.training.policy import make_policy  # noqa: E402
 from lpt_core.training.rebel import RebelTrainer  # noqa: E402
 from lpt_core.training.reward import RankReward  # noqa: E402
-from lpt_core.training.rl import RLExample  # noqa: E402
 
 HISTORY_ITEMS = 5  # items a synthetic user's history leaves out of the ranking
 

@@ -358,8 +358,9 @@ class _TrainingSession:
         }
 
     def _encoder_phase(self, round_index: int, seed: int, root: Path) -> tuple[dict, ItemIndex, list[str]]:
+        from lpt_core.training.examples import rl_examples
         from lpt_core.training.reward import RankReward
-        from lpt_core.training.rl import rl_examples, run_rl_phase
+        from lpt_core.training.rl import run_rl_phase
 
         rl = self.recipe.training.rl
         index = self._item_index()

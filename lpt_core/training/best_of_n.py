@@ -26,13 +26,13 @@ import torch
 
 from lpt_core.config import BestOfNConfig, GenerationConfig
 from lpt_core.generation.base import END_OF_TURN_TOKENS
-from lpt_core.training.rl import rewards_of
+from lpt_core.training.examples import rewards_of
 
 if TYPE_CHECKING:
     from peft import PeftModel
 
+    from lpt_core.training.examples import RLExample
     from lpt_core.training.reward import RankReward
-    from lpt_core.training.rl import RLExample
 
 log = logging.getLogger(__name__)
 

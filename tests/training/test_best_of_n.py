@@ -7,9 +7,9 @@ from lpt_core.config import BestOfNConfig, ModelsConfig, RLConfig
 from lpt_core.generation.base import GeneratedProfile
 from lpt_core.models import load_generator
 from lpt_core.training import best_of_n as bon
+from lpt_core.training.examples import RLExample
 from lpt_core.training.logprobs import sequence_logprobs
 from lpt_core.training.policy import make_policy
-from lpt_core.training.rl import RLExample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")

@@ -12,11 +12,12 @@ from lpt_core import paths
 from lpt_core.config import ModelsConfig, RLConfig
 from lpt_core.models import load_encoder, load_generator
 from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.training.examples import RLExample, rewards_of, rl_examples
 from lpt_core.training.logprobs import sequence_logprobs
 from lpt_core.training.policy import make_policy
 from lpt_core.training.rebel import RebelTrainer, rebel_loss, shape_and_whiten
 from lpt_core.training.reward import RankReward
-from lpt_core.training.rl import RLExample, probe_set, prompt_batches, rl_examples, run_rl_phase
+from lpt_core.training.rl import probe_set, prompt_batches, run_rl_phase
 
 CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
 ITEM_TEXTS = {
@@ -229,12 +230,7 @@ def test_a_rebel_update_on_smollm2_fits_its_regression_towards_the_better_profil
 
     # update() samples with the same seed, so this rollout is the one it trains on.
     rollout = trainer.rollout([example.prompt for example in batch])
-    raw_rewards = torch.tensor(
-        reward(
-            [e.prompt for e in rows], [p.text for p in rollout.profiles],
-            target_item_id=[e.target_item_id for e in rows], history_item_ids=[e.history_item_ids for e in rows],
-        )
-    )
+    raw_rewards = torch.tensor(rewards_of(reward, [p.text for p in rollout.profiles], rows))
     tensors = (rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
     with torch.no_grad():
         logp_old = sequence_logprobs(trainer.policy, *tensors)
