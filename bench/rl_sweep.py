@@ -27,7 +27,9 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -40,7 +42,7 @@ from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.examples import RLExample, rewards_of, rl_examples
-from lpt_core.training.policy import make_policy
+from lpt_core.training.policy import make_policy, merged_copy
 from lpt_core.training.reward import RankReward
 from lpt_core.training.rl import probe_set, run_rl_phase
 
@@ -51,36 +53,62 @@ PROBE_KEYS = ("probe_next_ndcg", "probe_held_out_ndcg")
 def main() -> None:
     args = _arguments()
     torch.set_num_threads(args.threads)
-    recipe = load_recipe(args.recipe)
-    _, examples, catalog = build_split(recipe)
-    rows_with_prompts = _first_window_prompts(examples.filter(pl.col("split") == "train"), catalog, recipe)
-    models = recipe.models.model_copy(update={"device": "cpu", **({"dtype": args.dtype} if args.dtype else {})})
-    encoder = TextEncoder(load_encoder(recipe.models.encoder, ModelsConfig(device="cpu", dtype="float32")))
-    index = ItemIndex.build(catalog["item_id"].to_list(), encoder.encode(catalog["text"].to_list()))
-    first_windows = _first_windows(rows_with_prompts, 1)
-    yardstick = Yardstick(probe_set(first_windows, args.probe), _held_out(rows_with_prompts, args.held_out_from),
-                          RankReward(encoder, index, kind="ndcg"))
-    dtype = str(pick_dtype(models.dtype, torch.device("cpu"))).removeprefix("torch.")
-    print(f"{len(first_windows)} train users, {len(index)} items, dtype {dtype}, {args.threads} threads")
+    bench = SweepSetup.build(args.recipe, args.dtype, args.probe, args.held_out_from)
+    print(f"{len(bench.first_windows)} train users, {len(bench.index)} items, dtype {bench.dtype}, {args.threads} threads")
 
     rows, runs = [], {}
     for setting in args.settings.split(","):
-        cfg = _setting(recipe.training.rl, setting).model_copy(update={
+        cfg = _setting(bench.recipe.training.rl, setting).model_copy(update={
             "updates_per_round": args.updates, "prompts_per_update": args.prompts, "probe_examples": 0,
         })
-        train_examples = _first_windows(rows_with_prompts, cfg.reward_targets)
-        reward = RankReward(encoder, index, kind=cfg.reward)
-        model, tokenizer = load_generator(recipe.models.generator, models)
-        torch.manual_seed(0)
-        policy = make_policy(model, cfg)
+        train_examples = _first_windows(bench.rows, cfg.reward_targets)
+        reward = RankReward(bench.encoder, bench.index, kind=cfg.reward)
+        policy, tokenizer = bench.fresh_policy(cfg)
         started = time.perf_counter()
-        probes = yardstick.curve(policy, tokenizer, cfg.max_new_tokens, args.probe_every, args.updates)
+        probes = bench.yardstick.curve(policy, tokenizer, cfg.max_new_tokens, args.probe_every, args.updates)
         history = run_rl_phase(policy, tokenizer, train_examples, reward, cfg, seed=0, output_dir=RESULTS, on_update=probes)
         seconds = time.perf_counter() - started - probes.seconds
         runs[setting] = history
         rows.append(_row(setting, history, seconds))
         print(_table(rows[-1:], header=len(rows) == 1), flush=True)
-    _write(args, rows, runs, dtype, len(first_windows))
+    _write(args, rows, runs, bench.dtype, len(bench.first_windows))
+
+
+@dataclass
+class SweepSetup:
+    """What every setting of a sweep shares: the recipe's split (every train window, the first
+    window's prompt per user), the frozen base recommender and the yardstick's probe users."""
+
+    recipe: Recipe
+    rows: pl.DataFrame
+    encoder: TextEncoder
+    index: ItemIndex
+    yardstick: Yardstick
+    models: ModelsConfig
+    dtype: str
+
+    @classmethod
+    def build(cls, recipe_name: str, dtype: str | None, probe: int, held_out_from: int) -> SweepSetup:
+        recipe = load_recipe(recipe_name)
+        _, examples, catalog = build_split(recipe)
+        rows = _first_window_prompts(examples.filter(pl.col("split") == "train"), catalog, recipe)
+        models = recipe.models.model_copy(update={"device": "cpu", **({"dtype": dtype} if dtype else {})})
+        encoder = TextEncoder(load_encoder(recipe.models.encoder, ModelsConfig(device="cpu", dtype="float32")))
+        index = ItemIndex.build(catalog["item_id"].to_list(), encoder.encode(catalog["text"].to_list()))
+        yardstick = Yardstick(probe_set(_first_windows(rows, 1), probe), _held_out(rows, held_out_from),
+                              RankReward(encoder, index, kind="ndcg"))
+        picked = str(pick_dtype(models.dtype, torch.device("cpu"))).removeprefix("torch.")
+        return cls(recipe, rows, encoder, index, yardstick, models, picked)
+
+    @property
+    def first_windows(self) -> list[RLExample]:
+        return _first_windows(self.rows, 1)
+
+    def fresh_policy(self, cfg: RLConfig) -> tuple[Any, Any]:
+        """A new LoRA policy on the base generator, seeded alike for every setting."""
+        model, tokenizer = load_generator(self.recipe.models.generator, self.models)
+        torch.manual_seed(0)
+        return make_policy(model, cfg), tokenizer
 
 
 def _first_window_prompts(train: pl.DataFrame, catalog: pl.DataFrame, recipe: Recipe) -> pl.DataFrame:
@@ -101,14 +129,19 @@ def _first_windows(rows: pl.DataFrame, reward_targets: int) -> list[RLExample]:
 
 
 def _held_out(rows: pl.DataFrame, held_out_from: int) -> dict[str, RLExample]:
-    """Per first-window prompt: an example whose targets are the user's windows held_out_from and
-    later (scored as one mean NDCG), history = the first window's."""
-    examples = rl_examples(rows, reward_targets=len(rows["window"].unique()))
+    """Per first-window prompt: an example whose targets are those of the user's windows
+    held_out_from and later, in window order, without repeats or items of the first window's
+    history (scored as one mean NDCG); users with no such target have none."""
+    later = dict(
+        rows.filter(pl.col("window") >= held_out_from).sort("window")
+        .group_by("user_id", maintain_order=True).agg("target_item_id").iter_rows()
+    )
     held = {}
-    for example in (e for e in examples if e.prompt):
-        later = example.later_target_ids[held_out_from - 1 :]
-        if later:
-            held[example.prompt] = RLExample(example.prompt, later[0], example.history_item_ids, later[1:])
+    for row in rows.filter(pl.col("window") == 0).iter_rows(named=True):
+        history = list(row["history_item_ids"])
+        targets = [t for t in dict.fromkeys(later.get(row["user_id"], [])) if t not in set(history)]
+        if targets:
+            held[row["prompt"]] = RLExample(row["prompt"], targets[0], history, tuple(targets[1:]))
     return held
 
 
@@ -133,16 +166,19 @@ class Yardstick:
         self.ndcg = ndcg
 
     def scores(self, policy, tokenizer, max_new_tokens: int) -> dict[str, float]:
-        greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, batch_size=len(self.probe))
-        policy.eval()
-        with torch.random.fork_rng():
-            profiles = TransformersGenerator(policy, tokenizer, greedy, model_id="yardstick").generate(
+        return {key: float(values.mean()) for key, values in self.per_user(policy, tokenizer, max_new_tokens).items()}
+
+    def per_user(self, policy, tokenizer, max_new_tokens: int) -> dict[str, np.ndarray]:
+        """Each probe user's two yardstick values, in the probe's order."""
+        greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, batch_size=32)
+        with torch.random.fork_rng(), merged_copy(policy) as merged:
+            profiles = TransformersGenerator(merged, tokenizer, greedy, model_id="yardstick").generate(
                 [example.prompt for example in self.probe]
             )
         texts = [profile.text for profile in profiles]
         return {
-            "probe_next_ndcg": float(np.mean(rewards_of(self.ndcg, texts, self.probe))),
-            "probe_held_out_ndcg": float(np.mean(rewards_of(self.ndcg, texts, self.held_out))),
+            "probe_next_ndcg": np.asarray(rewards_of(self.ndcg, texts, self.probe)),
+            "probe_held_out_ndcg": np.asarray(rewards_of(self.ndcg, texts, self.held_out)),
         }
 
     def curve(self, policy, tokenizer, max_new_tokens: int, every: int, last: int) -> _Curve:

@@ -32,7 +32,6 @@ the end of each phase. All processes resume from the same (latest) checkpoint.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import logging
 import tempfile
@@ -57,7 +56,7 @@ from lpt_core.training import distributed
 from lpt_core.training.checkpoints import PhaseCheckpoint, latest_phase, phase_folder, prune_earlier_phases, save_phase
 from lpt_core.training.contrastive import ItemBias, train_recommender
 from lpt_core.training.item_head import ItemHead, TextRows, build_item_index, fit_head_on_texts
-from lpt_core.training.policy import load_adapter_weights, make_policy, policy_models
+from lpt_core.training.policy import load_adapter_weights, make_policy, merged_copy, policy_models
 
 log = logging.getLogger(__name__)
 
@@ -435,13 +434,9 @@ class _TrainingSession:
             return
         from lpt_core.generation.hf_backend import TransformersGenerator
 
-        merged = copy.deepcopy(self.policy).merge_and_unload().eval()
         # Profiles are written in the recipe's dtype even where the policy trains in float32.
-        merged.to(pick_dtype(self.recipe.models.dtype, merged.device))
-        try:
+        with merged_copy(self.policy, pick_dtype(self.recipe.models.dtype, self.policy.device)) as merged:
             yield TransformersGenerator(merged, self.tokenizer, gen_cfg, model_id=self._policy_id())
-        finally:
-            del merged
 
     def _policy_id(self) -> str:
         """The base model's id while every LoRA B is zero (the policy IS the base model), else the

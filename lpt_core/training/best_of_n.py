@@ -27,6 +27,7 @@ import torch
 from lpt_core.config import BestOfNConfig, GenerationConfig
 from lpt_core.generation.base import END_OF_TURN_TOKENS
 from lpt_core.training.examples import rewards_of
+from lpt_core.training.policy import merged_copy
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -72,9 +73,8 @@ def _best_profiles(
         batch_size=cfg.batch_size, seed=seed,
     )
     prompts = [example.prompt for example in examples for _ in range(cfg.samples)]
-    policy.eval()
-    with torch.random.fork_rng():
-        profiles = TransformersGenerator(policy, tokenizer, sampling, model_id="best-of-n").generate(prompts)
+    with torch.random.fork_rng(), merged_copy(policy) as merged:
+        profiles = TransformersGenerator(merged, tokenizer, sampling, model_id="best-of-n").generate(prompts)
     rows = [example for example in examples for _ in range(cfg.samples)]
     scores = np.asarray(rewards_of(reward, [p.text for p in profiles], rows)).reshape(len(examples), cfg.samples)
     best = scores.argmax(axis=1)

@@ -19,6 +19,7 @@ import torch
 from lpt_core.config import RLConfig
 from lpt_core.rl_algorithms import RL_ALGORITHMS
 from lpt_core.training.examples import RLExample, rewards_of
+from lpt_core.training.policy import merged_copy
 
 if TYPE_CHECKING:  # type hints only: the reward pulls in faiss, which rollouts never need
     from peft import PeftModel
@@ -104,23 +105,23 @@ class RewardProbe:
         self, examples: Sequence[RLExample], policy: PeftModel, tokenizer: Any, reward: RankReward, cfg: RLConfig
     ) -> None:
         from lpt_core.config import GenerationConfig
-        from lpt_core.generation.hf_backend import TransformersGenerator
 
         self.examples = list(examples)
         self.reward = reward
         self.every = cfg.probe_every
         self.last = cfg.updates_per_round
-        greedy = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=len(self.examples))
-        self.generator = TransformersGenerator(policy, tokenizer, greedy, model_id="rl-probe")
+        self.greedy = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=len(self.examples))
         self.policy = policy
+        self.tokenizer = tokenizer
 
     def __call__(self) -> float:
         """Mean reward of the probe set's greedy profiles under the policy as it is now."""
-        was_training = self.policy.training
-        self.policy.eval()
-        with torch.random.fork_rng():  # the probe must not move the sampling's random stream
-            profiles = self.generator.generate([example.prompt for example in self.examples])
-        self.policy.train(was_training)
+        from lpt_core.generation.hf_backend import TransformersGenerator
+
+        # fork_rng: the probe must not move the sampling's random stream.
+        with torch.random.fork_rng(), merged_copy(self.policy) as merged:
+            generator = TransformersGenerator(merged, self.tokenizer, self.greedy, model_id="rl-probe")
+            profiles = generator.generate([example.prompt for example in self.examples])
         return float(np.mean(rewards_of(self.reward, [profile.text for profile in profiles], self.examples)))
 
     def wrap(self, on_update: UpdateCallback | None) -> UpdateCallback:

@@ -14,7 +14,7 @@ from lpt_core.models import load_encoder, load_generator
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.examples import RLExample, rewards_of, rl_examples
 from lpt_core.training.logprobs import sequence_logprobs
-from lpt_core.training.policy import make_policy
+from lpt_core.training.policy import make_policy, merged_copy
 from lpt_core.training.rebel import RebelTrainer, rebel_loss, shape_and_whiten
 from lpt_core.training.reward import RankReward
 from lpt_core.training.rl import probe_set, prompt_batches, run_rl_phase
@@ -107,6 +107,26 @@ def test_one_rebel_update_trains_lora_while_the_disabled_adapter_stays_the_base_
     assert 0.0 < metrics["reward_mean"] <= 1.0
     assert 0 < metrics["profile_tokens"] <= TINY_RL.max_new_tokens
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-4)  # sampled before any step: pi_old = pi_ref
+
+
+def test_a_merged_copy_writes_as_the_policy_does_and_leaves_the_policy_as_it_was(tiny_lm_folder, reward):
+    model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
+    policy = make_policy(model, TINY_RL)
+    RebelTrainer(policy, tokenizer, reward, TINY_RL, seed=0).update(_examples(tokenizer)[:2])  # adapter != 0
+    probe = torch.tensor([tokenizer("Review from the user: a great cast")["input_ids"]])
+    policy.eval()
+    expected = _logits(policy, probe)
+    policy.train()
+    before = _lora_state(policy)
+
+    with merged_copy(policy) as merged:
+        assert not any("lora_" in name for name, _ in merged.named_parameters())
+        # W x + B (A x) vs (W + B A) x: float32 rounding of a different summation order only.
+        torch.testing.assert_close(_logits(merged, probe), expected, rtol=1e-5, atol=1e-4)
+
+    assert policy.training
+    assert all(torch.equal(before[name], value) for name, value in _lora_state(policy).items())
+    assert any(value.any() for name, value in before.items() if "lora_B" in name)  # a real merge
 
 
 def test_rollout_stops_at_the_end_of_turn_token_and_trains_on_it(tiny_lm_folder, reward):
