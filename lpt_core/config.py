@@ -339,6 +339,9 @@ class BestOfNConfig(_Strict):
     SFTTrainer; `iterations` 0 turns it off."""
 
     iterations: int = Field(0, ge=0)
+    examples_per_iteration: int | None = Field(
+        None, ge=1, description="a new seeded draw of this many of the phase's RL examples each iteration; None: all"
+    )
     samples: int = Field(4, ge=2)
     temperature: float = Field(1.0, gt=0)
     max_new_tokens: int = Field(64, ge=1)

@@ -395,11 +395,17 @@ class _TrainingSession:
         if distributed.world_size() > 1:
             raise ValueError("training.best_of_n runs in a single process: set iterations 0 under torchrun")
         from lpt_core.training.best_of_n import best_of_n
+        from lpt_core.training.rl import RewardProbe, probe_set
 
-        return best_of_n(
-            self.policy, self.tokenizer, examples, reward, cfg, seed, scratch,
-            on_iteration=lambda step, values: self.callbacks.metrics("best_of_n", round_index, step, values),
-        )
+        def on_iteration(step: int, values: dict) -> None:
+            self.callbacks.metrics("best_of_n", round_index, step, values)
+
+        rl = self.recipe.training.rl
+        if rl.probe_examples:  # the same learning curve as RL's, after every iteration
+            probe = RewardProbe(probe_set(examples, rl.probe_examples), self.policy, self.tokenizer, reward,
+                                rl.max_new_tokens)
+            on_iteration = probe.wrap(on_iteration, every=1, last=cfg.iterations)
+        return best_of_n(self.policy, self.tokenizer, examples, reward, cfg, seed, scratch, on_iteration=on_iteration)
 
     def _write_profiles(self, prompts: Sequence[str]) -> list[str]:
         """One profile per prompt, in order; each process writes its own part of them, through the

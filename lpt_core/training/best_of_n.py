@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,7 +53,8 @@ def best_of_n(
     one metrics dict per iteration."""
     history = []
     for iteration in range(1, cfg.iterations + 1):
-        chosen, metrics = _best_profiles(policy, tokenizer, examples, reward, cfg, seed + iteration)
+        drawn = _draw(examples, cfg.examples_per_iteration, seed + iteration)
+        chosen, metrics = _best_profiles(policy, tokenizer, drawn, reward, cfg, seed + iteration)
         if chosen:
             metrics["sft_loss"] = _fine_tune(policy, tokenizer, chosen, cfg, seed + iteration, output_dir)
         log.info("best-of-%d iteration %d: %s", cfg.samples, iteration, metrics)
@@ -60,6 +62,15 @@ def best_of_n(
         if on_iteration is not None:
             on_iteration(iteration, metrics)
     return history
+
+
+def _draw(examples: Sequence[RLExample], size: int | None, seed: int) -> list[RLExample]:
+    """`size` of the examples, drawn without replacement with `seed` (all of them if size is None
+    or not smaller): sampling n profiles of every RL example of a phase can cost more than the RL
+    updates after it, so each iteration may see a different part of them instead."""
+    if size is None or size >= len(examples):
+        return list(examples)
+    return random.Random(seed).sample(list(examples), size)
 
 
 def _best_profiles(
@@ -85,6 +96,7 @@ def _best_profiles(
         if useful[i] and profiles[i * cfg.samples + int(best[i])].text
     ]
     metrics = {
+        "examples": float(len(examples)),
         "sample_reward": float(scores.mean()),
         "best_reward": float(scores.max(axis=1).mean()),
         "examples_kept": float(len(chosen)),

@@ -29,6 +29,7 @@ CURVES = {
     "decoder.loss": "contrastive loss (InfoNCE)",
     "head.val_ndcg@10": "item-side head: val NDCG@10 by epoch",
     "best_of_n.best_reward": "best-of-n: reward of the kept profiles",
+    "best_of_n.probe_reward": "best-of-n probe: greedy reward on fixed train examples",
 }
 # A panel's reference series, drawn dashed in the variant's colour without smoothing: the loss
 # before the update's steps, the probe's reward before any update.
@@ -36,11 +37,13 @@ COMPANIONS = {
     "encoder.loss_after": "encoder.loss_before",
     "encoder.probe_reward": "encoder.probe_reward_start",
     "best_of_n.best_reward": "best_of_n.sample_reward",
+    "best_of_n.probe_reward": "best_of_n.probe_reward_start",
 }
 COMPANION_LABELS = {
     "encoder.loss_after": "dashed: before the update",
     "encoder.probe_reward": "dashed: before RL",
     "best_of_n.best_reward": "dashed: mean of all samples",
+    "best_of_n.probe_reward": "dashed: before best-of-n",
 }
 # Every series the figure reads.
 CURVE_KEYS = (*CURVES, *COMPANIONS.values())

@@ -53,7 +53,8 @@ def run_rl_phase(
     if cfg.updates_per_round == 0:
         return []
     if cfg.probe_examples:
-        on_update = RewardProbe(probe_set(examples, cfg.probe_examples), policy, tokenizer, reward, cfg).wrap(on_update)
+        probe = RewardProbe(probe_set(examples, cfg.probe_examples), policy, tokenizer, reward, cfg.max_new_tokens)
+        on_update = probe.wrap(on_update, every=cfg.probe_every, last=cfg.updates_per_round)
     if RL_ALGORITHMS[cfg.algorithm].uses_trl:
         from lpt_core.training.trl_trainers import run_trl_updates
 
@@ -95,22 +96,21 @@ def probe_set(examples: Sequence[RLExample], size: int) -> list[RLExample]:
 
 class RewardProbe:
     """The RL phase's learning curve: the mean reward of GREEDY profiles of a fixed probe set,
-    under the phase's (frozen) reward, before the first update and every cfg.probe_every updates.
+    under the phase's (frozen) reward, before the first update (or best-of-n iteration) and every
+    few after it.
 
     The sampled rollout reward is too noisy to show learning at a few prompts per update; the
     probe's greedy profiles move only when the policy does. Values are comparable within a phase
     (a later round's reward ranks with a retrained recommender)."""
 
     def __init__(
-        self, examples: Sequence[RLExample], policy: PeftModel, tokenizer: Any, reward: RankReward, cfg: RLConfig
+        self, examples: Sequence[RLExample], policy: PeftModel, tokenizer: Any, reward: RankReward, max_new_tokens: int
     ) -> None:
         from lpt_core.config import GenerationConfig
 
         self.examples = list(examples)
         self.reward = reward
-        self.every = cfg.probe_every
-        self.last = cfg.updates_per_round
-        self.greedy = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=len(self.examples))
+        self.greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, batch_size=len(self.examples))
         self.policy = policy
         self.tokenizer = tokenizer
 
@@ -124,16 +124,16 @@ class RewardProbe:
             profiles = generator.generate([example.prompt for example in self.examples])
         return float(np.mean(rewards_of(self.reward, [profile.text for profile in profiles], self.examples)))
 
-    def wrap(self, on_update: UpdateCallback | None) -> UpdateCallback:
-        """`on_update` with "probe_reward" (after the update) added every `every` updates and after
-        the last one, and "probe_reward_start" (before any update) added to the first update."""
+    def wrap(self, on_update: UpdateCallback | None, every: int, last: int) -> UpdateCallback:
+        """`on_update` with "probe_reward" (after the step) added every `every` steps and after
+        step `last`, and "probe_reward_start" (before any step) added to the first step."""
         start = self()
         log.info("RL probe: greedy reward %.4f before the first update (%d examples)", start, len(self.examples))
 
         def probed(step: int, metrics: dict) -> None:
             if step == 1:
                 metrics["probe_reward_start"] = start
-            if step % self.every == 0 or step == self.last:
+            if step % every == 0 or step == last:
                 metrics["probe_reward"] = self()
                 log.info("RL probe after update %d: %.4f", step, metrics["probe_reward"])
             if on_update is not None:

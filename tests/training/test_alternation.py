@@ -288,14 +288,18 @@ def test_a_best_of_n_warm_start_runs_before_the_rl_updates_of_each_encoder_phase
     lm, encoder, data = tiny
     recipe = tiny_recipe(lm, encoder)
     warm = {"iterations": 1, "samples": 2, "max_new_tokens": 3, "batch_size": 8, "learning_rate": 1e-3}
+    rl = {**recipe.training.rl.model_dump(), "probe_examples": 2}
     recipe = Recipe.model_validate({**recipe.model_dump(), "training": {
-        **recipe.training.model_dump(), "rounds": 1, "best_of_n": warm}})
+        **recipe.training.model_dump(), "rounds": 1, "best_of_n": warm, "rl": rl}})
     recorder = Recorder()
 
     result = train_alternating(recipe, "rl_only", data, tmp_path, recorder)
 
     assert [s for s in recorder.steps if s[1] in ("best_of_n", "encoder")] == [(0, "best_of_n", 1), (0, "encoder", 1)]
-    assert "best_of_n" in result.history[0] and result.history[0]["best_of_n"][0]["sample_reward"] >= 0
+    (warm_start,) = result.history[0]["best_of_n"]
+    assert warm_start["sample_reward"] >= 0
+    # The probe's learning curve covers the warm start too: before it, and after each iteration.
+    assert 0 <= warm_start["probe_reward_start"] <= 1 and 0 <= warm_start["probe_reward"] <= 1
 
 
 def test_on_a_cpu_the_policy_trains_in_float32_whatever_the_recipe_dtype(tiny):

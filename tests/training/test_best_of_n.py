@@ -22,8 +22,10 @@ class _ScoreByWord:
 
     def __init__(self, word: str) -> None:
         self.word = word
+        self.seen: list[list[str]] = []  # the prompts of each call
 
     def __call__(self, prompts, completions, **columns):
+        self.seen.append(list(prompts))
         return [float(self.word in text) for text in completions]
 
 
@@ -62,11 +64,28 @@ def test_examples_whose_samples_all_tie_are_not_trained_on(tiny_lm_folder, tmp_p
     assert all(torch.equal(before[k], v) for k, v in _lora_state(policy).items())
 
 
-def _examples(tokenizer) -> list[RLExample]:
+def test_each_iteration_samples_a_new_seeded_draw_of_examples_per_iteration(tiny_lm_folder, tmp_path):
+    model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
+    policy = make_policy(model, RLConfig(lora_r=4, lora_alpha=8))
+    examples = _examples(tokenizer, 6)
+    reward = _ScoreByWord("\x00")
+    cfg = CFG.model_copy(update={"iterations": 2, "examples_per_iteration": 2})
+
+    history = bon.best_of_n(policy, tokenizer, examples, reward, cfg, seed=0, output_dir=tmp_path)
+
+    draws = [set(prompts) for prompts in reward.seen]
+    assert [m["examples"] for m in history] == [2.0, 2.0]
+    assert all(len(draw) == 2 and draw <= {e.prompt for e in examples} for draw in draws)
+    assert draws[0] != draws[1]  # seeded per iteration, not the same draw twice
+    assert bon._draw(examples, 2, seed=1) == bon._draw(examples, 2, seed=1)
+    assert bon._draw(examples, None, seed=1) == bon._draw(examples, 6, seed=1) == examples
+
+
+def _examples(tokenizer, count: int = 2) -> list[RLExample]:
     prompts = [
         tokenizer.apply_chat_template([{"role": "user", "content": f"The user rated movie {i}."}],
                                       tokenize=False, add_generation_prompt=True)
-        for i in range(2)
+        for i in range(count)
     ]
     return [RLExample(prompt, "toy", []) for prompt in prompts]
 
