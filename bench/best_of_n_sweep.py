@@ -26,14 +26,11 @@ import time
 
 import numpy as np
 import torch
-from rl_sweep import PROBE_KEYS, RESULTS, SweepSetup, _cpu_flags, _first_windows
+from rl_sweep import PROBE_KEYS, RESULTS, SweepSetup, _cpu_flags, _first_windows, change_cell, paired_change
 
 from lpt_core.config import BestOfNConfig
-from lpt_core.profile_quality.intervals import user_bootstrap
 from lpt_core.training.best_of_n import best_of_n
 from lpt_core.training.reward import RankReward
-
-START = "start"
 
 
 def main() -> None:
@@ -68,7 +65,7 @@ def main() -> None:
             metrics = best_of_n(policy, tokenizer, chunk, reward, cfg, seed=iteration, output_dir=RESULTS / "scratch")[0]
             metrics["seconds"] = time.perf_counter() - began
             after = bench.yardstick.per_user(policy, tokenizer, rl.max_new_tokens)
-            metrics |= _change(start, after, args.seed)
+            metrics |= paired_change(start, after, args.seed)
             history.append(metrics)
             print(f"{setting} iteration {iteration + 1}: {json.dumps(metrics)}", flush=True)
             runs[setting] = history
@@ -88,18 +85,6 @@ def _means(scores: dict[str, np.ndarray]) -> str:
     return ", ".join(f"{key} {values.mean():.4f}" for key, values in scores.items())
 
 
-def _change(start: dict[str, np.ndarray], after: dict[str, np.ndarray], seed: int) -> dict[str, float]:
-    """Per yardstick: its mean after, and after - start with a paired user-bootstrap interval."""
-    out = {}
-    for key in PROBE_KEYS:
-        users = [str(i) for i in range(len(start[key]))]
-        _, diffs = user_bootstrap({START: start[key], key: after[key]}, users, samples=2000, seed=seed, baseline=START)
-        diff = diffs[f"{key} - {START}"]
-        out |= {key: float(after[key].mean()), f"{key}_change": diff.mean,
-                f"{key}_change_low": diff.low, f"{key}_change_high": diff.high}
-    return out
-
-
 def _table(rows: list[dict]) -> str:
     lines = [
         "| setting (samples:temperature:reward:targets) | iteration | sample reward -> best of n | examples kept "
@@ -108,10 +93,7 @@ def _table(rows: list[dict]) -> str:
     ]
     for row in rows:
         for i, m in enumerate(row["history"], 1):
-            cells = [
-                f"{m[k]:.4f}, {m[f'{k}_change']:+.4f} [{m[f'{k}_change_low']:+.4f}, {m[f'{k}_change_high']:+.4f}]"
-                for k in PROBE_KEYS
-            ]
+            cells = [change_cell(m, key) for key in PROBE_KEYS]
             lines.append(
                 f"| {row['setting']} | {i} | {m['sample_reward']:.4f} -> {m['best_reward']:.4f} "
                 f"| {m['examples_kept']:.0f} | {m.get('sft_loss', float('nan')):.3f} | {cells[0]} | {cells[1]} "

@@ -40,6 +40,7 @@ from lpt_core import text
 from lpt_core.config import GenerationConfig, ModelsConfig, Recipe, RLConfig, load_recipe
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype
+from lpt_core.profile_quality.intervals import user_bootstrap
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.examples import RLExample, rewards_of, rl_examples
 from lpt_core.training.policy import make_policy, merged_copy
@@ -187,14 +188,15 @@ class Yardstick:
 
 class _Curve:
     """run_rl_phase's on_update: the yardstick before the first update ("..._start" keys on update
-    1) and every `every` updates; `seconds` spent on it, to leave out of the per-update time."""
+    1) and every `every` updates, with the change since the start and its paired interval;
+    `seconds` spent on it, to leave out of the per-update time."""
 
     def __init__(self, yardstick: Yardstick, policy, tokenizer, max_new_tokens: int, every: int, last: int) -> None:
-        self.measure = lambda: yardstick.scores(policy, tokenizer, max_new_tokens)
+        self.measure = lambda: yardstick.per_user(policy, tokenizer, max_new_tokens)
         self.every, self.last, self.seconds = every, last, 0.0
         self.start = self._timed()
 
-    def _timed(self) -> dict[str, float]:
+    def _timed(self) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         scores = self.measure()
         self.seconds += time.perf_counter() - started
@@ -202,9 +204,28 @@ class _Curve:
 
     def __call__(self, step: int, metrics: dict) -> None:
         if step == 1:
-            metrics.update({f"{key}_start": value for key, value in self.start.items()})
+            metrics.update({f"{key}_start": float(values.mean()) for key, values in self.start.items()})
         if step % self.every == 0 or step == self.last:
-            metrics.update(self._timed())
+            metrics.update(paired_change(self.start, self._timed()))
+
+
+def paired_change(start: dict[str, np.ndarray], after: dict[str, np.ndarray], seed: int = 0) -> dict[str, float]:
+    """Per yardstick: its mean after, and after - start with a paired user-bootstrap 95% interval
+    (the same probe users before and after)."""
+    out = {}
+    for key in PROBE_KEYS:
+        users = [str(i) for i in range(len(start[key]))]
+        _, diffs = user_bootstrap({"start": start[key], key: after[key]}, users, samples=2000, seed=seed, baseline="start")
+        diff = diffs[f"{key} - start"]
+        out |= {key: float(after[key].mean()), f"{key}_change": diff.mean,
+                f"{key}_change_low": diff.low, f"{key}_change_high": diff.high}
+    return out
+
+
+def change_cell(metrics: dict, key: str) -> str:
+    """"mean, change [low, high]" of one yardstick in one probe's metrics."""
+    return (f"{metrics[key]:.4f}, {metrics[f'{key}_change']:+.4f} "
+            f"[{metrics[f'{key}_change_low']:+.4f}, {metrics[f'{key}_change_high']:+.4f}]")
 
 
 def _row(setting: str, history: list[dict], seconds: float) -> dict:
@@ -221,6 +242,7 @@ def _row(setting: str, history: list[dict], seconds: float) -> dict:
         "reward_first_half": float(np.mean([m["reward_mean"] for m in history[:half]])),
         "reward_second_half": float(np.mean([m["reward_mean"] for m in history[half:]])),
         **{key: [history[0][f"{key}_start"]] + [m[key] for m in history if key in m] for key in PROBE_KEYS},
+        "last_probe": next(m for m in reversed(history) if PROBE_KEYS[0] in m),
         "seconds_per_update": seconds / len(history),
     }
 
@@ -228,11 +250,13 @@ def _row(setting: str, history: list[dict], seconds: float) -> dict:
 def _table(rows: list[dict], header: bool = True) -> str:
     lines = [
         "| setting | loss fell | loss before -> after | pairs toward better | backtracks | KL (last) "
-        "| rollout reward 1st -> 2nd half | probe next-item NDCG (greedy) | probe held-out NDCG (greedy) | s/update |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|---:|",
+        "| rollout reward 1st -> 2nd half | probe next-item NDCG (greedy) | probe held-out NDCG (greedy) "
+        "| last probe: next-item, change [95%] | last probe: held-out, change [95%] | s/update |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|",
     ] if header else []
     for r in rows:
         curves = " | ".join(" -> ".join(f"{v:.4f}" for v in r[key]) for key in PROBE_KEYS)
+        curves += " | " + " | ".join(change_cell(r["last_probe"], key) for key in PROBE_KEYS)
         lines.append(
             f"| {r['setting']} | {r['loss_fell_share']:.0%} | {r['loss_before']:.3f} -> {r['loss_after']:.3f} "
             f"| {r['toward_better']:.0%} | {r['backtracks']:.2f} | {r['kl_last']:.3f} "
