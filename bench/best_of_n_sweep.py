@@ -104,7 +104,7 @@ def _table(rows: list[dict]) -> str:
 
 def _write(args: argparse.Namespace, rows: list[dict], runs: dict, start: dict, dtype: str, users: int) -> None:
     command = "python bench/best_of_n_sweep.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, "")
     )
     text = "\n".join([
         "# Best-of-n fine-tuning on the RL sweep's yardstick (frozen base recommender)", "",

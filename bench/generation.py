@@ -136,6 +136,8 @@ def _bench_lora(args: argparse.Namespace) -> None:
         policy = make_policy(model, RLConfig()).eval()
         prompts = _movielens_prompts(tokenizer, max(batch_sizes), args.prompt_tokens)
         prompt_tokens = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
+        # Untimed: a process's first generation pays one-off start-up costs (thread pool, allocator).
+        _timed(_fixed_length_generator(policy, tokenizer, 2, 4), prompts[:2])
         for batch_size in batch_sizes:
             unmerged = _timed(_fixed_length_generator(policy, tokenizer, batch_size, args.new_tokens), prompts[:batch_size])
             started = time.perf_counter()

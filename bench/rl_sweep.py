@@ -267,7 +267,7 @@ def _table(rows: list[dict], header: bool = True) -> str:
 
 def _write(args: argparse.Namespace, rows: list[dict], runs: dict, dtype: str, users: int) -> None:
     command = "python bench/rl_sweep.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, "")
     )
     flags = _cpu_flags()
     text_ = "\n".join([

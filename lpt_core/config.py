@@ -44,7 +44,7 @@ EVALUATION_METHODS = (  # lpt_core.baselines.METHODS
 )
 TRAINING_VARIANTS = (  # lpt_core.training.variants.VARIANTS
     "langptune_rebel", "langptune_grpo", "langptune_rloo", "best_of_n", "langptune_bon", "cl_only", "rl_only",
-    "langptune_item_bias", "langptune_head", "langptune_hybrid",
+    "langptune_item_bias", "langptune_head", "langptune_hybrid", "best_of_n_hybrid",
 )
 PACKAGED_MODELS = ("smollm2-135m-instruct", "all-minilm-l6-v2")  # lpt_core.models.DEFAULT_MODELS
 # The evaluation rows that fit an item-side head on train examples (lpt_core.baselines).

@@ -17,8 +17,8 @@ model never moves (one optimizer over both is a known fault of the reference), a
 optimizer state outlives a phase, the phase checkpoints are all a resume needs: a run stopped
 anywhere restarts at the phase after the last finished one, with the same seeds.
 
-Profiles are written by a merged copy of the policy (LoRA folded into the weights): an un-merged
-LoRA model generates about half as fast. The copy costs one more set of weights while it exists;
+Profiles are written by a merged copy of the policy (LoRA folded into the weights,
+lpt_core.training.policy.merged_copy): an un-merged LoRA model generates more slowly. The copy costs one more set of weights while it exists;
 merging in place and unmerging after would not, but in bf16 it does not restore the base weights
 exactly, and the policy would drift a little at every phase.
 

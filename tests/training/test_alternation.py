@@ -29,6 +29,7 @@ from lpt_core.config import (
 from lpt_core.training.alternation import TrainingData, phase_schedule, rl_rows, train_alternating
 from lpt_core.training.checkpoints import latest_phase
 from lpt_core.training.item_head import ItemHead
+from lpt_core.training.variants import get_variant
 
 GENRES = ["thriller", "comedy", "drama", "horror", "romance", "western", "fantasy", "crime"]
 
@@ -300,6 +301,27 @@ def test_a_best_of_n_warm_start_runs_before_the_rl_updates_of_each_encoder_phase
     assert warm_start["sample_reward"] >= 0
     # The probe's learning curve covers the warm start too: before it, and after each iteration.
     assert 0 <= warm_start["probe_reward_start"] <= 1 and 0 <= warm_start["probe_reward"] <= 1
+
+
+def test_best_of_n_hybrid_fine_tunes_the_writer_without_rl_over_a_fitted_hybrid_head(tiny, tmp_path):
+    lm, encoder, data = tiny
+    recipe = Recipe.model_validate(deep_merge(tiny_recipe(lm, encoder).model_dump(), {"training": {
+        "rounds": 1, "rl": {"probe_examples": 2},
+        "best_of_n": {"samples": 2, "max_new_tokens": 3, "batch_size": 8, "learning_rate": 1e-3,
+                      "examples_per_iteration": 3},
+        "contrastive": {"head": {"epochs": 2, "batch_size": 4}},
+    }}))
+    variant = get_variant("best_of_n_hybrid")
+    recorder = Recorder()
+
+    result = train_alternating(variant.recipe_for(recipe), variant.schedule, data, tmp_path, recorder)
+
+    decoder, encoder_phase = result.history
+    assert decoder["steps"] == 0 and result.item_head is not None  # frozen encoder, a head fitted over it
+    assert encoder_phase["steps"] == 0  # no RL update
+    warm = encoder_phase["best_of_n"]
+    assert [m["examples"] for m in warm] == [3.0, 3.0]
+    assert "probe_reward_start" in warm[0] and all("probe_reward" in m for m in warm)
 
 
 def test_on_a_cpu_the_policy_trains_in_float32_whatever_the_recipe_dtype(tiny):
