@@ -18,9 +18,10 @@ optimizer state outlives a phase, the phase checkpoints are all a resume needs: 
 anywhere restarts at the phase after the last finished one, with the same seeds.
 
 Profiles are written by a merged copy of the policy (LoRA folded into the weights,
-lpt_core.training.policy.merged_copy): an un-merged LoRA model generates more slowly. The copy costs one more set of weights while it exists;
-merging in place and unmerging after would not, but in bf16 it does not restore the base weights
-exactly, and the policy would drift a little at every phase.
+lpt_core.training.policy.merged_copy): an un-merged LoRA model generates more slowly. The copy
+costs one more set of weights while it exists; merging in place and unmerging after would not, but
+in bf16 it does not restore the base weights exactly, and the policy would drift a little at every
+phase.
 
 Launched in several processes (lpt_core.training.distributed; docs/distributed_training.md), every
 process holds both models and runs the same schedule: profiles and item embeddings are computed in
