@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 import torch
-from rl_sweep import PROBE_KEYS, RESULTS, SweepSetup, _cpu_flags, _first_windows, change_cell, paired_change
+from rl_sweep import PROBE_KEYS, RESULTS, SweepSetup, _cpu_flags, change_cell, paired_change
 
 from lpt_core.config import BestOfNConfig
 from lpt_core.training.best_of_n import best_of_n
@@ -37,7 +37,6 @@ def main() -> None:
     args = _arguments()
     torch.set_num_threads(args.threads)
     bench = SweepSetup.build(args.recipe, args.dtype, args.probe, args.held_out_from)
-    probe_prompts = {example.prompt for example in bench.yardstick.probe}
     users = len(bench.first_windows)
     print(f"{users} train users, {len(bench.yardstick.probe)} probe users, {len(bench.index)} items, "
           f"dtype {bench.dtype}, {args.threads} threads", flush=True)
@@ -53,7 +52,7 @@ def main() -> None:
         samples, temperature, kind, targets = _setting(setting)
         cfg = BestOfNConfig(iterations=1, samples=samples, temperature=temperature, max_new_tokens=rl.max_new_tokens,
                             learning_rate=args.learning_rate, epochs=args.epochs)
-        pool = [e for e in _first_windows(bench.rows, targets) if e.prompt not in probe_prompts]
+        pool = bench.training_examples(targets)
         if len(pool) < args.examples * args.iterations:
             raise SystemExit(f"{len(pool)} non-probe train users; --examples x --iterations needs more")
         reward = RankReward(bench.encoder, bench.index, kind=kind)

@@ -6,8 +6,9 @@ fresh LoRA policy on SmolLM2 runs --updates
 REBEL updates of --prompts train prompts of the recipe's split (default `full`), rewarded by the
 frozen base all-MiniLM-L6-v2 (the RL-only setting: no decoder phase, so the reward is the same
 function throughout and the probe values are comparable across updates and settings). Every
---probe-every updates the greedy profiles of --probe train examples (the same for every setting)
-are scored on two yardsticks that no setting trains on differently: the next item's NDCG (the
+--probe-every updates the greedy profiles of --probe train users (the same for every setting,
+and never among the prompts trained on) are scored on two yardsticks, each change since the start
+with a paired user-bootstrap interval: the next item's NDCG (the
 method's reward, no cutoff) and the mean NDCG of the user's held-out later targets (windows
 --held-out-from and after, which no reward setting here reaches). Prints and writes a table to
 bench/results/rl_sweep_<dtype><--suffix>.md, the per-update metrics in the .json beside it.
@@ -62,7 +63,7 @@ def main() -> None:
         cfg = _setting(bench.recipe.training.rl, setting).model_copy(update={
             "updates_per_round": args.updates, "prompts_per_update": args.prompts, "probe_examples": 0,
         })
-        train_examples = _first_windows(bench.rows, cfg.reward_targets)
+        train_examples = bench.training_examples(cfg.reward_targets)
         reward = RankReward(bench.encoder, bench.index, kind=cfg.reward)
         policy, tokenizer = bench.fresh_policy(cfg)
         started = time.perf_counter()
@@ -104,6 +105,12 @@ class SweepSetup:
     @property
     def first_windows(self) -> list[RLExample]:
         return _first_windows(self.rows, 1)
+
+    def training_examples(self, reward_targets: int) -> list[RLExample]:
+        """The first window of every train user outside the probe: the yardstick measures users
+        that no setting trains on."""
+        probe = {example.prompt for example in self.yardstick.probe}
+        return [example for example in _first_windows(self.rows, reward_targets) if example.prompt not in probe]
 
     def fresh_policy(self, cfg: RLConfig) -> tuple[Any, Any]:
         """A new LoRA policy on the base generator, seeded alike for every setting."""
