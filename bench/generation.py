@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -98,14 +99,12 @@ def _bench_dtypes(args: argparse.Namespace) -> None:
     """Per dtype, attention and batch size: prefill seconds, decode ms per step against the
     machine's floor for that step (the model's linear layers alone, timed in the same run), and
     profiles/s. "sdpa" is transformers' attention, "grouped" ours (lpt_core.attention)."""
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    print(f"model {args.model}, device {args.device}, {args.new_tokens} new tokens per row; CPU flags: {_cpu_flags()}")
-    print("| dtype | attention | batch | prompt tok | prefill s | decode ms/step | floor ms/step | x floor | tokens/s | profiles/s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    batch_sizes = _table_start(
+        args, f"model {args.model}, device {args.device}",
+        ["dtype", "attention", "batch", "prompt tok", *SPEED_COLUMNS],
+    )
     for dtype in args.dtypes.split(","):
-        model, tokenizer = load_generator(args.model, ModelsConfig(device=args.device, dtype=dtype))
-        prompts = _movielens_prompts(tokenizer, max(batch_sizes), args.prompt_tokens)
-        prompt_tokens = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
+        model, tokenizer, prompts, prompt_tokens = _model_and_prompts(args, dtype, max(batch_sizes))
         for attention in _attentions(model):
             model.set_attn_implementation(attention)
             for batch_size in batch_sizes:
@@ -122,20 +121,36 @@ def _bench_dtypes(args: argparse.Namespace) -> None:
         del model
 
 
+SPEED_COLUMNS = ["prefill s", "decode ms/step", "floor ms/step", "x floor", "tokens/s", "profiles/s"]
+TEXT_COLUMNS = ("dtype", "attention", "engine")  # left-aligned; the rest are numbers
+
+
+def _table_start(args: argparse.Namespace, title: str, columns: list[str]) -> list[int]:
+    """Print the run's title line and a markdown table header; the batch sizes to run."""
+    print(f"{title}, {args.new_tokens} new tokens per row; CPU flags: {_cpu_flags()}")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" if c in TEXT_COLUMNS else "---:" for c in columns) + "|")
+    return [int(b) for b in args.batch_sizes.split(",")]
+
+
+def _model_and_prompts(args: argparse.Namespace, dtype: str, count: int) -> tuple[Any, Any, list[str], int]:
+    """The model in `dtype`, its tokenizer, `count` synthetic prompts and their length in tokens."""
+    model, tokenizer = load_generator(args.model, ModelsConfig(device=args.device, dtype=dtype))
+    prompts = _movielens_prompts(tokenizer, count, args.prompt_tokens)
+    return model, tokenizer, prompts, len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
+
+
 def _bench_lora(args: argparse.Namespace) -> None:
     """Generation from a training policy: the LoRA adapter un-merged (as REBEL's rollouts sample)
     vs a merged copy (lpt_core.training.policy.merged_copy: best-of-n samples, the RL probe, the
     decoder phase's profiles), the copy's merge time included."""
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    print(f"model {args.model} + LoRA r16 on every linear layer, device {args.device}, {args.new_tokens} new tokens "
-          f"per row; CPU flags: {_cpu_flags()}")
-    print("| dtype | batch | prompt tok | un-merged s | merged s (incl. merge) | speed-up |")
-    print("|---|---:|---:|---:|---:|---:|")
+    batch_sizes = _table_start(
+        args, f"model {args.model} + LoRA r16 on every linear layer, device {args.device}",
+        ["dtype", "batch", "prompt tok", "un-merged s", "merged s (incl. merge)", "speed-up"],
+    )
     for dtype in args.dtypes.split(","):
-        model, tokenizer = load_generator(args.model, ModelsConfig(device=args.device, dtype=dtype))
+        model, tokenizer, prompts, prompt_tokens = _model_and_prompts(args, dtype, max(batch_sizes))
         policy = make_policy(model, RLConfig()).eval()
-        prompts = _movielens_prompts(tokenizer, max(batch_sizes), args.prompt_tokens)
-        prompt_tokens = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
         # Untimed: a process's first generation pays one-off start-up costs (thread pool, allocator).
         _timed(_fixed_length_generator(policy, tokenizer, 2, 4), prompts[:2])
         for batch_size in batch_sizes:
@@ -158,16 +173,14 @@ def _bench_vllm(args: argparse.Namespace) -> None:
     from lpt_core.generation.vllm_engine import engine_device_options
     from lpt_core.models import resolve_model
 
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     folder = resolve_model(args.model)
     device = torch.device(args.device)
-    print(f"model {args.model}, vLLM {vllm.__version__} on {args.device}, {args.new_tokens} new tokens per row; "
-          f"CPU flags: {_cpu_flags()}")
-    print("| dtype | engine | batch | prompt tok | prefill s | decode ms/step | floor ms/step | x floor | tokens/s | profiles/s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    batch_sizes = _table_start(
+        args, f"model {args.model}, vLLM {vllm.__version__} on {args.device}",
+        ["dtype", "engine", "batch", "prompt tok", *SPEED_COLUMNS],
+    )
     for dtype in args.dtypes.split(","):
-        model, tokenizer = load_generator(args.model, ModelsConfig(device=args.device, dtype=dtype))
-        prompts = _movielens_prompts(tokenizer, max(batch_sizes), args.prompt_tokens)
+        model, tokenizer, prompts, _ = _model_and_prompts(args, dtype, max(batch_sizes))
         encoded = [{"prompt_token_ids": ids} for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
         llm = vllm.LLM(model=str(folder), tokenizer=str(folder), dtype=dtype, seed=0, generation_config="vllm",
                        **engine_device_options(device, 0.85))
