@@ -120,8 +120,8 @@ VARIANTS: dict[str, TrainingVariant] = {
         # Best-of-n alone, selecting by the mean log-rank of the next item and the user's next 3
         # window targets, over the hybrid head's frozen reward: on the RL sweep's yardstick (greedy
         # profiles of ~240 users it never trained on) two iterations lifted the NDCG of held-out
-        # later items, +0.0050 [+0.0007, +0.0096], where 8 REBEL updates moved nothing measurable
-        # (bench/results/best_of_n_sweep_float32.md). How many examples per iteration and the
+        # later items, +0.0050 [+0.0007, +0.0096], where 7 REBEL updates on the same probe moved it
+        # +0.0002 [-0.0023, +0.0026] (bench/results/best_of_n_sweep_float32.md, rl_sweep_float32_probe256.md). How many examples per iteration and the
         # fine-tuning rate are the recipe's (training.best_of_n).
         TrainingVariant(
             "best_of_n_hybrid", "langptune",
