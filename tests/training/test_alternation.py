@@ -298,7 +298,9 @@ def test_a_best_of_n_warm_start_runs_before_the_rl_updates_of_each_encoder_phase
 
     assert [s for s in recorder.steps if s[1] in ("best_of_n", "encoder")] == [(0, "best_of_n", 1), (0, "encoder", 1)]
     (warm_start,) = result.history[0]["best_of_n"]
-    assert warm_start["sample_reward"] >= 0
+    # 2 samples per example: an example is kept only where its best beats its mean.
+    assert 0 <= warm_start["examples_kept"] <= warm_start["examples"] > 0
+    assert 0 <= warm_start["sample_reward"] <= warm_start["best_reward"] <= 1
     # The probe's learning curve covers the warm start too: before it, and after each iteration.
     assert 0 <= warm_start["probe_reward_start"] <= 1 and 0 <= warm_start["probe_reward"] <= 1
 
