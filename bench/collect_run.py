@@ -4,9 +4,10 @@
 
 From the work folder of the run ($LPT_HOME): the evaluation report (markdown with the header put
 first, plot, JSON with every interval), the training curves of every variant (JSON of the MLflow
-metric histories of its training run, and the plot the training asset drew), the RL updates as a
-markdown table (per-update regression diagnostics and the probe curve), and the profiles of the
-first test user's windows before and after training. Only reads the run's folders.
+metric histories of its training run, and the plot the training asset drew), its training steps as
+markdown tables (per RL update the regression diagnostics, per best-of-n iteration the rewards and
+SFT loss; the probe curve under each), and the profiles of the first test user's windows before
+and after training. Only reads the run's folders.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import polars as pl
 from mlflow.tracking import MlflowClient
 
 RESULTS = Path(__file__).resolve().parent / "results"
-UPDATE_COLUMNS = (
-    "encoder.reward_mean", "encoder.loss_before", "encoder.loss_after", "encoder.pairs_toward_better",
-    "encoder.backtracks", "encoder.step_scale", "encoder.kl", "encoder.profile_tokens", "encoder.seconds",
+# Per training step, the columns of its table: (MLflow metric prefix, step name, columns).
+STEP_TABLES = (
+    ("encoder.", "RL update", ("reward_mean", "loss_before", "loss_after", "pairs_toward_better", "backtracks",
+                               "step_scale", "kl", "profile_tokens", "seconds")),
+    ("best_of_n.", "best-of-n iteration", ("examples", "examples_kept", "sample_reward", "best_reward", "sft_loss")),
 )
-PROBE = "encoder.probe_reward"
 
 
 def main() -> None:
@@ -39,7 +41,7 @@ def main() -> None:
     _write(RESULTS / f"{args.name}_training_curves.json", json.dumps(curves, indent=1))
     if (outputs / "training" / "curves.png").is_file():
         shutil.copyfile(outputs / "training" / "curves.png", RESULTS / f"{args.name}_training_curves.png")
-    _write(RESULTS / f"{args.name}_rl_updates.md", _updates_markdown(curves, args.name))
+    _write(RESULTS / f"{args.name}_training_steps.md", _steps_markdown(curves, args.name))
     _write(RESULTS / f"{args.name}_profiles_before_after.md", _profiles_markdown(outputs, args.name, args.windows))
     print(f"wrote bench/results/*{args.name}* from {args.work}")
 
@@ -71,25 +73,30 @@ def _training_curves(work: Path) -> dict[str, dict[str, list[tuple[int, float]]]
     return curves
 
 
-def _updates_markdown(curves: dict, name: str) -> str:
-    lines = [f"# RL updates of the `{name}` run", ""]
+def _steps_markdown(curves: dict, name: str) -> str:
+    lines = [f"# Training steps of the `{name}` run", ""]
     for variant, series in curves.items():
-        columns = [c for c in UPDATE_COLUMNS if c in series]
-        if not columns:
-            continue
-        by_step = {key: dict(series[key]) for key in columns}
-        steps = sorted({step for values in by_step.values() for step in values})
-        lines += [f"## {variant}", "", "| update | " + " | ".join(c.removeprefix("encoder.") for c in columns) + " |",
-                  "|---:|" + "---:|" * len(columns)]
-        for step in steps:
-            cells = [_number(by_step[c].get(step)) for c in columns]
-            lines.append(f"| {step} | " + " | ".join(cells) + " |")
-        probe = series.get(PROBE, [])
-        if probe:
-            points = ", ".join(f"after {step}: {value:.4f}" for step, value in probe)
-            lines += ["", f"Probe (greedy reward of the fixed probe examples; 0 = before the first update): {points}"]
-        lines.append("")
+        for prefix, step_name, columns in STEP_TABLES:
+            lines += _step_table(series, prefix, step_name, [c for c in columns if prefix + c in series], variant)
     return "\n".join(lines)
+
+
+def _step_table(series: dict, prefix: str, step_name: str, columns: list[str], variant: str) -> list[str]:
+    """One variant's table of `prefix` steps, and the probe curve over them (before the first and
+    after the steps it was measured at)."""
+    if not columns:
+        return []
+    by_step = {c: dict(series[prefix + c]) for c in columns}
+    steps = sorted({step for values in by_step.values() for step in values})
+    lines = [f"## {variant}: {step_name}s", "", f"| {step_name} | " + " | ".join(columns) + " |",
+             "|---:|" + "---:|" * len(columns)]
+    lines += [f"| {step} | " + " | ".join(_number(by_step[c].get(step)) for c in columns) + " |" for step in steps]
+    start, probe = series.get(prefix + "probe_reward_start", []), series.get(prefix + "probe_reward", [])
+    if probe:
+        points = [f"before: {value:.4f}" for _, value in start[:1]]
+        points += [f"after {step}: {value:.4f}" for step, value in probe]
+        lines += ["", "Probe (greedy reward of the fixed probe examples): " + ", ".join(points)]
+    return [*lines, ""]
 
 
 def _number(value: float | None) -> str:
