@@ -88,13 +88,14 @@ def _step_table(series: dict, prefix: str, step_name: str, columns: list[str], v
         return []
     by_step = {c: dict(series[prefix + c]) for c in columns}
     steps = sorted({step for values in by_step.values() for step in values})
-    lines = [f"## {variant}: {step_name}s", "", f"| {step_name} | " + " | ".join(columns) + " |",
+    lines = [f"## {variant}: {step_name}s (by MLflow step, 0 = the first)", "",
+             f"| {step_name} | " + " | ".join(columns) + " |",
              "|---:|" + "---:|" * len(columns)]
     lines += [f"| {step} | " + " | ".join(_number(by_step[c].get(step)) for c in columns) + " |" for step in steps]
     start, probe = series.get(prefix + "probe_reward_start", []), series.get(prefix + "probe_reward", [])
     if probe:
-        points = [f"before: {value:.4f}" for _, value in start[:1]]
-        points += [f"after {step}: {value:.4f}" for step, value in probe]
+        points = [f"before the first: {value:.4f}" for _, value in start[:1]]
+        points += [f"after step {step}: {value:.4f}" for step, value in probe]
         lines += ["", "Probe (greedy reward of the fixed probe examples): " + ", ".join(points)]
     return [*lines, ""]
 
