@@ -121,8 +121,9 @@ VARIANTS: dict[str, TrainingVariant] = {
         # window targets, over the hybrid head's frozen reward: on the RL sweep's yardstick (greedy
         # profiles of ~240 users it never trained on) two iterations lifted the NDCG of held-out
         # later items, +0.0050 [+0.0007, +0.0096], where 7 REBEL updates on the same probe moved it
-        # +0.0002 [-0.0023, +0.0026] (bench/results/best_of_n_sweep_float32.md, rl_sweep_float32_probe256.md). How many examples per iteration and the
-        # fine-tuning rate are the recipe's (training.best_of_n).
+        # +0.0002 [-0.0023, +0.0026] (bench/results/best_of_n_sweep_float32.md,
+        # rl_sweep_float32_probe256.md). How many examples per iteration and the fine-tuning rate
+        # are the recipe's (training.best_of_n).
         TrainingVariant(
             "best_of_n_hybrid", "langptune",
             "Best-of-n fine-tuning of the LLM (2 iterations, 4 samples, no RL) with a frozen encoder and a "
