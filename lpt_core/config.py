@@ -177,6 +177,10 @@ class GenerationConfig(_Strict):
     do_sample: bool = False
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
+    # > 1 divides the logit of every token already in the prompt or the profile (both backends'
+    # semantics): against a small model's greedy loops ("the thrill of the unknown, the excitement
+    # of the unknown"), at the price of also discouraging words the history uses.
+    repetition_penalty: float = Field(1.0, gt=0)
     batch_size: int = Field(16, ge=1)
     seed: int = 0
 

@@ -1,4 +1,5 @@
-"""The transformers backend's KV-cache choice: static on request, otherwise the model's default."""
+"""The transformers backend's decoding settings: the KV-cache choice (static on request, otherwise
+the model's default) and the repetition penalty."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ def test_static_cache_is_requested_only_when_asked():
     assert hf_generation_config(settings, [1], 0, static_cache=True).cache_implementation == "static"
     # Unset, not "dynamic": transformers then falls back to the model's own generation_config.
     assert hf_generation_config(settings, [1], 0).cache_implementation is None
+
+
+def test_the_repetition_penalty_is_ours_not_the_models():
+    assert hf_generation_config(GenerationConfig(), [1], 0).repetition_penalty == 1.0
+    assert hf_generation_config(GenerationConfig(repetition_penalty=1.3), [1], 0).repetition_penalty == 1.3
 
 
 def test_generator_uses_a_static_cache_on_cuda_only_unless_told(loaded):

@@ -105,7 +105,7 @@ def hf_generation_config(
     gen_cfg: GenerationConfig, stop_ids: list[int], pad_token_id: int, *, static_cache: bool = False
 ) -> HFGenerationConfig:
     """Our decoding settings, with every knob that would otherwise fall back to the model's own
-    generation_config (top_k=50, repetition penalties...) pinned, so that the stored settings
+    generation_config (top_k=50, no_repeat_ngram_size...) pinned, so that the stored settings
     describe the decoding completely and match the vLLM backend's.
 
     `static_cache` asks for a fixed-size KV cache, with which transformers compiles the decode step
@@ -121,7 +121,7 @@ def hf_generation_config(
         eos_token_id=stop_ids,
         pad_token_id=pad_token_id,
         num_beams=1,
-        repetition_penalty=1.0,
+        repetition_penalty=gen_cfg.repetition_penalty,
         cache_implementation="static" if static_cache else None,
         **sampling,
     )

@@ -99,8 +99,14 @@ def profile_key(prompt: str, model_id: str, decoding_json: str) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+# Decoding settings added after stores were first written, with the value that decodes as before:
+# left out of the key at that value, so existing stores keep their profiles.
+_ADDED_SETTINGS_NEUTRAL = {"repetition_penalty": 1.0}
+
+
 def _canonical_json(decoding: GenerationConfig) -> str:
-    return json.dumps(decoding.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    neutral = {name for name, value in _ADDED_SETTINGS_NEUTRAL.items() if getattr(decoding, name) == value}
+    return json.dumps(decoding.model_dump(mode="json", exclude=neutral), sort_keys=True, separators=(",", ":"))
 
 
 def _profiles_by_key(table: pl.DataFrame) -> dict[str, GeneratedProfile]:

@@ -162,6 +162,7 @@ def _sampling_kwargs(gen_cfg: GenerationConfig, stop_ids: list[int]) -> dict[str
         "max_tokens": gen_cfg.max_new_tokens,
         "stop_token_ids": stop_ids,
         "skip_special_tokens": True,
+        "repetition_penalty": gen_cfg.repetition_penalty,
     }
     if not gen_cfg.do_sample:
         return {**common, "temperature": 0.0}  # vLLM's greedy decoding
