@@ -26,7 +26,16 @@ import time
 
 import numpy as np
 import torch
-from rl_sweep import PROBE_KEYS, RESULTS, SweepSetup, _cpu_flags, change_cell, paired_change
+from rl_sweep import (
+    PROBE_KEYS,
+    RESULTS,
+    SweepSetup,
+    _cpu_flags,
+    change_cell,
+    command_line,
+    paired_change,
+    yardstick_arguments,
+)
 
 from lpt_core.config import BestOfNConfig
 from lpt_core.training.best_of_n import best_of_n
@@ -102,9 +111,7 @@ def _table(rows: list[dict]) -> str:
 
 
 def _write(args: argparse.Namespace, rows: list[dict], runs: dict, start: dict, dtype: str, users: int) -> None:
-    command = "python bench/best_of_n_sweep.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, "")
-    )
+    command = command_line("best_of_n_sweep.py", args)
     text = "\n".join([
         "# Best-of-n fine-tuning on the RL sweep's yardstick (frozen base recommender)", "",
         f"`{command}`", "",
@@ -123,19 +130,13 @@ def _write(args: argparse.Namespace, rows: list[dict], runs: dict, start: dict, 
 
 
 def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="full")
+    parser = yardstick_arguments(__doc__.splitlines()[0], probe=256)
     parser.add_argument("--settings", default="4:1.0:log_rank:4")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--examples", type=int, default=160, help="train users sampled per iteration")
-    parser.add_argument("--probe", type=int, default=256)
-    parser.add_argument("--held-out-from", type=int, default=4, help="first window whose target is held out")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's")
-    parser.add_argument("--suffix", default="")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
     return parser.parse_args()
 
 

@@ -83,6 +83,7 @@ class SweepSetup:
 
     recipe: Recipe
     rows: pl.DataFrame
+    catalog: pl.DataFrame
     encoder: TextEncoder
     index: ItemIndex
     yardstick: Yardstick
@@ -100,7 +101,7 @@ class SweepSetup:
         yardstick = Yardstick(probe_set(_first_windows(rows, 1), probe), _held_out(rows, held_out_from),
                               RankReward(encoder, index, kind="ndcg"))
         picked = str(pick_dtype(models.dtype, torch.device("cpu"))).removeprefix("torch.")
-        return cls(recipe, rows, encoder, index, yardstick, models, picked)
+        return cls(recipe, rows, catalog, encoder, index, yardstick, models, picked)
 
     @property
     def first_windows(self) -> list[RLExample]:
@@ -177,13 +178,21 @@ class Yardstick:
         return {key: float(values.mean()) for key, values in self.per_user(policy, tokenizer, max_new_tokens).items()}
 
     def per_user(self, policy, tokenizer, max_new_tokens: int) -> dict[str, np.ndarray]:
-        """Each probe user's two yardstick values, in the probe's order."""
-        greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, batch_size=32)
+        """Each probe user's two yardstick values for the policy's greedy profiles, in the probe's order."""
+        return self.per_text(self.profiles(policy, tokenizer, max_new_tokens))
+
+    def profiles(self, policy, tokenizer, max_new_tokens: int, repetition_penalty: float = 1.0) -> list[str]:
+        """The policy's greedy profile of each probe user."""
+        greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, batch_size=32,
+                                  repetition_penalty=repetition_penalty)
         with torch.random.fork_rng(), merged_copy(policy) as merged:
             profiles = TransformersGenerator(merged, tokenizer, greedy, model_id="yardstick").generate(
                 [example.prompt for example in self.probe]
             )
-        texts = [profile.text for profile in profiles]
+        return [profile.text for profile in profiles]
+
+    def per_text(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Each probe user's two yardstick values when `texts` (one per probe user) are the queries."""
         return {
             "probe_next_ndcg": np.asarray(rewards_of(self.ndcg, texts, self.probe)),
             "probe_held_out_ndcg": np.asarray(rewards_of(self.ndcg, texts, self.held_out)),
@@ -273,9 +282,7 @@ def _table(rows: list[dict], header: bool = True) -> str:
 
 
 def _write(args: argparse.Namespace, rows: list[dict], runs: dict, dtype: str, users: int) -> None:
-    command = "python bench/rl_sweep.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, "")
-    )
+    command = command_line("rl_sweep.py", args)
     flags = _cpu_flags()
     text_ = "\n".join([
         "# REBEL settings sweep (RL only, frozen base recommender)", "",
@@ -303,18 +310,32 @@ def _cpu_flags() -> str:
     return ", ".join(f for f in wanted if f in flags) or "none of avx2/avx512"
 
 
-def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def command_line(script: str, args: argparse.Namespace) -> str:
+    """The command that reproduces a sweep: every argument that has a value."""
+    return f"python bench/{script} " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, "")
+    )
+
+
+def yardstick_arguments(description: str, probe: int) -> argparse.ArgumentParser:
+    """The arguments every sweep on this yardstick takes: recipe, probe size, held-out windows,
+    the result files' suffix, threads and dtype."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--recipe", default="full")
-    parser.add_argument("--settings", default="1e-4:1:4,1e-4:0.5:2")
-    parser.add_argument("--updates", type=int, default=8)
-    parser.add_argument("--prompts", type=int, default=6)
-    parser.add_argument("--probe", type=int, default=16)
-    parser.add_argument("--probe-every", type=int, default=4)
+    parser.add_argument("--probe", type=int, default=probe)
     parser.add_argument("--held-out-from", type=int, default=4, help="first window whose target is held out")
     parser.add_argument("--suffix", default="", help="appended to the result files' names")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
+    return parser
+
+
+def _arguments() -> argparse.Namespace:
+    parser = yardstick_arguments(__doc__.splitlines()[0], probe=16)
+    parser.add_argument("--settings", default="1e-4:1:4,1e-4:0.5:2")
+    parser.add_argument("--updates", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=6)
+    parser.add_argument("--probe-every", type=int, default=4)
     return parser.parse_args()
 
 

@@ -15,11 +15,17 @@ left is what the profile contributes. Any function with the CandidateScorer sign
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
+# Seconds between progress lines: a report over hundreds of rows scores thousands of answers.
+PROGRESS_EVERY_S = 30.0
 
 CandidateScorer = Callable[[Sequence[str], Sequence[Sequence[str]]], list[np.ndarray]]
 """(profiles, candidate texts per profile) -> one score per candidate, higher = more likely."""
@@ -108,8 +114,13 @@ class LikelihoodJudge:
         answers = self.tokenizer([answer for _, answer in pairs], add_special_tokens=False)["input_ids"]
         tokenized = [(prompt, answer) for (prompt, _), answer in zip(pairs, answers, strict=True)]
         totals: list[float] = []
+        started = last_line = time.perf_counter()
         for start in range(0, len(tokenized), self.batch_size):
             totals.extend(self._batch_log_likelihoods(tokenized[start : start + self.batch_size]))
+            if time.perf_counter() - last_line >= PROGRESS_EVERY_S:
+                last_line = time.perf_counter()
+                log.info("simulated reader: %d/%d answers scored (%.1f/s)", len(totals), len(tokenized),
+                         len(totals) / (last_line - started))
         return totals
 
     def _batch_log_likelihoods(self, batch: list[tuple[list[int], list[int]]]) -> list[float]:
