@@ -58,6 +58,15 @@ PROMPTS: dict[str, dict | None] = {
         "instruction": "Above are movies the user rated (out of 5), oldest first. Describe this user's movie "
                        "preferences in 3-4 sentences, naming the genres and kinds of movies they enjoy most.",
     },
+    # The head learns item-to-item structure from the titles in a history text (bench/prompt_head.py):
+    # a profile that names the films the user liked most carries that identity into the query.
+    "titles": {
+        "system": "You are a recommender-system assistant. You write a short profile of a user's taste in "
+                  "movies. Write flowing prose: name the two or three films they liked most, by title, and "
+                  "say what the movies they like have in common.",
+        "instruction": "Above are movies the user rated (out of 5), oldest first. Describe this user's movie "
+                       "preferences in 3-4 sentences.",
+    },
 }
 
 
