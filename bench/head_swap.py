@@ -15,10 +15,9 @@ import argparse
 from pathlib import Path
 
 import polars as pl
+from finished_run import FinishedRun, run_arguments
 
 from lpt_core import metrics
-from lpt_core.config import load_recipe
-from lpt_core.data.splitting import train_item_counts
 from lpt_core.evaluation import head_training, variant_profiles
 from lpt_core.models import load_encoder
 from lpt_core.profiles import profiles_for
@@ -28,21 +27,17 @@ from lpt_core.training.item_head import TextRows, fit_head_on_texts
 
 def main() -> None:
     args = _arguments()
-    recipe = load_recipe(args.recipe)
-    ev = recipe.evaluation
-    outputs = args.work / "outputs"
-    examples = pl.read_parquet(outputs / "user_examples.parquet")
-    catalog = pl.read_parquet(outputs / "item_catalog.parquet")
+    run = FinishedRun.load(args.work, args.recipe)
+    recipe, ev, outputs, examples, catalog = run.recipe, run.recipe.evaluation, run.outputs, run.examples, run.catalog
     evaluated = examples.filter(pl.col("split") == ev.split)
     zero_shot = pl.read_parquet(outputs / "zero_shot_profiles.parquet")
     profiles = {
         "zero-shot": profiles_for(evaluated, zero_shot),
         "trained": profiles_for(evaluated, variant_profiles(pl.read_parquet(outputs / "trained_profiles.parquet"), args.variant)),
     }
-    encoder = TextEncoder(load_encoder(recipe.models.encoder, recipe.models))
-    base = ItemIndex.build(catalog["item_id"].to_list(), encoder.encode(catalog["text"].to_list()))
+    encoder, base = run.base_recommender()
     train, val = head_training(ev, examples, catalog, zero_shot).rows["profile"]
-    counts = train_item_counts(pl.read_parquet(outputs / "cleaned_histories.parquet"), examples)
+    counts = run.item_counts()
     fitted = fit_head_on_texts(encoder, base, train, val, ev.head, ev.seed, item_counts=counts)
     own = outputs / "trained_item_index" / args.variant
     recommenders = {
@@ -76,9 +71,7 @@ def _encoder_dir(outputs: Path, variant: str) -> Path:
 
 
 def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, required=True, help="the run's work folder ($LPT_HOME)")
-    parser.add_argument("--recipe", required=True, help="the recipe the run used")
+    parser = run_arguments(__doc__)
     parser.add_argument("--variant", required=True)
     return parser.parse_args()
 

@@ -23,36 +23,31 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from finished_run import FinishedRun, run_arguments
 from prompt_sweep import PROMPTS
 
 from lpt_core import metrics, text
-from lpt_core.config import PromptConfig, load_recipe
-from lpt_core.data.splitting import train_item_counts
+from lpt_core.config import PromptConfig
 from lpt_core.generation import make_generator
 from lpt_core.generation.store import ProfileStore
-from lpt_core.models import load_encoder
 from lpt_core.profile_quality.copying import bare_title
 from lpt_core.profiles import first_train_users, write_profiles
-from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.retrieval import ItemIndex
 from lpt_core.training.item_head import TextRows, fit_head_on_texts
 
 
 def main() -> None:
     args = _arguments()
-    recipe = load_recipe(args.recipe)
-    ev = recipe.evaluation
-    outputs = args.work / "outputs"
-    examples = pl.read_parquet(outputs / "user_examples.parquet")
-    catalog = pl.read_parquet(outputs / "item_catalog.parquet")
-    items = pl.read_parquet(outputs / "cleaned_items.parquet")
+    run = FinishedRun.load(args.work, args.recipe)
+    recipe, outputs, examples, catalog = run.recipe, run.outputs, run.examples, run.catalog
+    ev, items = recipe.evaluation, run.table("cleaned_items")
     frames = {"train": first_train_users(examples, args.head_users), "val": examples.filter(pl.col("split") == "val")}
     if not args.store.exists():
         shutil.copyfile(outputs / "profile_store.parquet", args.store)  # the run's profiles, reused by key
     store = ProfileStore(args.store, chunk_size=4 * recipe.generation.batch_size)
     generator = make_generator(recipe.models.generator, recipe.models, recipe.generation)
-    encoder = TextEncoder(load_encoder(recipe.models.encoder, recipe.models))
-    base = ItemIndex.build(catalog["item_id"].to_list(), encoder.encode(catalog["text"].to_list()))
-    counts = train_item_counts(pl.read_parquet(outputs / "cleaned_histories.parquet"), examples)
+    encoder, base = run.base_recommender()
+    counts = run.item_counts()
     # Popularity as an index: a zero query scores every item by its bias alone.
     log_counts = np.log1p([counts.get(item, 0) for item in base.item_ids.tolist()]).astype(np.float32)
     popularity = ItemIndex.build(base.item_ids.tolist(), base.vectors, bias=log_counts)
@@ -101,9 +96,7 @@ def _title_share(profiles: list[str], frame: pl.DataFrame, catalog: pl.DataFrame
 
 
 def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, required=True, help="a finished run's work folder ($LPT_HOME)")
-    parser.add_argument("--recipe", required=True, help="the recipe the run used")
+    parser = run_arguments(__doc__)
     parser.add_argument("--prompts", default="recipe,titles", help=f"names in bench/prompt_sweep.py PROMPTS: {sorted(PROMPTS)}")
     parser.add_argument("--head-users", type=int, default=64, help="train users whose windows the head fits on")
     parser.add_argument("--store", type=Path, default=Path("/tmp/prompt_head_profiles.parquet"),

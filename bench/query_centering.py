@@ -19,34 +19,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import polars as pl
+from finished_run import FinishedRun, run_arguments
 
 from lpt_core import metrics, text
-from lpt_core.config import load_recipe
-from lpt_core.data.splitting import train_item_counts
 from lpt_core.evaluation import head_training, variant_profiles
-from lpt_core.models import load_encoder
 from lpt_core.profiles import profiles_for
-from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.item_head import HeadExamples, fit_item_head
 
 
 def main() -> None:
     args = _arguments()
-    recipe = load_recipe(args.recipe)
-    ev = recipe.evaluation
-    outputs = args.work / "outputs"
-    examples = pl.read_parquet(outputs / "user_examples.parquet")
-    catalog = pl.read_parquet(outputs / "item_catalog.parquet")
+    run = FinishedRun.load(args.work, args.recipe)
+    ev, outputs, examples, catalog = run.recipe.evaluation, run.outputs, run.examples, run.catalog
     test = examples.filter(pl.col("split") == ev.split)
     zero_shot = pl.read_parquet(outputs / "zero_shot_profiles.parquet")
     trained = variant_profiles(pl.read_parquet(outputs / "trained_profiles.parquet"), args.variant)
-    encoder = TextEncoder(load_encoder(recipe.models.encoder, recipe.models))
-    base = ItemIndex.build(catalog["item_id"].to_list(), encoder.encode(catalog["text"].to_list()))
-    counts = train_item_counts(pl.read_parquet(outputs / "cleaned_histories.parquet"), examples)
+    encoder, base = run.base_recommender()
+    counts = run.item_counts()
     popularity = np.array([counts.get(item, 0) for item in base.item_ids.tolist()])
     rows = head_training(ev, examples, catalog, zero_shot).rows
     # query kind -> (rows the head fits on, {test query name: test texts})
@@ -101,9 +93,7 @@ def _print_row(name: str, recommender: str, ranks: dict, users: list[str], ev, f
 
 
 def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, required=True, help="the run's work folder ($LPT_HOME)")
-    parser.add_argument("--recipe", required=True, help="the recipe the run used")
+    parser = run_arguments(__doc__)
     parser.add_argument("--variant", required=True)
     parser.add_argument("--history-text", action="store_true", help="add the no-LLM rows (slow to embed)")
     return parser.parse_args()
