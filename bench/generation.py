@@ -18,6 +18,11 @@ that best-of-n, the RL probe and the decoder phase generate with:
 
     python bench/generation.py --lora --dtypes float32 --batch-sizes 16,32
 
+Best-of-n sampling (--samples N): N samples per prompt as N copies of the prompt vs one shared
+prefill per prompt (TransformersGenerator.sample), batches counted in sequences:
+
+    python bench/generation.py --samples 4 --dtypes float32 --batch-sizes 16,32
+
 GPU: a random-weight model of gemma-2b's shape (speed does not depend on the weight values), one
 batch of --gpu-batch prompts of 1024 tokens decoding --gpu-new-tokens tokens, dynamic vs static
 KV cache (the static one is compiled on the first call, so each kind is timed on its second run).
@@ -73,6 +78,8 @@ def main() -> None:
         _bench_vllm(args)
     elif args.lora:
         _bench_lora(args)
+    elif args.samples:
+        _bench_samples(args)
     else:
         _bench_dtypes(args)
 
@@ -90,6 +97,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--prompt-tokens", type=int, default=300)
     parser.add_argument("--lora", action="store_true",
                         help="a LoRA policy (the recipes' r 16, every linear layer) un-merged vs a merged copy")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="samples per prompt: repeated prompts vs a shared prefill (best-of-n's sampling)")
     parser.add_argument("--gpu-batch", type=int, default=32)
     parser.add_argument("--gpu-new-tokens", type=int, default=512)
     return parser.parse_args()
@@ -161,6 +170,28 @@ def _bench_lora(args: argparse.Namespace) -> None:
             merged_s = time.perf_counter() - started
             print(f"| {dtype} | {batch_size} | {prompt_tokens} | {unmerged:.1f} | {merged_s:.1f} | {unmerged / merged_s:.2f}x |")
         del model, policy
+
+
+def _bench_samples(args: argparse.Namespace) -> None:
+    """--samples N per prompt at each batch size (in sequences, batch // N prompts): the prompts
+    repeated N times through `generate` (a prefill per sample) vs `sample` (a prefill per prompt),
+    both decoding exactly --new-tokens tokens per row at temperature 1."""
+    batch_sizes = _table_start(
+        args, f"model {args.model}, device {args.device}, {args.samples} samples per prompt",
+        ["dtype", "batch (sequences)", "prompt tok", "repeated prompts s", "shared prefill s", "speed-up", "profiles/s"],
+    )
+    for dtype in args.dtypes.split(","):
+        model, tokenizer, prompts, prompt_tokens = _model_and_prompts(args, dtype, max(batch_sizes))
+        _timed(_fixed_length_generator(model, tokenizer, 2, 4), prompts[:2])  # one-off start-up costs, untimed
+        for batch_size in batch_sizes:
+            distinct = prompts[: max(1, batch_size // args.samples)]
+            generator = _fixed_length_generator(model, tokenizer, batch_size, args.new_tokens, do_sample=True)
+            repeated = _timed(generator, [p for p in distinct for _ in range(args.samples)])
+            shared = _timed(generator, distinct, args.samples)
+            sequences = len(distinct) * args.samples
+            print(f"| {dtype} | {sequences} | {prompt_tokens} | {repeated:.1f} | {shared:.1f} | {repeated / shared:.2f}x "
+                  f"| {sequences / shared:.2f} |")
+        del model
 
 
 def _bench_vllm(args: argparse.Namespace) -> None:
@@ -258,18 +289,25 @@ def _bench_static_cache(args: argparse.Namespace) -> None:
     print(f"static/dynamic tokens/s ratio: {rates['static'] / rates['dynamic']:.2f}")
 
 
-def _fixed_length_generator(model, tokenizer, batch_size: int, new_tokens: int, static_cache: bool | None = None):
-    settings = GenerationConfig(max_new_tokens=new_tokens, batch_size=batch_size)
+def _fixed_length_generator(
+    model, tokenizer, batch_size: int, new_tokens: int, static_cache: bool | None = None, do_sample: bool = False
+):
+    settings = GenerationConfig(max_new_tokens=new_tokens, batch_size=batch_size, do_sample=do_sample)
     return TransformersGenerator(
         model, tokenizer, settings, model_id="bench", min_new_tokens=new_tokens, static_cache=static_cache
     )
 
 
-def _timed(generator: TransformersGenerator, prompts: list[str]) -> float:
+def _timed(generator: TransformersGenerator, prompts: list[str], samples: int = 0) -> float:
+    """Seconds to write a profile of each prompt (`samples` > 0: that many per prompt, from a
+    shared prefill), every row checked to have decoded the generator's fixed length."""
     if generator.model.device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    profiles = generator.generate(prompts)
+    if samples:
+        profiles = [profile for drawn in generator.sample(prompts, samples) for profile in drawn]
+    else:
+        profiles = generator.generate(prompts)
     if generator.model.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started

@@ -349,7 +349,7 @@ class BestOfNConfig(_Strict):
     samples: int = Field(4, ge=2)
     temperature: float = Field(1.0, gt=0)
     max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(16, ge=1, description="sampling batch")
+    batch_size: int = Field(16, ge=1, description="sampling batch, in sequences (batch_size // samples prompts share a prefill)")
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(1e-4, gt=0)
     micro_batch_size: int = Field(4, ge=1)

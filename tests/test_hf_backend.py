@@ -55,3 +55,39 @@ def test_static_and_dynamic_cache_write_the_same_greedy_profiles(loaded):
 
     assert static == dynamic
     assert all(profile.num_tokens > 0 for profile in static)
+
+
+def _chat_prompts(tokenizer) -> list[str]:
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        for text in PROMPTS
+    ]
+
+
+def test_samples_from_a_shared_prefill_continue_each_prompt_as_plain_generation_does(loaded):
+    model, tokenizer = loaded
+    # Greedy, so every sample of a prompt must be the profile `generate` writes for it; batch 4 at
+    # 2 samples puts two prompts of different lengths (left padding) in one shared prefill.
+    settings = GenerationConfig(max_new_tokens=6, batch_size=4)
+    generator = TransformersGenerator(model, tokenizer, settings, model_id="tiny")
+    prompts = _chat_prompts(tokenizer)
+
+    plain = generator.generate(prompts)
+    drawn = generator.sample(prompts, 2)
+
+    assert [len(samples) for samples in drawn] == [2, 2, 2]
+    assert drawn == [[profile, profile] for profile in plain]
+
+
+def test_shared_prefill_samples_differ_within_a_prompt_and_repeat_with_the_seed(loaded):
+    model, tokenizer = loaded
+    settings = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=1.0, batch_size=8, seed=3)
+    generator = TransformersGenerator(model, tokenizer, settings, model_id="tiny")
+    prompts = _chat_prompts(tokenizer)
+
+    first, again = generator.sample(prompts, 4), generator.sample(prompts, 4)
+
+    assert first == again
+    assert all(len({profile.text for profile in samples}) > 1 for samples in first)
+    with pytest.raises(ValueError, match="at least 1"):
+        generator.sample(prompts, 0)

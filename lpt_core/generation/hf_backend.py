@@ -1,20 +1,23 @@
 """Profile generation with transformers `generate`: the default backend, on CPU or GPU.
 
 Prompts are batched longest first, so each batch holds prompts of similar length and little compute
-goes into padding; results are put back in input order. Generation stops at the chat turn's end
+goes into padding; results are put back in input order. Several samples of one prompt (best-of-n)
+share one prefill of it: its KV cache is copied to each sample, so a prompt costs its compute once
+however many samples it gets (prefill is the larger part of a CPU batch, bench/results/generation_cpu.md). Generation stops at the chat turn's end
 token rather than running to a fixed length. On CUDA a static KV cache lets transformers compile
 the decode step (about 10x faster per step than the dynamic cache at batch 32, see docs/method.md).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Sequence
 
 import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers import GenerationConfig as HFGenerationConfig
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lpt_core import models
 from lpt_core.config import GenerationConfig, ModelsConfig
@@ -56,6 +59,9 @@ class TransformersGenerator:
             gen_cfg, self._stop_ids, tokenizer.pad_token_id, static_cache=static_cache
         )
         self._hf_config.min_new_tokens = min_new_tokens or None
+        # Continuing from a prefilled cache needs that cache's (dynamic) kind.
+        self._dynamic_cache_config = copy.deepcopy(self._hf_config)
+        self._dynamic_cache_config.cache_implementation = None
 
     @classmethod
     def load(
@@ -84,13 +90,38 @@ class TransformersGenerator:
                 profiles[index] = profile
         return profiles  # type: ignore[return-value]  # every slot was filled above
 
-    def _generate_batch(self, input_ids: list[list[int]]) -> list[GeneratedProfile]:
+    def sample(self, prompts: Sequence[str], samples: int) -> list[list[GeneratedProfile]]:
+        """`samples` profiles of each prompt (gen_cfg's decoding: sampling, for draws that differ),
+        in input order. Each prompt is prefilled once and its KV cache copied to its samples.
+        gen_cfg.batch_size counts sequences, so a batch holds batch_size // samples prompts.
+        Seeded per call, as `generate`."""
+        if samples < 1:
+            raise ValueError(f"samples must be at least 1, got {samples}")
+        if not prompts:
+            return []
+        torch.manual_seed(self.gen_cfg.seed)
+        encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        longest_first = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
+        drawn: list[list[GeneratedProfile]] = [[] for _ in prompts]
+        prompts_per_batch = max(1, self.gen_cfg.batch_size // samples)
+        for start in range(0, len(longest_first), prompts_per_batch):
+            indices = longest_first[start : start + prompts_per_batch]
+            batch_profiles = self._generate_batch([encoded[i] for i in indices], samples)
+            for offset, index in enumerate(indices):
+                drawn[index] = batch_profiles[offset * samples : (offset + 1) * samples]
+        return drawn
+
+    def _generate_batch(self, input_ids: list[list[int]], samples: int = 1) -> list[GeneratedProfile]:
+        """The profiles of a batch of prompts, `samples` consecutive rows per prompt."""
         batch = self.tokenizer.pad({"input_ids": input_ids}, padding=True, return_tensors="pt")
         batch = batch.to(self.model.device)
         prompt_width = batch["input_ids"].shape[1]
         started = time.perf_counter()
         with torch.inference_mode():
-            output = self.model.generate(**batch, generation_config=self._hf_config)
+            if samples == 1:
+                output = self.model.generate(**batch, generation_config=self._hf_config)
+            else:
+                output = self._generate_from_shared_prefill(batch["input_ids"], batch["attention_mask"], samples)
         seconds = time.perf_counter() - started
         stop_ids = set(self._stop_ids)
         profiles = [
@@ -99,6 +130,25 @@ class TransformersGenerator:
         ]
         _log_batch_speed(profiles, prompt_width, seconds)
         return profiles
+
+    def _generate_from_shared_prefill(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, samples: int
+    ) -> torch.Tensor:
+        """Prefill every prompt but its last token once, copy the KV cache to `samples` rows per
+        prompt, and let `generate` continue from it: it feeds only the tokens the cache lacks (the
+        last one) and derives the positions from the full mask, as the prefill below does."""
+        prefix_mask = attention_mask[:, :-1]
+        positions = (prefix_mask.long().cumsum(-1) - 1).masked_fill(prefix_mask == 0, 0)
+        cache = DynamicCache(config=self.model.config)
+        self.model(input_ids=input_ids[:, :-1], attention_mask=prefix_mask, position_ids=positions,
+                   past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(samples)
+        return self.model.generate(
+            input_ids=input_ids.repeat_interleave(samples, dim=0),
+            attention_mask=attention_mask.repeat_interleave(samples, dim=0),
+            past_key_values=cache,
+            generation_config=self._dynamic_cache_config,
+        )
 
 
 def hf_generation_config(

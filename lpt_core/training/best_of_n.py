@@ -83,9 +83,10 @@ def _best_profiles(
         max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
         batch_size=cfg.batch_size, seed=seed,
     )
-    prompts = [example.prompt for example in examples for _ in range(cfg.samples)]
     with torch.random.fork_rng(), merged_copy(policy) as merged:
-        profiles = TransformersGenerator(merged, tokenizer, sampling, model_id="best-of-n").generate(prompts)
+        generator = TransformersGenerator(merged, tokenizer, sampling, model_id="best-of-n")
+        drawn = generator.sample([example.prompt for example in examples], cfg.samples)
+    profiles = [profile for samples in drawn for profile in samples]
     rows = [example for example in examples for _ in range(cfg.samples)]
     scores = np.asarray(rewards_of(reward, [p.text for p in profiles], rows)).reshape(len(examples), cfg.samples)
     best = scores.argmax(axis=1)

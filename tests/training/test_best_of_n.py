@@ -37,8 +37,8 @@ def test_the_lora_is_fine_tuned_towards_the_best_sample_of_each_prompt(tiny_lm_f
     # "enjoys comedies" among two "dislikes musicals".
     texts = ["dislikes musicals", "enjoys comedies", "dislikes musicals"]
     monkeypatch.setattr(
-        "lpt_core.generation.hf_backend.TransformersGenerator.generate",
-        lambda self, prompts: [GeneratedProfile(texts[i % 3], 2, True) for i in range(len(prompts))],
+        "lpt_core.generation.hf_backend.TransformersGenerator.sample",
+        lambda self, prompts, samples: [[GeneratedProfile(texts[i % 3], 2, True) for i in range(samples)] for _ in prompts],
     )
     winner = _completion_logprob(policy, tokenizer, examples[0].prompt, "enjoys comedies")
     before = _lora_state(policy)
