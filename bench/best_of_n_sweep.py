@@ -10,7 +10,7 @@ probe's greedy profiles are scored, and the change from the untrained policy is 
 paired user-bootstrap 95% interval (the same users before and after).
 
     python bench/best_of_n_sweep.py [--recipe full] [--settings 4:1.0:log_rank:4] [--iterations 2]
-        [--examples 160] [--probe 256]
+        [--examples 160] [--probe 256] [--batch-size 32]
 
 Settings are samples:temperature:reward:targets (training.best_of_n.samples and temperature, the
 selecting reward's kind and rl.reward_targets). Writes bench/results/best_of_n_sweep_<dtype>.md and
@@ -60,7 +60,7 @@ def main() -> None:
     for setting in args.settings.split(","):
         samples, temperature, kind, targets = _setting(setting)
         cfg = BestOfNConfig(iterations=1, samples=samples, temperature=temperature, max_new_tokens=rl.max_new_tokens,
-                            learning_rate=args.learning_rate, epochs=args.epochs)
+                            learning_rate=args.learning_rate, epochs=args.epochs, batch_size=args.batch_size)
         pool = bench.training_examples(targets)
         if len(pool) < args.examples * args.iterations:
             raise SystemExit(f"{len(pool)} non-probe train users; --examples x --iterations needs more")
@@ -136,6 +136,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--examples", type=int, default=160, help="train users sampled per iteration")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="sampling batch in sequences (batch // samples prompts share a prefill)")
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's")
     return parser.parse_args()
 

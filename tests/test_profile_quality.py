@@ -289,23 +289,28 @@ def test_user_bootstrap_skips_nan_rows_and_pairs_differences():
 
 # --- the whole report ------------------------------------------------------------------------
 
-def test_report_ranks_an_informative_profile_variant_above_a_vague_one(tmp_path):
-    catalog = genre_catalog()
-    index = genre_index(catalog)
+def report_examples(catalog: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+    """12 test rows of 12 users, and a profile of each naming its target's genres."""
     genres_of = dict(zip(catalog["item_id"].to_list(), catalog["categories"].to_list()))
-    users = [f"u{n}" for n in range(12)]
     targets = [f"i{n}" for n in range(12)]
     examples = pl.DataFrame({
-        "user_id": users, "split": ["test"] * 12, "window": [0] * 12,
+        "user_id": [f"u{n}" for n in range(12)], "split": ["test"] * 12, "window": [0] * 12,
         "history_item_ids": [[f"i{n + 12}", f"i{n + 13}"] for n in range(12)],
         "target_item_id": targets,
     })
-    # Informative profiles name the target's genres; vague ones name none and carry a leftover.
-    informative = [f"Loves {' and '.join(genres_of[t]).lower()} films." for t in targets]
-    vague = ["Enjoys films.<|im_end|>user"] * 12
+    return examples, [f"Loves {' and '.join(genres_of[t]).lower()} films." for t in targets]
 
-    def genre_judge(profiles, candidates):
-        return [genre_encoder(row) @ genre_encoder([p])[0] for p, row in zip(profiles, candidates)]
+
+def genre_judge(profiles, candidates):
+    return [genre_encoder(row) @ genre_encoder([p])[0] for p, row in zip(profiles, candidates)]
+
+
+def test_report_ranks_an_informative_profile_variant_above_a_vague_one(tmp_path):
+    catalog = genre_catalog()
+    index = genre_index(catalog)
+    # Informative profiles name the target's genres; vague ones name none and carry a leftover.
+    examples, informative = report_examples(catalog)
+    vague = ["Enjoys films.<|im_end|>user"] * 12
 
     variants = [
         ProfileVariant("zero_shot", vague, [False] * 12, index, genre_encoder),
@@ -332,6 +337,30 @@ def test_report_ranks_an_informative_profile_variant_above_a_vague_one(tmp_path)
     assert "(supported)" in paths["samples"].read_text()
     assert set(report.flat_metrics()) >= {"trained.reader_accuracy", "zero_shot.words"}
     assert "zero_shot.grounded_share" not in report.flat_metrics()
+
+
+def test_steerability_is_also_compared_through_each_variants_own_recommender():
+    catalog = genre_catalog()
+    index = genre_index(catalog)
+    examples, profiles = report_examples(catalog)
+
+    def deaf_encoder(texts):
+        return genre_encoder(["Enjoys films."] * len(texts))
+
+    # The same profiles: one system steers, the other's recommender ignores every edit.
+    variants = [
+        ProfileVariant("zero_shot", profiles, [True] * 12, index, genre_encoder),
+        ProfileVariant("deaf", profiles, [True] * 12, index, deaf_encoder),
+    ]
+    report = assess_profiles(variants, examples, catalog, genre_judge, QualitySettings(bootstrap_samples=50))
+
+    own = report.numbers["variants"]
+    held = report.numbers["held_recommender"]["deaf"]["steerability_add"]
+    assert own["zero_shot"]["steerability_add"]["mean"] > 0 == own["deaf"]["steerability_add"]["mean"]
+    # Through the deaf recommender the zero-shot profiles are as unsteerable as the variant's.
+    assert held["zero_shot"]["mean"] == 0.0 and held["difference"]["mean"] == 0.0
+    assert set(report.numbers["held_recommender"]) == {"deaf"}
+    assert "recommender held fixed" in report.markdown()
 
 
 def test_the_asset_assesses_the_first_users_of_the_evaluated_split():

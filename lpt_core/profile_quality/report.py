@@ -4,10 +4,14 @@ steerability and readability, with user-level intervals, as markdown, JSON and a
 Every variant is assessed on the same rows, the same reader candidates and the same bootstrap
 resamples, so "variant - zero_shot" differences are paired. Steerability uses each variant's own
 recommender (encoder + index), since that is the system a person editing a profile would steer.
+Since two variants' steerability then differ by recommender as well as by profiles, the zero-shot
+profiles are also steered through every other variant's recommender ("held_recommender"): that
+variant's profiles minus the zero-shot ones under the same recommender is what its writer changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,6 +46,7 @@ SCORES: dict[str, str] = {
     "finished": "Share finished at end of turn",
 }
 REGISTRY_SCORES = tuple(SCORES)[:6]
+STEERABILITY_SCORES = tuple(s for s in SCORES if s.startswith("steerability_"))
 PLOTTED = REGISTRY_SCORES
 REFERENCE = "zero_shot"
 
@@ -96,6 +101,16 @@ class QualityReport:
                  header, "|" + " --- |" * (len(variants) + 1)]
         for score, label in SCORES.items():
             lines.append(f"| {label} | " + " | ".join(_cell(variants[v][score]) for v in variants) + " |")
+        if self.numbers.get("held_recommender"):
+            lines += ["", "## Steerability with the recommender held fixed", "",
+                      f"The {REFERENCE} profiles and each variant's, both steered through that variant's recommender: "
+                      "the difference is what training the writer changed.", "",
+                      f"| recommender | score | {REFERENCE} profiles | variant's profiles | difference |",
+                      "| --- | --- | --- | --- | --- |"]
+            for name, scores in self.numbers["held_recommender"].items():
+                for score, cells in scores.items():
+                    lines.append(f"| {name} | {SCORES[score]} | {_cell(cells[REFERENCE])} | {_cell(cells['variant'])} "
+                                 f"| {_cell(cells['difference'])} |")
         if self.numbers["differences"]:
             lines += ["", f"## Paired differences from {REFERENCE}", "",
                       "| difference | " + " | ".join(SCORES[s] for s in PLOTTED) + " |",
@@ -160,7 +175,9 @@ def assess_profiles(
         }
         samples[variant.name] = faithfulness.genre_sample_markdown(
             variant.profiles, groundings, rows.user_ids, settings.sample_size)
-    return QualityReport(numbers=_numbers(per_row, rows.user_ids, settings, title), genre_samples=samples)
+    numbers = _numbers(per_row, rows.user_ids, settings, title)
+    numbers["held_recommender"] = _steerability_held(variants, per_row, rows, settings)
+    return QualityReport(numbers=numbers, genre_samples=samples)
 
 
 def registry_tags(numbers: dict) -> dict[str, dict[str, str]]:
@@ -225,6 +242,30 @@ def _steerability(variant: ProfileVariant, rows: _AssessedRows, settings: Qualit
     return {
         f"steerability_{kind}": steerability.row_means(edits, values, count, kind) for kind in steerability.EDIT_KINDS
     }
+
+
+def _steerability_held(
+    variants: Sequence[ProfileVariant], per_row: dict, rows: _AssessedRows, settings: QualitySettings
+) -> dict[str, dict[str, dict]]:
+    """Per variant other than the reference: per steerability score, the reference's profiles and
+    the variant's own under the variant's recommender, and their paired difference. Empty without
+    a reference variant."""
+    reference = next((v for v in variants if v.name == REFERENCE), None)
+    held = {}
+    for variant in variants:
+        if reference is None or variant.name == REFERENCE:
+            continue
+        steered = _steerability(dataclasses.replace(reference, index=variant.index, encode=variant.encode), rows, settings)
+        held[variant.name] = {}
+        for score in STEERABILITY_SCORES:
+            column = {REFERENCE: steered[score], "variant": per_row[variant.name][score]}
+            means, differences = user_bootstrap(column, rows.user_ids, settings.bootstrap_samples,
+                                                settings.confidence, settings.seed, REFERENCE)
+            held[variant.name][score] = {
+                REFERENCE: means[REFERENCE].as_dict(), "variant": means["variant"].as_dict(),
+                "difference": differences[f"variant - {REFERENCE}"].as_dict(),
+            }
+    return held
 
 
 def _readability(
