@@ -9,6 +9,7 @@ network behind the user's back, and never with remote code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -86,18 +87,28 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
 
 
 def weights_fingerprint(folder: Path) -> str:
-    """Short hash of a model folder's config and weight files (names, sizes, modification times).
+    """Short hash of the CONTENT of a model folder's config and weight files.
 
     Part of a generator's identity in stored profiles: re-saved or retrained weights under the
-    same name get new profiles instead of stale ones.
+    same name get new profiles instead of stale ones, while the same weights fetched again, copied
+    or installed elsewhere keep their profiles (a hash of file dates would not). Each file's hash
+    is computed once per process and file state (reading a model's weights costs about as much as
+    loading it).
     """
     folder = Path(folder)
     digest = hashlib.sha256()
     for file in sorted([folder / "config.json", *folder.glob("*.safetensors")]):
         if file.is_file():
             stat = file.stat()
-            digest.update(f"{file.name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            digest.update(f"{file.name}|{_file_digest(file.resolve(), stat.st_size, stat.st_mtime_ns)}\n".encode())
     return digest.hexdigest()[:10]
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """sha256 of a file's bytes; size and mtime only key the cache, so a rewritten file is read again."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def pick_device(requested: str = "auto") -> torch.device:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +16,7 @@ from lpt_core.config import GenerationConfig, ModelsConfig
 from lpt_core.generation import GeneratedProfile, make_generator
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.generation.store import ProfileStore
-from lpt_core.models import load_generator
+from lpt_core.models import load_generator, weights_fingerprint
 
 CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
 CONTENTS = [
@@ -101,6 +103,18 @@ def test_make_generator_loads_the_transformers_backend_with_a_weights_fingerprin
     assert isinstance(generator, TransformersGenerator)
     assert generator.model_id.startswith(f"{tiny_folder}@")
     assert len(generator.generate(["hello"])) == 1
+
+
+def test_the_weights_fingerprint_follows_the_weights_not_the_file_dates(tiny_folder, tmp_path):
+    copied = shutil.copytree(tiny_folder, tmp_path / "copied")  # new modification times
+    weights = next(copied.glob("*.safetensors"))
+    os.utime(weights, ns=(1, 1))
+
+    assert weights_fingerprint(copied) == weights_fingerprint(tiny_folder)
+    content = bytearray(weights.read_bytes())
+    content[-1] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(content))
+    assert weights_fingerprint(copied) != weights_fingerprint(tiny_folder)
 
 
 def test_vllm_backend_imports_without_vllm_and_fails_clearly_on_this_machine(tiny_folder):
