@@ -88,7 +88,7 @@ def main() -> None:
         if base is None:
             base = scores
             references = _references(yardstick, histories, bench.catalog)
-        titles = _history_titles(histories, bench.catalog)
+        titles = text.history_titles(histories, bench.catalog)
         rows.append(_row(setting, scores, base, args.seed, profiles, titles, seconds))
         print(json.dumps(rows[-1]), flush=True)
         _write(args, rows, references, bench.dtype, base)
@@ -130,11 +130,6 @@ def _row(setting: str, scores: dict, base: dict, seed: int, profiles: list[str],
         "copy_share": copy_share(profiles, titles),
         "examples": profiles[:3],
     }
-
-
-def _history_titles(histories: pl.DataFrame, catalog: pl.DataFrame) -> list[list[str]]:
-    title = dict(catalog.select("item_id", "title").iter_rows())
-    return [[title[item] for item in items] for items in histories["history_item_ids"]]
 
 
 def _table(rows: list[dict], references: dict[str, dict]) -> str:

@@ -57,6 +57,13 @@ def history_texts(
     return ["\n\n".join(_history_blocks(row, text_by_item)) for row in examples.iter_rows(named=True)]
 
 
+def history_titles(examples: pl.DataFrame, items: pl.DataFrame) -> list[list[str]]:
+    """Each example's history as the items' catalogue titles, oldest first ("" for an item the
+    catalogue lacks): what a profile would be copying if it named them."""
+    title_of = dict(items.select("item_id", "title").iter_rows())
+    return [[title_of.get(item, "") for item in history] for history in examples["history_item_ids"]]
+
+
 def build_prompts(
     examples: pl.DataFrame, items: pl.DataFrame, tokenizer: Any, prompt: PromptConfig, source: str
 ) -> list[str]:

@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lpt_core import text
 from lpt_core.atomic import atomic_path, write_text
 from lpt_core.profile_quality import faithfulness, readability, simulated_reader, steerability
 from lpt_core.profile_quality.intervals import user_bootstrap
@@ -128,7 +129,7 @@ class QualityReport:
             plot_quality(self.numbers).savefig(tmp, format="png", dpi=110)
         write_text(paths["json"], json.dumps(self.numbers, indent=2) + "\n")
         write_text(paths["markdown"], self.markdown())
-        samples = [f"## {name}\n\n{text}" for name, text in self.genre_samples.items()]
+        samples = [f"## {name}\n\n{sample}" for name, sample in self.genre_samples.items()]
         write_text(paths["samples"], "# Genres named in profiles, marked against the history\n\n" + "\n".join(samples))
         return paths
 
@@ -215,7 +216,6 @@ def plot_quality(numbers: dict) -> Figure:
 
 def _assessed_rows(examples: pl.DataFrame, catalog: pl.DataFrame, settings: QualitySettings) -> _AssessedRows:
     item_ids = catalog["item_id"].to_list()
-    title_of = dict(zip(item_ids, catalog["title"].to_list()))
     genres_of = dict(zip(item_ids, [c or [] for c in catalog["categories"].to_list()]))
     text_of = dict(zip(item_ids, catalog["text"].to_list()))
     histories = examples["history_item_ids"].to_list()
@@ -223,7 +223,7 @@ def _assessed_rows(examples: pl.DataFrame, catalog: pl.DataFrame, settings: Qual
     candidates = simulated_reader.sample_candidates(targets, histories, item_ids, settings.candidates, settings.seed)
     return _AssessedRows(
         user_ids=examples["user_id"].to_list(),
-        history_titles=[[title_of.get(i, "") for i in h] for h in histories],
+        history_titles=text.history_titles(examples, catalog),
         history_genres=[{g for i in h for g in genres_of.get(i, [])} for h in histories],
         candidate_texts=[[text_of[i] for i in row] for row in candidates],
         target_positions=[row.index(t) for row, t in zip(candidates, targets)],

@@ -128,14 +128,15 @@ class RewardProbe:
         """`on_update` with "probe_reward" (after the step) added every `every` steps and after
         step `last`, and "probe_reward_start" (before any step) added to the first step."""
         start = self()
-        log.info("RL probe: greedy reward %.4f before the first update (%d examples)", start, len(self.examples))
+        log.info("probe: greedy reward %.4f before the first step (%d examples)", start, len(self.examples))
 
         def probed(step: int, metrics: dict) -> None:
             if step == 1:
                 metrics["probe_reward_start"] = start
             if step % every == 0 or step == last:
                 metrics["probe_reward"] = self()
-                log.info("RL probe after update %d: %.4f", step, metrics["probe_reward"])
+                # A step is an RL update or a best-of-n iteration, whichever the phase wraps.
+                log.info("probe: greedy reward %.4f after step %d", metrics["probe_reward"], step)
             if on_update is not None:
                 on_update(step, metrics)
 
