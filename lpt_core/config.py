@@ -304,6 +304,12 @@ class RLConfig(_Strict):
     # REBEL: standardise the shaped rewards over the whole batch (the reference) or each sample's
     # deviation from its prompt's mean (lpt_core.training.rebel.shape_and_whiten).
     reward_whitening: RewardWhitening = "batch"
+    # What the reward ranks with: "recommender" (the method's: the phase's trained recommender, its
+    # item head and bias included) or "cosine" (plain cosine between the profile and the item texts
+    # under the current encoder: only what the profile carries, without the popularity prior that
+    # no profile can move). Best-of-n under the full recipe's head taught the writer nothing
+    # measurable, under cosine it lifted held-out NDCG (bench/results/adapter_yardstick_full.md).
+    reward_ranking: Literal["recommender", "cosine"] = "recommender"
     max_new_tokens: int = Field(96, ge=1)
     temperature: float = Field(1.0, gt=0)
     lora_r: int = Field(16, ge=1)

@@ -47,7 +47,7 @@ import polars as pl
 import torch
 
 from lpt_core import metrics, text
-from lpt_core.config import Recipe, TrainingConfig
+from lpt_core.config import Recipe, RLConfig, TrainingConfig
 from lpt_core.data.splitting import train_item_counts
 from lpt_core.generation.base import ProfileGenerator
 from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype, resolve_model, weights_fingerprint
@@ -233,6 +233,14 @@ def rl_rows(train: pl.DataFrame, training: TrainingConfig) -> pl.DataFrame:
     return rows
 
 
+def reward_index(rl: RLConfig, recommender: ItemIndex, item_ids: Sequence[str], embeddings: np.ndarray) -> ItemIndex:
+    """The index the writer's reward ranks with (rl.reward_ranking): the recommender's own, or
+    plain cosine over the same item embeddings (no head, no bias)."""
+    if rl.reward_ranking == "recommender":
+        return recommender
+    return ItemIndex.build(item_ids, embeddings)
+
+
 class _TrainingSession:
     """The two models, the data in the shapes the phases use, and the history of phase summaries."""
 
@@ -363,9 +371,10 @@ class _TrainingSession:
         from lpt_core.training.rl import run_rl_phase
 
         rl = self.recipe.training.rl
-        index = self._item_index()
+        embeddings = self._item_embeddings()
+        index = self._item_index(embeddings)
         # The bias travels inside the index; RankReward must not add it a second time.
-        reward = RankReward(TextEncoder(self.encoder), index, kind=rl.reward)
+        reward = RankReward(TextEncoder(self.encoder), reward_index(rl, index, self.item_ids, embeddings), kind=rl.reward)
         examples = rl_examples(self.rl_train, rl.reward_targets)
         root.mkdir(parents=True, exist_ok=True)
         # TRL trainers want a folder; a hidden one, which checkpoint discovery skips.

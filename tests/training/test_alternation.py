@@ -26,7 +26,7 @@ from lpt_core.config import (
     TrainingConfig,
     deep_merge,
 )
-from lpt_core.training.alternation import TrainingData, phase_schedule, rl_rows, train_alternating
+from lpt_core.training.alternation import TrainingData, phase_schedule, reward_index, rl_rows, train_alternating
 from lpt_core.training.checkpoints import latest_phase
 from lpt_core.training.item_head import ItemHead
 from lpt_core.training.variants import get_variant
@@ -366,3 +366,22 @@ def test_rl_trains_on_the_recommenders_users_or_on_the_users_right_after_them(ti
         rl_rows(train, TrainingConfig(max_train_users=8, rl_users=2))
     with pytest.raises(ValueError, match="set training.max_train_users"):
         TrainingConfig(rl_users=2)
+
+
+def test_the_reward_ranks_with_the_recommender_or_with_plain_cosine():
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(6, 4)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    items = [f"i{n}" for n in range(6)]
+    head = ItemHead.identity(6, 4, 1.0)
+    # A bias that puts item i5 first for every query: what a popularity prior does.
+    head = ItemHead(head.transform, head.residual, np.array([0, 0, 0, 0, 0, 100], dtype=np.float32), 1.0)
+    recommender = head.index(items, embeddings)
+    query = embeddings[:1]  # item i0's own embedding: first under plain cosine
+
+    kept = reward_index(RLConfig(), recommender, items, embeddings)
+    cosine = reward_index(RLConfig(reward_ranking="cosine"), recommender, items, embeddings)
+
+    assert kept is recommender
+    assert kept.target_ranks(query, ["i5"], [[]])[0] == 1.0
+    assert cosine.target_ranks(query, ["i0"], [[]])[0] == 1.0 and cosine.bias is None
