@@ -3,8 +3,9 @@
 Prompts are batched longest first, so each batch holds prompts of similar length and little compute
 goes into padding; results are put back in input order. Several samples of one prompt (best-of-n)
 share one prefill of it: its KV cache is copied to each sample, so a prompt costs its compute once
-however many samples it gets (prefill is the larger part of a CPU batch, bench/results/generation_cpu.md). Generation stops at the chat turn's end
-token rather than running to a fixed length. On CUDA a static KV cache lets transformers compile
+however many samples it gets (prefill is the larger part of a CPU batch,
+bench/results/generation_cpu.md). Generation stops at the chat turn's end token rather than
+running to a fixed length. On CUDA a static KV cache lets transformers compile
 the decode step (about 10x faster per step than the dynamic cache at batch 32, see docs/method.md).
 """
 
