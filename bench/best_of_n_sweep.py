@@ -23,6 +23,7 @@ import argparse
 import json
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,6 +72,8 @@ def main() -> None:
             chunk = pool[iteration * args.examples : (iteration + 1) * args.examples]
             began = time.perf_counter()
             metrics = best_of_n(policy, tokenizer, chunk, reward, cfg, seed=iteration, output_dir=RESULTS / "scratch")[0]
+            if args.save_adapters:  # for bench/adapter_on_run.py and adapter_yardstick.py
+                policy.save_pretrained(str(args.save_adapters / setting.replace(":", "_") / f"iteration-{iteration + 1}"))
             metrics["seconds"] = time.perf_counter() - began
             after = bench.yardstick.per_user(policy, tokenizer, rl.max_new_tokens)
             metrics |= paired_change(start, after, args.seed)
@@ -139,6 +142,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32,
                         help="sampling batch in sequences (batch // samples prompts share a prefill)")
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's")
+    parser.add_argument("--save-adapters", type=Path, default=None,
+                        help="save the LoRA adapter after every iteration under DIR/<setting>/iteration-<i>")
     return parser.parse_args()
 
 

@@ -36,6 +36,10 @@ class FinishedRun:
         """One of the run's stored tables, e.g. "zero_shot_profiles"."""
         return pl.read_parquet(self.outputs / f"{name}.parquet")
 
+    def evaluated(self) -> pl.DataFrame:
+        """The examples of the split the run's evaluation report ranks (evaluation.split)."""
+        return self.examples.filter(pl.col("split") == self.recipe.evaluation.split)
+
     def item_counts(self) -> dict[str, int]:
         """Train interactions per item: the popularity prior's counts."""
         return train_item_counts(self.table("cleaned_histories"), self.examples)

@@ -5,8 +5,10 @@ recommender, trained minus zero-shot is what the LLM's training alone changed.
 
     python bench/head_swap.py --work .lpt --recipe full --variant langptune_hybrid
 
-Prints a markdown table of NDCG@10 with paired user-bootstrap 95% intervals of trained minus
-zero-shot per recommender (the report's bootstrap settings). Only reads the run's folders.
+Prints a markdown table of NDCG@10 and of full-rank NDCG (no cutoff: what the writer's rank
+rewards pay for moving a target anywhere in the ranking) with paired user-bootstrap 95% intervals of
+trained minus zero-shot per recommender (the report's bootstrap settings). Only reads the run's
+folders.
 """
 
 from __future__ import annotations
@@ -24,44 +26,66 @@ from lpt_core.profiles import profiles_for
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.item_head import TextRows, fit_head_on_texts
 
+Recommenders = dict[str, tuple[TextEncoder, ItemIndex]]
+
 
 def main() -> None:
     args = _arguments()
     run = FinishedRun.load(args.work, args.recipe)
-    recipe, ev, outputs, examples, catalog = run.recipe, run.recipe.evaluation, run.outputs, run.examples, run.catalog
-    evaluated = examples.filter(pl.col("split") == ev.split)
-    zero_shot = pl.read_parquet(outputs / "zero_shot_profiles.parquet")
-    profiles = {
-        "zero-shot": profiles_for(evaluated, zero_shot),
-        "trained": profiles_for(evaluated, variant_profiles(pl.read_parquet(outputs / "trained_profiles.parquet"), args.variant)),
-    }
+    evaluated = run.evaluated()
+    outputs = run.outputs
+    trained = variant_profiles(pl.read_parquet(outputs / "trained_profiles.parquet"), args.variant)
+    own = (TextEncoder(load_encoder(str(_encoder_dir(outputs, args.variant)), run.recipe.models)),
+           ItemIndex.load(outputs / "trained_item_index" / args.variant))
+    recommenders = {**fixed_recommenders(run), f"{args.variant}'s own": own}
+    print(f"{args.work}: {run.recipe.evaluation.split} split, {evaluated.height} examples, "
+          f"{evaluated['user_id'].n_unique()} users\n")
+    print(comparison_table(run, recommenders, profiles_for(evaluated, trained)))
+
+
+def fixed_recommenders(run: FinishedRun) -> Recommenders:
+    """The recommenders that stay the same whatever writer is compared: profile_head's fit (the
+    evaluation's, refitted with its settings and rows) and plain cosine over the base encoder."""
+    ev = run.recipe.evaluation
     encoder, base = run.base_recommender()
-    train, val = head_training(ev, examples, catalog, zero_shot).rows["profile"]
-    counts = run.item_counts()
-    fitted = fit_head_on_texts(encoder, base, train, val, ev.head, ev.seed, item_counts=counts)
-    own = outputs / "trained_item_index" / args.variant
-    recommenders = {
+    train, val = head_training(ev, run.examples, run.catalog, run.table("zero_shot_profiles")).rows["profile"]
+    fitted = fit_head_on_texts(encoder, base, train, val, ev.head, ev.seed, item_counts=run.item_counts())
+    return {
         f"profile_head's fit (best epoch {fitted.best_epoch})": (encoder, fitted.head.index(base.item_ids.tolist(), base.vectors)),
-        f"{args.variant}'s own": (TextEncoder(load_encoder(str(_encoder_dir(outputs, args.variant)), recipe.models)), ItemIndex.load(own)),
         "plain cosine (base encoder)": (encoder, base),
     }
+
+
+def comparison_table(run: FinishedRun, recommenders: Recommenders, trained: list[str]) -> str:
+    """Markdown: the run's zero-shot profiles of the evaluated split against `trained` (one per
+    evaluated row, in order) under each recommender, at NDCG@10 and full-rank NDCG."""
+    ev = run.recipe.evaluation
+    evaluated = run.evaluated()
+    profiles = {"zero-shot": profiles_for(evaluated, run.table("zero_shot_profiles")), "trained": trained}
     rows = TextRows([], evaluated["target_item_id"].to_list(), evaluated["history_item_ids"].to_list())
-    print(f"{args.work}: {ev.split} split, {evaluated.height} examples, {evaluated['user_id'].n_unique()} users\n")
-    print("| recommender | zero-shot NDCG@10 | trained NDCG@10 | trained - zero-shot [95% CI] |")
-    print("|---|---:|---:|---|")
+    cutoffs = (10, run.catalog.height)  # a cutoff at the catalogue's size is full-rank NDCG
+    lines = [
+        "| recommender | zero-shot NDCG@10 | trained NDCG@10 | trained - zero-shot [95% CI] "
+        "| full-rank NDCG, zero-shot -> trained | trained - zero-shot [95% CI] |",
+        "|---|---:|---:|---|---|---|",
+    ]
     for name, (query_encoder, index) in recommenders.items():
         ranks = {
             kind: index.target_ranks(query_encoder.encode(texts), rows.targets, rows.histories)
             for kind, texts in profiles.items()
         }
         result = metrics.paired_bootstrap(
-            ranks, evaluated["user_id"].to_list(), (10,), ev.bootstrap_samples, ev.confidence, ev.seed, "zero-shot"
+            ranks, evaluated["user_id"].to_list(), cutoffs, ev.bootstrap_samples, ev.confidence, ev.seed, "zero-shot"
         )
-        diff = result.differences["trained - zero-shot"]["ndcg@10"]
-        print(
-            f"| {name} | {result.methods['zero-shot']['ndcg@10'].mean:.4f} | {result.methods['trained']['ndcg@10'].mean:.4f} "
-            f"| {diff.mean:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}] |"
-        )
+        cells = [name]
+        for cutoff in cutoffs:
+            key = f"ndcg@{cutoff}"
+            before, after = result.methods["zero-shot"][key].mean, result.methods["trained"][key].mean
+            diff = result.differences["trained - zero-shot"][key]
+            cells += [f"{before:.4f} | {after:.4f}" if cutoff == 10 else f"{before:.4f} -> {after:.4f}",
+                      f"{diff.mean:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]"]
+        lines.append(f"| {' | '.join(cells)} |")
+    return "\n".join(lines)
 
 
 def _encoder_dir(outputs: Path, variant: str) -> Path:
