@@ -10,7 +10,7 @@ the test users. This says whether what a sweep's writer learned carries to the r
 
 Prints one comparison table per adapter (bench/head_swap.py's: NDCG@10 and full-rank NDCG,
 trained minus zero-shot with paired user-bootstrap 95% intervals). Generation runs on the CPU in
-the recipe's decoding (greedy); about 13 minutes per adapter for 784 windows on 2 cores.
+the recipe's decoding (greedy); about 17 minutes per adapter for 784 windows on 2 cores (float32).
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import polars as pl
 from finished_run import FinishedRun, run_arguments
 
 from lpt_core import metrics
@@ -34,7 +33,7 @@ def main() -> None:
     run = FinishedRun.load(args.work, args.recipe)
     evaluated = run.evaluated()
     outputs = run.outputs
-    trained = variant_profiles(pl.read_parquet(outputs / "trained_profiles.parquet"), args.variant)
+    trained = variant_profiles(run.table("trained_profiles"), args.variant)
     own = (TextEncoder(load_encoder(str(_encoder_dir(outputs, args.variant)), run.recipe.models)),
            ItemIndex.load(outputs / "trained_item_index" / args.variant))
     recommenders = {**fixed_recommenders(run), f"{args.variant}'s own": own}
@@ -65,9 +64,9 @@ def comparison_table(run: FinishedRun, recommenders: Recommenders, trained: list
     rows = TextRows([], evaluated["target_item_id"].to_list(), evaluated["history_item_ids"].to_list())
     cutoffs = (10, run.catalog.height)  # a cutoff at the catalogue's size is full-rank NDCG
     lines = [
-        "| recommender | zero-shot NDCG@10 | trained NDCG@10 | trained - zero-shot [95% CI] "
+        "| recommender | NDCG@10, zero-shot -> trained | trained - zero-shot [95% CI] "
         "| full-rank NDCG, zero-shot -> trained | trained - zero-shot [95% CI] |",
-        "|---|---:|---:|---|---|---|",
+        "|---|---|---|---|---|",
     ]
     for name, (query_encoder, index) in recommenders.items():
         ranks = {
@@ -82,8 +81,7 @@ def comparison_table(run: FinishedRun, recommenders: Recommenders, trained: list
             key = f"ndcg@{cutoff}"
             before, after = result.methods["zero-shot"][key].mean, result.methods["trained"][key].mean
             diff = result.differences["trained - zero-shot"][key]
-            cells += [f"{before:.4f} | {after:.4f}" if cutoff == 10 else f"{before:.4f} -> {after:.4f}",
-                      f"{diff.mean:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]"]
+            cells += [f"{before:.4f} -> {after:.4f}", f"{diff.mean:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]"]
         lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
