@@ -10,11 +10,13 @@ probe's greedy profiles are scored, and the change from the untrained policy is 
 paired user-bootstrap 95% interval (the same users before and after).
 
     python bench/best_of_n_sweep.py [--recipe full] [--settings 4:1.0:log_rank:4] [--iterations 2]
-        [--examples 160] [--probe 256] [--batch-size 32]
+        [--examples 160] [--probe 256] [--batch-size 32] [--windows first|any]
 
-Settings are samples:temperature:reward:targets (training.best_of_n.samples and temperature, the
-selecting reward's kind and rl.reward_targets). Writes bench/results/best_of_n_sweep_<dtype>.md and
-the per-iteration metrics in the .json beside it.
+Settings are samples:temperature:reward:targets[:from] (training.best_of_n.samples and
+temperature, the selecting reward's kind, rl.reward_targets and rl.reward_targets_from, e.g.
+4:1.0:log_rank:12:next_interactions). --windows any trains on one window per user drawn from all of
+theirs (the report reads every window) rather than the first. Writes
+bench/results/best_of_n_sweep_<dtype>.md and the per-iteration metrics in the .json beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -38,7 +41,7 @@ from rl_sweep import (
     yardstick_arguments,
 )
 
-from lpt_core.config import BestOfNConfig
+from lpt_core.config import BestOfNConfig, RewardTargetsFrom
 from lpt_core.training.best_of_n import best_of_n
 from lpt_core.training.reward import RankReward
 
@@ -59,10 +62,11 @@ def main() -> None:
 
     rows, runs = [], {}
     for setting in args.settings.split(","):
-        samples, temperature, kind, targets = _setting(setting)
+        samples, temperature, kind, targets, targets_from = _setting(setting)
         cfg = BestOfNConfig(iterations=1, samples=samples, temperature=temperature, max_new_tokens=rl.max_new_tokens,
                             learning_rate=args.learning_rate, epochs=args.epochs, batch_size=args.batch_size)
-        pool = bench.training_examples(targets)
+        pool = (bench.training_examples(targets, targets_from) if args.windows == "first"
+                else bench.any_window_examples(targets, targets_from, seed=0))
         if len(pool) < args.examples * args.iterations:
             raise SystemExit(f"{len(pool)} non-probe train users; --examples x --iterations needs more")
         reward = RankReward(bench.encoder, bench.index, kind=kind)
@@ -85,11 +89,11 @@ def main() -> None:
         rows.append({"setting": setting, "history": history})
 
 
-def _setting(setting: str) -> tuple[int, float, str, int]:
+def _setting(setting: str) -> tuple[int, float, str, int, str]:
     fields = setting.split(":")
-    if len(fields) != 4:
-        raise SystemExit(f"setting {setting!r}: expected samples:temperature:reward:targets")
-    return int(fields[0]), float(fields[1]), fields[2], int(fields[3])
+    if len(fields) not in (4, 5) or fields[4:] not in ([], *([f] for f in get_args(RewardTargetsFrom))):
+        raise SystemExit(f"setting {setting!r}: expected samples:temperature:reward:targets[:{'|'.join(get_args(RewardTargetsFrom))}]")
+    return int(fields[0]), float(fields[1]), fields[2], int(fields[3]), (fields[4:] or ["later_windows"])[0]
 
 
 def _means(scores: dict[str, np.ndarray]) -> str:
@@ -119,9 +123,9 @@ def _write(args: argparse.Namespace, rows: list[dict], runs: dict, start: dict, 
         "# Best-of-n fine-tuning on the RL sweep's yardstick (frozen base recommender)", "",
         f"`{command}`", "",
         f"Machine: {platform.processor() or platform.machine()}, {args.threads} threads, CPU flags: {_cpu_flags()}; "
-        f"model dtype {dtype}. {users} train users (first window each); probe = greedy profiles of "
+        f"model dtype {dtype}. {users} train users; probe = greedy profiles of the first window of "
         f"{len(start[PROBE_KEYS[0]])} of them, never trained on; each iteration samples n profiles for "
-        f"{args.examples} other users and fine-tunes the LoRA (lr {args.learning_rate}, {args.epochs} epoch) on the "
+        f"{args.examples} other users ({args.windows} window each) and fine-tunes the LoRA (lr {args.learning_rate}, {args.epochs} epoch) on the "
         f"best of each. Untrained probe: {_means(start)}. Changes are after - untrained on the same probe users, "
         "paired user-bootstrap 95% intervals.",
         "", _table(rows), "",
@@ -137,6 +141,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--settings", default="4:1.0:log_rank:4")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--examples", type=int, default=160, help="train users sampled per iteration")
+    parser.add_argument("--windows", choices=("first", "any"), default="first",
+                        help="each training user's first window, or one drawn uniformly from all of theirs")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=32,

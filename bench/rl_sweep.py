@@ -38,7 +38,7 @@ import torch
 from recommender_head import build_split
 
 from lpt_core import text
-from lpt_core.config import GenerationConfig, ModelsConfig, Recipe, RLConfig, load_recipe
+from lpt_core.config import GenerationConfig, ModelsConfig, Recipe, RewardTargetsFrom, RLConfig, load_recipe
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype
 from lpt_core.profile_quality.intervals import user_bootstrap
@@ -107,11 +107,28 @@ class SweepSetup:
     def first_windows(self) -> list[RLExample]:
         return _first_windows(self.rows, 1)
 
-    def training_examples(self, reward_targets: int) -> list[RLExample]:
+    def training_examples(self, reward_targets: int, targets_from: RewardTargetsFrom = "later_windows") -> list[RLExample]:
         """The first window of every train user outside the probe: the yardstick measures users
         that no setting trains on."""
         probe = {example.prompt for example in self.yardstick.probe}
-        return [example for example in _first_windows(self.rows, reward_targets) if example.prompt not in probe]
+        examples = rl_examples(self.rows, reward_targets, targets_from)
+        return [example for example in examples if example.prompt and example.prompt not in probe]
+
+    def any_window_examples(self, reward_targets: int, targets_from: RewardTargetsFrom, seed: int) -> list[RLExample]:
+        """One window per train user outside the probe, drawn uniformly (seeded), in the users'
+        order: examples drawn like the report's, which reads every window of its users, where
+        training_examples holds only the first ones."""
+        probe = {example.prompt for example in self.yardstick.probe}
+        users = self.rows.filter((pl.col("window") == 0) & ~pl.col("prompt").is_in(list(probe)))["user_id"]
+        rows = self.rows.filter(pl.col("user_id").is_in(users.implode())).drop("prompt")
+        rng = np.random.default_rng(seed)
+        windows = rows.group_by("user_id", maintain_order=True).agg("window")
+        drawn = pl.DataFrame(
+            {"user_id": windows["user_id"], "window": [int(rng.choice(w)) for w in windows["window"].to_list()]},
+            schema={"user_id": rows.schema["user_id"], "window": rows.schema["window"]},
+        )
+        prompted = _with_prompts(rows, drawn, self.catalog, self.recipe)
+        return [example for example in rl_examples(prompted, reward_targets, targets_from) if example.prompt]
 
     def fresh_policy(self, cfg: RLConfig) -> tuple[Any, Any]:
         """A new LoRA policy on the base generator, seeded alike for every setting."""
@@ -123,11 +140,17 @@ class SweepSetup:
 def _first_window_prompts(train: pl.DataFrame, catalog: pl.DataFrame, recipe: Recipe) -> pl.DataFrame:
     """Every train window, with the chat prompt of each user's first window (the RL prompts; one
     per user, so batches and the probe hold distinct users) and "" for the later ones."""
-    first = train.filter(pl.col("window") == 0)
+    return _with_prompts(train, train.filter(pl.col("window") == 0).select("user_id", "window"), catalog, recipe)
+
+
+def _with_prompts(rows: pl.DataFrame, prompted: pl.DataFrame, catalog: pl.DataFrame, recipe: Recipe) -> pl.DataFrame:
+    """`rows` with a "prompt" column: the chat prompt of the windows keyed in `prompted`
+    (user_id, window), "" for the others."""
+    chosen = rows.join(prompted, on=["user_id", "window"], how="semi", maintain_order="left")
     tokenizer = load_tokenizer(recipe.models.generator)
-    prompts = text.build_prompts(first, catalog, tokenizer, recipe.prompt, recipe.data.source)
-    first = first.select("user_id", "window").with_columns(pl.Series("prompt", prompts, dtype=pl.String))
-    return train.join(first, on=["user_id", "window"], how="left", maintain_order="left").with_columns(
+    prompts = text.build_prompts(chosen, catalog, tokenizer, recipe.prompt, recipe.data.source)
+    chosen = chosen.select("user_id", "window").with_columns(pl.Series("prompt", prompts, dtype=pl.String))
+    return rows.join(chosen, on=["user_id", "window"], how="left", maintain_order="left").with_columns(
         pl.col("prompt").fill_null("")
     )
 

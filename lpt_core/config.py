@@ -269,6 +269,10 @@ class EvaluationConfig(_Strict):
 
 
 RewardWhitening = Literal["batch", "within_prompt"]
+# Where a reward's later targets come from: the targets of the user's next windows (with the full
+# recipe's stride of 3, items 3 interactions apart) or every one of the user's next interactions
+# after the target (lpt_core.training.examples.rl_examples).
+RewardTargetsFrom = Literal["later_windows", "next_interactions"]
 
 
 class RLConfig(_Strict):
@@ -299,8 +303,10 @@ class RLConfig(_Strict):
     # The rank reward (lpt_core.training.reward): the paper's ndcg or mrr, or log_rank.
     reward: Literal["ndcg", "mrr", "log_rank"] = "ndcg"
     # How many targets the reward averages over: the next item (1, the method's) and the targets
-    # of the user's next reward_targets - 1 windows (lpt_core.training.rl.rl_examples).
+    # of the user's next reward_targets - 1 windows, or of their next reward_targets - 1
+    # interactions after the next item (reward_targets_from; lpt_core.training.examples.rl_examples).
     reward_targets: int = Field(1, ge=1)
+    reward_targets_from: RewardTargetsFrom = "later_windows"
     # REBEL: standardise the shaped rewards over the whole batch (the reference) or each sample's
     # deviation from its prompt's mean (lpt_core.training.rebel.shape_and_whiten).
     reward_whitening: RewardWhitening = "batch"

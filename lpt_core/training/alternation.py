@@ -375,7 +375,7 @@ class _TrainingSession:
         index = self._item_index(embeddings)
         # The bias travels inside the index; RankReward must not add it a second time.
         reward = RankReward(TextEncoder(self.encoder), reward_index(rl, index, self.item_ids, embeddings), kind=rl.reward)
-        examples = rl_examples(self.rl_train, rl.reward_targets)
+        examples = rl_examples(self.rl_train, rl.reward_targets, rl.reward_targets_from)
         root.mkdir(parents=True, exist_ok=True)
         # TRL trainers want a folder; a hidden one, which checkpoint discovery skips.
         with tempfile.TemporaryDirectory(prefix=".rl-scratch-", dir=root) as scratch:

@@ -12,12 +12,14 @@ from typing import Any
 
 import polars as pl
 
+from lpt_core.config import RewardTargetsFrom
+
 
 @dataclass(frozen=True)
 class RLExample:
     """One train window: the chat-formatted prompt, the next item, the history to leave out, and
-    the targets of the user's later windows that the reward also averages over (training.rl.
-    reward_targets; none for the method's next-item reward)."""
+    the user's later items that the reward also averages over (training.rl.reward_targets and
+    reward_targets_from; none for the method's next-item reward)."""
 
     prompt: str
     target_item_id: str
@@ -25,31 +27,56 @@ class RLExample:
     later_target_ids: tuple[str, ...] = ()
 
 
-def rl_examples(rows: pl.DataFrame, reward_targets: int = 1) -> list[RLExample]:
+def rl_examples(rows: pl.DataFrame, reward_targets: int = 1, targets_from: RewardTargetsFrom = "later_windows") -> list[RLExample]:
     """The RL examples of user_examples rows (with a "prompt" column), in row order.
 
-    Each row's later targets are the targets of the same user's next `reward_targets - 1` windows
-    (fewer near the user's last window), leaving out any item already in the row's history or
-    targets: the reward ranks with the history excluded, so such an item could not be ranked.
+    Each row's later targets are the same user's next `reward_targets - 1` items after its target
+    (fewer near the user's last window): the targets of the next windows, or the next interactions
+    that the user's windows cover (`targets_from`), leaving out any item already in the row's
+    history or targets: the reward ranks with the history excluded, so it could not be ranked.
     """
-    targets_by_user: dict[str, list[tuple[int, str]]] = {}
-    for user, window, target in rows.select("user_id", "window", "target_item_id").iter_rows():
-        targets_by_user.setdefault(user, []).append((window, target))
-    for windows in targets_by_user.values():
-        windows.sort()
+    following = _window_targets(rows) if targets_from == "later_windows" else _interactions(rows)
     examples = []
     for row in rows.iter_rows(named=True):
         history = list(row["history_item_ids"])
         later: list[str] = []
         if reward_targets > 1:
-            following = [t for w, t in targets_by_user[row["user_id"]] if w > row["window"]][: reward_targets - 1]
             seen = {*history, row["target_item_id"]}
-            for item in following:
+            for item in following(row)[: reward_targets - 1]:
                 if item not in seen:
                     later.append(item)
                     seen.add(item)
         examples.append(RLExample(row["prompt"], row["target_item_id"], history, tuple(later)))
     return examples
+
+
+def _window_targets(rows: pl.DataFrame) -> Callable[[dict], list[str]]:
+    """row -> the targets of the same user's later windows, in window order."""
+    targets_by_user: dict[str, list[tuple[int, str]]] = {}
+    for user, window, target in rows.select("user_id", "window", "target_item_id").iter_rows():
+        targets_by_user.setdefault(user, []).append((window, target))
+    for windows in targets_by_user.values():
+        windows.sort()
+    return lambda row: [t for w, t in targets_by_user[row["user_id"]] if w > row["window"]]
+
+
+def _interactions(rows: pl.DataFrame) -> Callable[[dict], list[str]]:
+    """row -> the user's items after the row's target, in time order, as far as the user's windows
+    cover them: each window's history then its target, windows in order (sliding windows overlap,
+    so together they hold every interaction from the first history to the last target)."""
+    sequences: dict[str, dict[str, None]] = {}
+    ordered = rows.select("user_id", "window", "history_item_ids", "target_item_id").sort("user_id", "window")
+    for user, _, history, target in ordered.iter_rows():
+        sequence = sequences.setdefault(user, {})
+        sequence.update(dict.fromkeys([*history, target]))
+    positions = {user: {item: i for i, item in enumerate(sequence)} for user, sequence in sequences.items()}
+    items = {user: list(sequence) for user, sequence in sequences.items()}
+
+    def after_target(row: dict) -> list[str]:
+        user = row["user_id"]
+        return items[user][positions[user][row["target_item_id"]] + 1 :]
+
+    return after_target
 
 
 def rewards_of(reward: Callable[..., list[float]], completions: Sequence[Any], examples: Sequence[RLExample]) -> list[float]:

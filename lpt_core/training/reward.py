@@ -8,9 +8,10 @@ rank 1,000 to 500 is barely paid. log_rank pays every halving of the rank the sa
 the policy a signal on the many users whose target sits deep in the catalogue.
 
 With later targets (training.rl.reward_targets > 1) the reward is the mean over the next item and
-the targets of the user's later windows: one next item is a noisy judge of a profile of the user's
-taste (bench/results/reward_signal_full.md: the next item's preference between two profiles agrees
-with the user's held-out later items in 55% of pairs, the mean log_rank over 4 targets in 65%).
+the targets of the user's later windows or their next interactions (reward_targets_from): one
+next item is a noisy judge of a profile of the user's taste (bench/results/reward_signal_full.md:
+the next item's preference between two profiles agrees with the user's held-out later items in
+55% of pairs, the mean log_rank over 4 targets in 65%).
 
 A profile longer than the encoder's window gets 0: the encoder would silently truncate it, so the
 policy must not be paid for text the recommender never read.

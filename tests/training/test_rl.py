@@ -177,6 +177,26 @@ def test_rl_examples_take_later_targets_from_the_same_user_s_next_windows():
     assert three[0] == RLExample("u0", "c", ["a", "b"], ("e",))
 
 
+def test_rl_examples_take_the_next_interactions_after_the_target_from_overlapping_windows():
+    # u's interactions a b c d e f g, windows of 3 with stride 2: each target is the next item.
+    rows = pl.DataFrame({
+        "user_id": ["u", "v", "u", "u"],
+        "window": [0, 0, 1, 2],
+        "prompt": ["u0", "v0", "u1", "u2"],
+        "history_item_ids": [["a", "b", "c"], ["x"], ["c", "d", "e"], ["e", "f", "a"]],
+        "target_item_id": ["d", "y", "f", "g"],
+    })
+
+    three = rl_examples(rows, reward_targets=3, targets_from="next_interactions")
+    windows = rl_examples(rows, reward_targets=3)
+
+    # Every interaction after the target counts, not only later windows' targets; "a", in u2's
+    # history, cannot be ranked for it, and u's sequence ends at its last target.
+    assert [e.later_target_ids for e in three] == [("e", "f"), (), ("g",), ()]
+    assert [e.later_target_ids for e in windows] == [("f", "g"), (), ("g",), ()]
+    assert three[0] == RLExample("u0", "d", ["a", "b", "c"], ("e", "f"))
+
+
 @pytest.mark.parametrize(
     "settings",
     [{"algorithm": "rebel"}, {"algorithm": "rebel", "reward_whitening": "within_prompt"},
