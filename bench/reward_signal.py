@@ -12,8 +12,9 @@ ranks through):
 - for every sample, the rank of each of the user's window targets (window w's target comes
   w * window_stride interactions after window 0's), history excluded;
 - the reward of a sample = the mean reward (ndcg, mrr or log_rank) over the next k window targets,
-  k = 1 being the method's reward; the held-out check = the mean over the later windows (from
-  --held-out-from on), which no reward variant sees;
+  k = 1 being the method's reward, or over the next item and the k - 1 interactions after it
+  (rl.reward_targets_from: next_interactions; "k interactions" rows); the held-out check = the
+  mean over the later windows (from --held-out-from on), which no reward variant sees;
 - per prompt, every pair of samples: does the reward's preferred sample also win held-out? 50%
   is a coin; the 95% interval resamples prompts.
 
@@ -40,10 +41,15 @@ from lpt_core.generation.factory import make_generator
 from lpt_core.models import load_encoder
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.alternation import TrainingData, rl_rows
+from lpt_core.training.examples import rl_examples
 from lpt_core.training.item_head import fit_head_on_texts
 from lpt_core.training.reward import REWARD_KINDS, reward_from_ranks
 
 TARGET_COUNTS = (1, 2, 4)
+# rl.reward_targets with reward_targets_from next_interactions: the next item and the k - 1
+# interactions after it (with the full recipe's stride of 3, interactions 10-21 of the user for a
+# first window: all before window 4's target, the first held-out one).
+INTERACTION_COUNTS = (4, 12)
 
 
 def main() -> None:
@@ -85,6 +91,9 @@ def main() -> None:
     ranks = np.stack(
         [index.target_ranks(queries, [targets[u][w] for u in users], histories) for w in range(windows)], axis=1
     ).reshape(prompts.height, args.samples, windows)
+    following = _next_interactions(rl, max(INTERACTION_COUNTS))
+    interaction_ranks = _ranks_of(index, queries, [following[u] for u in users], histories).reshape(
+        prompts.height, args.samples, -1)
 
     print(f"{args.work} ({args.recipe}): {prompts.height} RL users' first windows x {args.samples} samples at "
           f"temperature {gen_cfg.temperature} ({seconds:.0f} s to sample); reward recommender: profile_head's fit "
@@ -98,12 +107,39 @@ def main() -> None:
         rewards = reward_from_ranks(ranks, kind, len(index))
         held_out = rewards[:, :, args.held_out_from:].mean(-1)
         for k in TARGET_COUNTS:
-            reward = rewards[:, :, :k].mean(-1)
-            agree = _pair_agreement(reward, held_out)
-            boot = [np.nanmean(agree[rng.integers(0, len(agree), len(agree))]) for _ in range(args.bootstrap)]
-            corr = np.nanmean([np.corrcoef(r, h)[0, 1] for r, h in zip(reward, held_out) if r.std() > 0 and h.std() > 0])
-            print(f"| {kind} | {k} | {np.nanmean(agree):.3f} [{np.percentile(boot, 2.5):.3f}, {np.percentile(boot, 97.5):.3f}] "
-                  f"| {corr:+.3f} | {reward.std(1).mean():.4f} / {reward.mean(1).std():.4f} |")
+            _print_row(kind, f"{k}", rewards[:, :, :k].mean(-1), held_out, rng, args.bootstrap)
+        interaction_rewards = reward_from_ranks(interaction_ranks, kind, len(index))
+        for k in INTERACTION_COUNTS:
+            reward = np.nanmean(interaction_rewards[:, :, :k], axis=-1)
+            _print_row(kind, f"{k} interactions", reward, held_out, rng, args.bootstrap)
+
+
+def _print_row(kind: str, targets: str, reward: np.ndarray, held_out: np.ndarray, rng: np.random.Generator,
+               bootstrap: int) -> None:
+    agree = _pair_agreement(reward, held_out)
+    boot = [np.nanmean(agree[rng.integers(0, len(agree), len(agree))]) for _ in range(bootstrap)]
+    corr = np.nanmean([np.corrcoef(r, h)[0, 1] for r, h in zip(reward, held_out) if r.std() > 0 and h.std() > 0])
+    print(f"| {kind} | {targets} | {np.nanmean(agree):.3f} [{np.percentile(boot, 2.5):.3f}, "
+          f"{np.percentile(boot, 97.5):.3f}] | {corr:+.3f} | {reward.std(1).mean():.4f} / {reward.mean(1).std():.4f} |")
+
+
+def _next_interactions(rl: pl.DataFrame, count: int) -> dict[str, list[str]]:
+    """Per user: the first window's next item and up to count - 1 interactions after it
+    (rl_examples' next_interactions rule: items of the window's history left out)."""
+    examples = rl_examples(rl, count, "next_interactions")
+    return {user: [example.target_item_id, *example.later_target_ids]
+            for user, window, example in zip(rl["user_id"], rl["window"], examples) if window == 0}
+
+
+def _ranks_of(index, queries: np.ndarray, items: list[list[str]], histories: list[list[str]]) -> np.ndarray:
+    """ranks[i, j]: the rank of items[i][j] for query i (history excluded); NaN past a row's items."""
+    width = max(len(row) for row in items)
+    ranks = np.full((len(items), width), np.nan)
+    for j in range(width):
+        has = np.array([len(row) > j for row in items])
+        column = index.target_ranks(queries, [row[j] if len(row) > j else row[0] for row in items], histories)
+        ranks[:, j] = np.where(has, column, np.nan)
+    return ranks
 
 
 def _pair_agreement(reward: np.ndarray, held_out: np.ndarray) -> np.ndarray:
