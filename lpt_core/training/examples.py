@@ -63,7 +63,8 @@ def _window_targets(rows: pl.DataFrame) -> Callable[[dict], list[str]]:
 def _interactions(rows: pl.DataFrame) -> Callable[[dict], list[str]]:
     """row -> the user's items after the row's target, in time order, as far as the user's windows
     cover them: each window's history then its target, windows in order (sliding windows overlap,
-    so together they hold every interaction from the first history to the last target)."""
+    so together they hold every interaction from the first history to the last target). An item
+    the user consumed twice counts once, at its first time."""
     sequences: dict[str, dict[str, None]] = {}
     ordered = rows.select("user_id", "window", "history_item_ids", "target_item_id").sort("user_id", "window")
     for user, _, history, target in ordered.iter_rows():
@@ -73,8 +74,10 @@ def _interactions(rows: pl.DataFrame) -> Callable[[dict], list[str]]:
     items = {user: list(sequence) for user, sequence in sequences.items()}
 
     def after_target(row: dict) -> list[str]:
-        user = row["user_id"]
-        return items[user][positions[user][row["target_item_id"]] + 1 :]
+        # After the latest of the window's items: an item seen twice keeps its first position, so
+        # the target alone could point back before the window.
+        user, position = row["user_id"], positions[row["user_id"]]
+        return items[user][max(position[item] for item in [*row["history_item_ids"], row["target_item_id"]]) + 1 :]
 
     return after_target
 

@@ -197,6 +197,23 @@ def test_rl_examples_take_the_next_interactions_after_the_target_from_overlappin
     assert three[0] == RLExample("u0", "d", ["a", "b", "c"], ("e", "f"))
 
 
+def test_next_interactions_never_reach_back_before_the_window_when_an_item_repeats():
+    # w consumes p twice: p q r s p t u; window 1's target is the second p.
+    rows = pl.DataFrame({
+        "user_id": ["w", "w", "w"],
+        "window": [0, 1, 2],
+        "prompt": ["w0", "w1", "w2"],
+        "history_item_ids": [["p", "q"], ["r", "s"], ["p", "t"]],
+        "target_item_id": ["r", "p", "u"],
+    })
+
+    three = rl_examples(rows, reward_targets=3, targets_from="next_interactions")
+
+    # Window 1 starts after its own history (r s), not after p's first time (which would bring
+    # back q); a repeat counts once, at its first time, so window 0's next two are s and t.
+    assert [e.later_target_ids for e in three] == [("s", "t"), ("t", "u"), ()]
+
+
 @pytest.mark.parametrize(
     "settings",
     [{"algorithm": "rebel"}, {"algorithm": "rebel", "reward_whitening": "within_prompt"},
