@@ -16,7 +16,10 @@ ranks through):
   (rl.reward_targets_from: next_interactions; "k interactions" rows); the held-out check = the
   mean over the later windows (from --held-out-from on), which no reward variant sees;
 - per prompt, every pair of samples: does the reward's preferred sample also win held-out? 50%
-  is a coin; the 95% interval resamples prompts.
+  is a coin; the 95% interval resamples prompts;
+- per prompt, the held-out value of the sample the reward picks minus the prompt's mean: what a
+  best-of-n step selects on held-out items, at most what imitating the pick can teach (the oracle
+  row picks by the held-out items themselves: the ceiling).
 
     python bench/reward_signal.py --work .lpt --recipe full [--samples 6] [--users 64]
 
@@ -100,8 +103,8 @@ def main() -> None:
           f"(best epoch {fitted.best_epoch}, val NDCG@10 {fitted.best_val_ndcg:.4f}); held out: the targets of "
           f"windows {args.held_out_from}-{windows - 1}\n")
     print("| reward | next k targets | pairs agreeing with held-out [95% CI] | within-prompt corr | "
-          "reward std within / between prompts |")
-    print("|---|---:|---|---:|---|")
+          "reward std within / between prompts | held-out: the reward's best sample minus the mean sample [95% CI] |")
+    print("|---|---:|---|---:|---|---|")
     rng = np.random.default_rng(args.seed)
     for kind in REWARD_KINDS:
         rewards = reward_from_ranks(ranks, kind, len(index))
@@ -112,15 +115,22 @@ def main() -> None:
         for k in INTERACTION_COUNTS:
             reward = np.nanmean(interaction_rewards[:, :, :k], axis=-1)
             _print_row(kind, f"{k} interactions", reward, held_out, rng, args.bootstrap)
+        # The ceiling: choosing by the held-out items themselves.
+        _print_row(kind, "held-out (oracle)", held_out, held_out, rng, args.bootstrap)
 
 
 def _print_row(kind: str, targets: str, reward: np.ndarray, held_out: np.ndarray, rng: np.random.Generator,
                bootstrap: int) -> None:
     agree = _pair_agreement(reward, held_out)
+    # What best-of-n can pass on at most: how much better the chosen profile is on held-out items
+    # than a profile drawn at random from the same prompt.
+    gain = held_out[np.arange(len(reward)), reward.argmax(1)] - held_out.mean(1)
     boot = [np.nanmean(agree[rng.integers(0, len(agree), len(agree))]) for _ in range(bootstrap)]
+    gain_boot = [gain[rng.integers(0, len(gain), len(gain))].mean() for _ in range(bootstrap)]
     corr = np.nanmean([np.corrcoef(r, h)[0, 1] for r, h in zip(reward, held_out) if r.std() > 0 and h.std() > 0])
     print(f"| {kind} | {targets} | {np.nanmean(agree):.3f} [{np.percentile(boot, 2.5):.3f}, "
-          f"{np.percentile(boot, 97.5):.3f}] | {corr:+.3f} | {reward.std(1).mean():.4f} / {reward.mean(1).std():.4f} |")
+          f"{np.percentile(boot, 97.5):.3f}] | {corr:+.3f} | {reward.std(1).mean():.4f} / {reward.mean(1).std():.4f} "
+          f"| {gain.mean():+.4f} [{np.percentile(gain_boot, 2.5):+.4f}, {np.percentile(gain_boot, 97.5):+.4f}] |")
 
 
 def _next_interactions(rl: pl.DataFrame, count: int) -> dict[str, list[str]]:
