@@ -91,9 +91,10 @@ def main() -> None:
 
 def _setting(setting: str) -> tuple[int, float, str, int, str]:
     fields = setting.split(":")
-    if len(fields) not in (4, 5) or fields[4:] not in ([], *([f] for f in get_args(RewardTargetsFrom))):
-        raise SystemExit(f"setting {setting!r}: expected samples:temperature:reward:targets[:{'|'.join(get_args(RewardTargetsFrom))}]")
-    return int(fields[0]), float(fields[1]), fields[2], int(fields[3]), (fields[4:] or ["later_windows"])[0]
+    sources = get_args(RewardTargetsFrom)
+    if len(fields) not in (4, 5) or (len(fields) == 5 and fields[4] not in sources):
+        raise SystemExit(f"setting {setting!r}: expected samples:temperature:reward:targets[:{'|'.join(sources)}]")
+    return int(fields[0]), float(fields[1]), fields[2], int(fields[3]), fields[4] if len(fields) == 5 else "later_windows"
 
 
 def _means(scores: dict[str, np.ndarray]) -> str:

@@ -91,9 +91,7 @@ def main() -> None:
     queries = encoder.encode(texts)
     users = np.repeat(prompts["user_id"].to_numpy(), args.samples)
     histories = [list(h) for h in prompts["history_item_ids"].to_list() for _ in range(args.samples)]
-    ranks = np.stack(
-        [index.target_ranks(queries, [targets[u][w] for u in users], histories) for w in range(windows)], axis=1
-    ).reshape(prompts.height, args.samples, windows)
+    ranks = _ranks_of(index, queries, [targets[u] for u in users], histories).reshape(prompts.height, args.samples, windows)
     following = _next_interactions(rl, max(INTERACTION_COUNTS))
     interaction_ranks = _ranks_of(index, queries, [following[u] for u in users], histories).reshape(
         prompts.height, args.samples, -1)
