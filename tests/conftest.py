@@ -20,3 +20,17 @@ def tiny_lm_folder(tmp_path_factory) -> Path:
 def tiny_encoder_folder(tmp_path_factory) -> Path:
     """A tiny random sentence-transformers encoder (tests/tiny_encoder.py)."""
     return build_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"))
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--broken-update",
+        action="store_true",
+        help="run tests/training/test_learning.py with every trainer's update broken: each test must then fail",
+    )
+
+
+@pytest.fixture
+def broken_update(request) -> bool:
+    """True under --broken-update: the learning tests break their trainer's update (sign flipped)."""
+    return request.config.getoption("--broken-update")

@@ -116,13 +116,18 @@ class RewardProbe:
 
     def __call__(self) -> float:
         """Mean reward of the probe set's greedy profiles under the policy as it is now."""
+        return float(np.mean(self.per_example()))
+
+    def per_example(self) -> np.ndarray:
+        """The reward of each probe example's greedy profile, in the probe's order (for paired
+        intervals between two points of a phase)."""
         from lpt_core.generation.hf_backend import TransformersGenerator
 
         # fork_rng: the probe must not move the sampling's random stream.
         with torch.random.fork_rng(), merged_copy(self.policy) as merged:
             generator = TransformersGenerator(merged, self.tokenizer, self.greedy, model_id="rl-probe")
             profiles = generator.generate([example.prompt for example in self.examples])
-        return float(np.mean(rewards_of(self.reward, [profile.text for profile in profiles], self.examples)))
+        return np.asarray(rewards_of(self.reward, [profile.text for profile in profiles], self.examples))
 
     def wrap(self, on_update: UpdateCallback | None, every: int, last: int) -> UpdateCallback:
         """`on_update` with "probe_reward" (after the step) added every `every` steps and after
