@@ -8,6 +8,8 @@ imports dagster (lpt_dagster is the thin layer on top).
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import lpt_core
@@ -90,3 +92,27 @@ def test_lpt_core_never_imports_dagster():
     for path in ROOT.rglob("*.py"):
         imported = _imported(ast.parse(path.read_text(encoding="utf-8")), _module_name(path), False)
         assert not any(name.split(".")[0] == "dagster" for name in imported), path
+
+
+# The modules a GPU check runs on a bare GPU machine (torch, transformers, peft, accelerate; TRL
+# travels with the call), and the packages that machine lacks (bench/paper_scale.py).
+GPU_SIDE_MODULES = (
+    "lpt_core.models", "lpt_core.generation.hf_backend", "lpt_core.generation.vllm_backend",
+    "lpt_core.training.policy", "lpt_core.training.rebel", "lpt_core.training.rl",
+    "lpt_core.training.best_of_n", "lpt_core.training.trl_trainers",
+)
+ABSENT_ON_THE_GPU_MACHINE = ("polars", "faiss", "dagster", "mlflow")
+
+
+def test_the_trainers_and_generators_import_without_the_packages_a_gpu_machine_lacks():
+    # A fresh interpreter: this test process has long imported all of them.
+    code = (
+        "import importlib, sys\n"
+        f"for module in {GPU_SIDE_MODULES!r}:\n"
+        "    importlib.import_module(module)\n"
+        f"    pulled = [name for name in {ABSENT_ON_THE_GPU_MACHINE!r} if name in sys.modules]\n"
+        "    if pulled:\n"
+        "        sys.exit(f'{module} imports {pulled}')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1]

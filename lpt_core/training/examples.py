@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from lpt_core.config import RewardTargetsFrom
+
+if TYPE_CHECKING:  # rows are polars frames, read through their methods: the trainers that import
+    # RLExample run where polars is not installed (the GPU check, bench/paper_scale.py)
+    import polars as pl
 
 
 @dataclass(frozen=True)

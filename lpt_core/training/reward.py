@@ -20,11 +20,13 @@ policy must not be paid for text the recommender never read.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from lpt_core.retrieval import ItemIndex, TextEncoder
+if TYPE_CHECKING:  # the retrieval stack (faiss) is the caller's: the trainers that take a reward
+    # import this module where faiss is not installed (the GPU check)
+    from lpt_core.retrieval import ItemIndex, TextEncoder
 
 RewardKind = Literal["ndcg", "mrr", "log_rank"]
 REWARD_KINDS: tuple[str, ...] = ("ndcg", "mrr", "log_rank")
