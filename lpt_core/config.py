@@ -105,13 +105,18 @@ class DataConfig(_Strict):
     items_path: str | None = None
     # tabular only: canonical column name -> column name in the file.
     column_map: dict[str, str] = Field(default_factory=dict)
+    # tabular only: a CSV's cell separator (default: by suffix, "," for .csv, TAB for .tsv), and
+    # whether its numbers are written with a decimal comma ("2,5").
+    csv_separator: str | None = Field(None, min_length=1, max_length=1)
+    decimal_comma: bool = False
     # The reference keeps duplicate (user, item) interactions; "first"/"last" keep one per pair.
     dedup: Literal["keep", "first", "last"] = "keep"
     # Malformed rows: "error" stops with file/line/field; "quarantine" sets them aside, counted.
     bad_rows: Literal["error", "quarantine"] = "error"
     k_core: int = Field(5, ge=1)
-    # A file with more than this share of its rows quarantined fails the run: that many bad rows
-    # mean a wrong format or column mapping, not a few damaged lines.
+    # A file with more than this share of its rows quarantined, or of its kept rows with a value
+    # read as null because it did not convert, fails the run: that many bad values mean a wrong
+    # format or column mapping, not a few damaged lines.
     max_quarantine_share: float = Field(0.1, ge=0, le=1)
     max_item_tokens: int = Field(512, ge=1, description="encoder tokens per item text")
     max_prompt_tokens: int = Field(1024, ge=1, description="generator tokens per profile prompt")

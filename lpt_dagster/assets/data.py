@@ -8,7 +8,7 @@ import polars as pl
 from lpt_core import text
 from lpt_core.config import Recipe
 from lpt_core.data.cleaning import clean
-from lpt_core.data.readers import RawData, read_raw
+from lpt_core.data.readers import TIMESTAMP_UNITS, InputAccount, RawData, read_raw
 from lpt_core.data.splitting import Split, drop_long_prompts, split_users
 from lpt_core.models import load_tokenizer
 from lpt_core.paths import resolve_repo_path
@@ -37,7 +37,10 @@ def _accounting(raw: RawData) -> dict[str, int]:
         "quarantined_rows": sum(a.quarantined for a in raw.accounts),
         "skipped_rows": sum(sum(a.skipped.values()) for a in raw.accounts),
         "optional_values_read_as_null": sum(sum(a.nulled.values()) for a in raw.accounts),
-        "timestamps_read_as_seconds": sum(a.timestamps_in_seconds for a in raw.accounts),
+        **{
+            f"timestamps_read_as_{unit}": sum(a.timestamp_units.get(unit, 0) for a in raw.accounts)
+            for unit in TIMESTAMP_UNITS
+        },
     }
 
 
@@ -54,7 +57,7 @@ def raw_data(context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: 
 
     Every input row is accounted for in the metadata, per file (`input_accounts`): kept,
     quarantined, or skipped (blank lines, repeated item ids), with the optional values read as
-    null and the timestamps read as seconds.
+    null (with an example each) and the timestamps read in another unit than milliseconds.
     """
     cfg = recipe.get()
     with user_errors_as_failures():
@@ -92,6 +95,14 @@ def raw_data(context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: 
     )
 
 
+def _input_accounts(context: dg.AssetExecutionContext) -> tuple[InputAccount, ...]:
+    """The read's accounts, from the metadata of the raw_interactions it stored (the table the IO
+    manager hands this step), so the cleaning report counts the rows the read set aside."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("raw_interactions"))
+    accounts = event.asset_materialization.metadata.get("input_accounts") if event else None
+    return tuple(InputAccount(**account) for account in accounts.value) if accounts else ()
+
+
 def _item_token_counter(cfg: Recipe):
     tokenizer = load_tokenizer(cfg.models.encoder)
 
@@ -118,7 +129,9 @@ def cleaned_data(
     raw_items: pl.DataFrame,
 ):
     cfg = recipe.get()
-    raw = RawData(interactions=raw_interactions, items=raw_items, quarantine=pl.DataFrame())
+    raw = RawData(
+        interactions=raw_interactions, items=raw_items, quarantine=pl.DataFrame(), accounts=_input_accounts(context)
+    )
     interactions, items, report = clean(raw, cfg.data, item_token_counts=_item_token_counter(cfg))
     context.log.info("cleaning:\n%s", report.to_markdown())
     with mlflow.asset_run(context, cfg, "cleaned_histories") as run:
