@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -111,7 +114,8 @@ def test_the_model_folder_is_self_contained(model_dir: Path):
     assert set(artifacts) == {"generator", "adapter", "recommender", "item_index", "catalog", "recipe"}
     assert all((model_dir / a["path"]).exists() for a in artifacts.values())
     assert (model_dir / artifacts["generator"]["path"] / "config.json").is_file()
-    assert "history_item_ids" in mlmodel["signature"]["inputs"]
+    # No input schema: MLflow would drop unknown keys unseen (issue 31.10); the model checks them.
+    assert mlmodel["signature"]["inputs"] is None and "item_ids" in mlmodel["signature"]["outputs"]
     assert (model_dir / "input_example.json").is_file()
     assert mlmodel["metadata"]["request_limits"] == {"rows": MAX_ROWS_PER_REQUEST, "history_items": MAX_HISTORY_ITEMS_PER_REQUEST}
     assert set(mlmodel["metadata"]["input_types"]) == {"history_item_ids", "history_ratings", "profile", "k"}
@@ -153,6 +157,10 @@ def test_whole_number_k_in_a_float_column_is_read_as_an_integer():
         ({"profile": "comedy", "k": "ten"}, "row 0: k must be a whole number .*got 'ten'"),
         ({"profile": "comedy", "k": True}, "row 0: k must be a whole number .*got True"),
         ({"profile": 42}, "row 0: profile must be a string"),
+        # Issue 31.10: misspelt keys were dropped, and the model wrote its own profile / used k=10.
+        ({"profle": "loves horror", "history_item_ids": ["1"]},
+         "^row 0: unknown key 'profle'; accepted keys: history_item_ids, history_ratings, profile, k$"),
+        ({"profile": "comedy", "K": 3}, "^row 0: unknown key 'K'"),
     ],
 )
 def test_bad_rows_are_refused_with_a_message_naming_the_problem(model, row, message):
@@ -195,6 +203,43 @@ def test_a_request_over_the_size_limits_is_refused(model, frame, message):
     with pytest.raises(MlflowException, match=message) as caught:
         model.predict(frame)
     assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_sigterm_cancels_a_prediction_in_flight_and_answers_503(model_dir):
+    """Issue 31.12: with a heavy request in flight, the server's shutdown waited for it (35 s)."""
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    handled = []
+    # Stands for uvicorn's handler, installed before `mlflow models serve` loads the model.
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: handled.append(number))
+    try:
+        served = mlflow.pyfunc.load_model(str(model_dir))
+        generator = served.unwrap_python_model().recommender.generator
+        # A heavy request: 32 histories and 100 tokens each, about 30 s on a 2-core CPU.
+        generator._hf_config.max_new_tokens = generator._hf_config.min_new_tokens = 100
+        refused = []
+
+        def predict() -> None:
+            try:
+                served.predict(pd.DataFrame({"history_item_ids": [["1", "2", "3"]] * MAX_ROWS_PER_REQUEST}))
+            except MlflowException as error:
+                refused.append(error)
+
+        in_flight = threading.Thread(target=predict)
+        in_flight.start()
+        time.sleep(1.5)
+        assert in_flight.is_alive()
+        stopped_at = time.monotonic()
+        os.kill(os.getpid(), signal.SIGTERM)
+        in_flight.join(timeout=60)
+        waited = time.monotonic() - stopped_at
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert handled == [signal.SIGTERM]  # the server's own handler still runs
+    assert waited < 5
+    (error,) = refused
+    assert error.get_http_status_code() == 503 and error.message.startswith("the server is shutting down")
 
 
 # A stand-in for `mlflow models serve`: a CLI process that runs the server as its child and waits
