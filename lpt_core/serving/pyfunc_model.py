@@ -17,7 +17,7 @@ history, a profile longer than the recommender reads, more rows than one request
 MlflowException with INVALID_PARAMETER_VALUE, which `mlflow models serve` answers with HTTP 400
 and the message, the error first.
 
-Under `mlflow models serve`, a SIGTERM (the server stopping) cancels a prediction in flight at
+Under `mlflow models serve`, a SIGTERM (the server stopping) cancels profile writing in flight at
 its next decoding step, and the request is answered 503: the server's graceful shutdown waits for
 running requests, and a heavy one would otherwise hold it for as long as it takes.
 """
@@ -30,6 +30,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -55,6 +56,8 @@ DEFAULT_K = 10
 # waits for it), so a request must stay small enough to finish well within the timeout: 32
 # history rows are one generation batch of the full recipe.
 MAX_ROWS_PER_REQUEST = 32
+# How often the served model looks whether its server is shutting down (_server_stopping).
+SHUTDOWN_POLL_S = 0.2
 MAX_HISTORY_ITEMS_PER_REQUEST = 1000
 # The data's rating scale: MovieLens and Amazon rate 1-5 and the data checks allow [0, 5]
 # (lpt_core.data.quality); the prompts say "rated 4/5".
@@ -247,7 +250,7 @@ class LangPTuneModel(mlflow.pyfunc.PythonModel):
         local_models = {"models": {"generator": artifacts["generator"], "encoder": artifacts["recommender"]}}
         recipe = Recipe.model_validate(deep_merge(saved, local_models))
         catalog = pl.read_parquet(artifacts["catalog"])
-        self.stopping = _stopping_on_sigterm()
+        self.stopping = _server_stopping()
         self.recommender = ProfileRecommender(
             recipe, Path(artifacts["adapter"]), Path(artifacts["item_index"]), catalog, self.stopping.is_set
         )
@@ -297,20 +300,25 @@ class RequestRefused(MlflowException):
             self._fixed_message = value
 
 
-def _stopping_on_sigterm() -> threading.Event:
-    """An event set by SIGTERM, where a server handles SIGTERM to shut down gracefully (uvicorn
-    under `mlflow models serve` has installed its handler when it loads the model, in the main
-    thread); that handler still runs after ours. Elsewhere (a notebook, a test) SIGTERM keeps its
-    meaning and the event is never set."""
+def _server_stopping() -> threading.Event:
+    """An event set once the server that serves this model begins to shut down.
+
+    uvicorn (under `mlflow models serve`) loads the model before it installs its SIGTERM handler,
+    a method of its Server, which only sets the server's `should_exit`; its graceful shutdown then
+    waits for every request in flight. A daemon thread watches that flag, found through the
+    handler, so that profile writing in flight can stop. Where SIGTERM has no such handler (a
+    notebook, a batch job) the event is never set.
+    """
     stopping = threading.Event()
-    previous = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is threading.main_thread() and callable(previous):
 
-        def on_sigterm(signal_number: int, frame: Any) -> None:
-            stopping.set()
-            previous(signal_number, frame)
+    def watch() -> None:
+        while not stopping.is_set():
+            server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+            if getattr(server, "should_exit", False):
+                stopping.set()
+            time.sleep(SHUTDOWN_POLL_S)
 
-        signal.signal(signal.SIGTERM, on_sigterm)
+    threading.Thread(target=watch, name="lpt-server-shutdown-watch", daemon=True).start()
     return stopping
 
 
