@@ -11,7 +11,7 @@ from pydantic import PrivateAttr
 
 from lpt_core.config import Recipe, RecipeError, load_recipe, read_yaml
 from lpt_core.paths import Outputs
-from lpt_core.tracking import RunHandle, Tracker, mlflow_ui_url
+from lpt_core.tracking import STEP_TAG, RunHandle, Tracker, mlflow_ui_url
 from lpt_dagster.failures import user_errors_as_failures
 
 
@@ -81,7 +81,9 @@ class MlflowResource(dg.ConfigurableResource):
         try:
             with self.tracker.child_run(parent, name) as run:
                 run.log_params(recipe.model_dump(mode="json"))
-                run.set_tags({"lpt.recipe": recipe.name, "lpt.recipe_hash": recipe.content_hash()})
+                run.set_tags(
+                    {"lpt.recipe": recipe.name, "lpt.recipe_hash": recipe.content_hash(), STEP_TAG: context.op_def.name}
+                )
                 yield run
             failed = False
         finally:

@@ -14,7 +14,7 @@ from lpt_core.models import load_tokenizer
 from lpt_core.paths import resolve_repo_path
 from lpt_core.tracking import frame_digest
 from lpt_dagster.failures import user_errors_as_failures
-from lpt_dagster.lineage import catalog_table, example_splits, log_tables
+from lpt_dagster.lineage import TrackedTable, catalog_table, example_splits, log_tables, read_tables, written
 from lpt_dagster.metadata import figure_markdown, frame_preview, histogram_figure
 from lpt_dagster.resources import MlflowResource, RecipeResource
 from lpt_dagster.subsets import selected_outputs
@@ -70,8 +70,8 @@ def raw_data(context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: 
                 "%s: skipped %s; optional values read as null %s", account.file, account.skipped, account.nulled
             )
     with mlflow.asset_run(context, cfg, "raw_data") as run:
-        run.log_dataset(raw.interactions, name="raw_interactions", source=source, context="raw")
-        run.log_dataset(raw.items, name="raw_items", source=source, context="raw")
+        log_tables(run, written([TrackedTable("raw_interactions", raw.interactions, source, "raw"),
+                                 TrackedTable("raw_items", raw.items, source, "raw")]))
         run.log_metrics({"raw_interactions": raw.interactions.height, **accounting})
     quarantine_meta = {
         **accounting,
@@ -135,7 +135,11 @@ def cleaned_data(
     interactions, items, report = clean(raw, cfg.data, item_token_counts=_item_token_counter(cfg))
     context.log.info("cleaning:\n%s", report.to_markdown())
     with mlflow.asset_run(context, cfg, "cleaned_histories") as run:
-        run.log_dataset(interactions, name="cleaned_histories", source="raw_interactions", context="cleaned")
+        log_tables(run, [
+            *read_tables(raw_interactions=raw_interactions, raw_items=raw_items),
+            *written([TrackedTable("cleaned_histories", interactions, "raw_interactions", "cleaned"),
+                      TrackedTable("cleaned_items", items, "raw_items", "cleaned")]),
+        ])
         run.log_metrics({"cleaned_interactions": interactions.height, "cleaned_items": items.height})
         run.log_text(report.to_markdown(), "cleaning_report.md")
     per_user = interactions.group_by("user_id").len()["len"]
@@ -188,8 +192,11 @@ def split_data(
     stats = split.stats()
     context.log.info("split statistics: %s", stats)
     with mlflow.asset_run(context, cfg, "user_examples") as run:
-        written = example_splits(split.examples, ("train", "val", "test"), source="cleaned_histories")
-        log_tables(run, [*written, catalog_table(catalog, source="cleaned_items")])
+        log_tables(run, [
+            *read_tables(cleaned_histories=cleaned_histories, cleaned_items=cleaned_items),
+            *written([*example_splits(split.examples, source="cleaned_histories"),
+                      catalog_table(catalog, source="cleaned_items")]),
+        ])
         run.log_dict(stats, "split_stats.json")
         run.log_metrics({"prompts_too_long": too_long, "catalog_items": catalog.height})
     history_lengths = split.examples["history_item_ids"].list.len()
