@@ -34,8 +34,8 @@ def test_sigterm_cancels_a_prediction_in_flight_and_answers_503(model_dir):
 
     served = mlflow.pyfunc.load_model(str(model_dir))  # as uvicorn does: before it handles SIGTERM
     generator = served.unwrap_python_model().recommender.generator
-    # A heavy request: 32 histories and 100 tokens each, about 30 s on a 2-core CPU.
-    generator._hf_config.max_new_tokens = generator._hf_config.min_new_tokens = 100
+    # A heavy request: 32 histories and 400 tokens each, about a minute on a 2-core CPU.
+    generator._hf_config.max_new_tokens = generator._hf_config.min_new_tokens = 400
     refused = []
 
     def predict() -> None:
@@ -47,7 +47,7 @@ def test_sigterm_cancels_a_prediction_in_flight_and_answers_503(model_dir):
     server = uvicorn.Server(uvicorn.Config(app="unused:app"))
     previous = signal.signal(signal.SIGTERM, server.handle_exit)  # what uvicorn's serve() installs
     try:
-        in_flight = threading.Thread(target=predict)
+        in_flight = threading.Thread(target=predict, daemon=True)
         in_flight.start()
         time.sleep(1.5)
         assert in_flight.is_alive()
