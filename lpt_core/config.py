@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import IO, Annotated, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from lpt_core.metrics import metric_cutoff
 from lpt_core.paths import resolve_repo_path
 from lpt_core.rl_algorithms import RL_ALGORITHMS
 from lpt_core.sources import SOURCES
@@ -94,6 +96,11 @@ def _known_model(name: str) -> str:
 ModelName = Annotated[str, AfterValidator(_known_model)]
 
 
+def _metric_name(metric: str) -> str:
+    metric_cutoff(metric)  # raises ValueError naming the valid metrics
+    return metric
+
+
 class DataConfig(_Strict):
     """Where the raw data is and how it is cleaned."""
 
@@ -105,13 +112,18 @@ class DataConfig(_Strict):
     items_path: str | None = None
     # tabular only: canonical column name -> column name in the file.
     column_map: dict[str, str] = Field(default_factory=dict)
+    # tabular only: a CSV's cell separator (default: by suffix, "," for .csv, TAB for .tsv), and
+    # whether its numbers are written with a decimal comma ("2,5").
+    csv_separator: str | None = Field(None, min_length=1, max_length=1)
+    decimal_comma: bool = False
     # The reference keeps duplicate (user, item) interactions; "first"/"last" keep one per pair.
     dedup: Literal["keep", "first", "last"] = "keep"
     # Malformed rows: "error" stops with file/line/field; "quarantine" sets them aside, counted.
     bad_rows: Literal["error", "quarantine"] = "error"
     k_core: int = Field(5, ge=1)
-    # A file with more than this share of its rows quarantined fails the run: that many bad rows
-    # mean a wrong format or column mapping, not a few damaged lines.
+    # A file with more than this share of its rows quarantined, or of its kept rows with a value
+    # read as null because it did not convert, fails the run: that many bad values mean a wrong
+    # format or column mapping, not a few damaged lines.
     max_quarantine_share: float = Field(0.1, ge=0, le=1)
     max_item_tokens: int = Field(512, ge=1, description="encoder tokens per item text")
     max_prompt_tokens: int = Field(1024, ge=1, description="generator tokens per profile prompt")
@@ -452,7 +464,8 @@ class BaselinesConfig(_Strict):
     heads: int = Field(1, ge=1)
     knn_neighbours: tuple[int, ...] = (20, 50, 100, 200)
     knn_similarities: tuple[Literal["cosine", "cooccurrence"], ...] = ("cosine", "cooccurrence")
-    metric: str = "ndcg@10"
+    # What the search selects on (val users): a metric at a cutoff, checked here, not at the step.
+    metric: Annotated[str, AfterValidator(_metric_name)] = "ndcg@10"
     time_budget_s: float | None = Field(None, gt=0, description="stop starting SASRec trials after")
     threads: int | None = Field(None, ge=1, description="torch CPU threads while training")
     seed: int = 0
@@ -543,7 +556,8 @@ def load_recipe(name_or_path: str, overrides: dict | None = None) -> Recipe:
         available = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")))
         raise RecipeError(f"recipe {name_or_path!r}: no file {path} (available: {available})")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        with path.open(encoding="utf-8") as stream:  # read from the file, so errors name it
+            raw = read_yaml(stream) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -554,6 +568,30 @@ def load_recipe(name_or_path: str, overrides: dict | None = None) -> Recipe:
         return Recipe.model_validate(merged)
     except ValidationError as exc:
         raise RecipeError(f"{path}: invalid recipe:\n{_describe(exc)}") from exc
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key repeated in one mapping is an error naming both lines:
+    YAML keeps the last one silently, so a second `data:` section would replace the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader's own error names it
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"repeated key {key!r} (first at line {first_line[key]})", key_node.start_mark
+                )
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(stream: str | IO[str]) -> object:
+    """YAML as yaml.safe_load reads it, with a repeated key an error that names its line."""
+    return yaml.load(stream, Loader=_UniqueKeyLoader)
 
 
 def deep_merge(base: dict, overrides: dict) -> dict:

@@ -24,6 +24,14 @@ METRIC_NAMES = ("recall", "ndcg", "mrr")
 BOOTSTRAP_CHUNK = 100
 
 
+def metric_cutoff(metric: str) -> int:
+    """The K of a metric name such as "ndcg@10" (one of METRIC_NAMES at some K)."""
+    name, _, k = metric.partition("@")
+    if name not in METRIC_NAMES or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"metric must be one of {METRIC_NAMES} at a cutoff, like 'ndcg@10'; got {metric!r}")
+    return int(k)
+
+
 def metric_keys(ks: Sequence[int]) -> list[str]:
     """Metric names in report order: recall@5, ndcg@5, mrr@5, recall@10, ..."""
     return [f"{name}@{k}" for k in ks for name in METRIC_NAMES]

@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 ORCHESTRATION_RUN_TAG = "lpt.orchestration_run_id"
 ASSET_TAG = "lpt.asset"
+STEP_TAG = "lpt.dagster_step"  # the Dagster step (op) a child run belongs to
+# A logged dataset's tag: "input" if the run read it, "output" if it wrote it.
+DATASET_ROLE_TAG = "lpt.dataset_role"
+DatasetRole = Literal["input", "output"]
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag: its UI nests children under it
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
 # Where to track is the environment's choice, so one configuration serves a laptop and a cluster.
@@ -325,11 +329,14 @@ class RunHandle:
         source: str,
         context: str,
         digest: str | None = None,
+        role: DatasetRole = "input",
     ) -> None:
-        """Record `frame` as an input of this run (lineage): its name, digest, schema and size.
+        """Record `frame` as a dataset of this run (lineage): its name, digest, schema and size.
 
         `source` is where it came from: a path, a URL, or an upstream asset's name. `context` is
-        its role ("train", "catalog", ...). No copy of the data is made or uploaded.
+        its use ("train", "catalog", ...); `role` (tag DATASET_ROLE_TAG) says whether the run
+        read it or wrote it: MLflow records every dataset as a run input. No copy of the data
+        is made or uploaded.
         """
         import mlflow.data
         from mlflow.entities import DatasetInput, InputTag
@@ -346,8 +353,8 @@ class RunHandle:
                 )
             except MlflowException as error:
                 raise ValueError(f"log_dataset source {source!r}: {error.message}") from error
-        context_tag = InputTag(MLFLOW_DATASET_CONTEXT, context)
-        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[context_tag])]
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, context), InputTag(DATASET_ROLE_TAG, role)]
+        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=tags)]
         self.client.log_inputs(self.run_id, datasets=inputs)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:

@@ -3,17 +3,21 @@ copy of the data).
 
 A table gets the same name and digest (lpt_core.tracking.frame_digest of its content) in every
 run that logs it, so searching MLflow for one digest finds the step that wrote the table and
-every step that read it, and a registered version's lineage tags name the same digests.
+every step that read it, and a registered version's lineage tags name the same digests. Every
+step logs every table it reads (role "input") and those it writes (role "output"), as a tag of
+the run's dataset input (MLflow keeps one source per name and digest: the first logged);
+tests/test_pipeline.py checks the tables read against the steps' declared inputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 
-from lpt_core.tracking import RunHandle, frame_digest
+from lpt_core.data.schemas import SPLITS
+from lpt_core.tracking import DatasetRole, RunHandle, frame_digest
 
 EXAMPLES_ASSET = "user_examples"
 CATALOG_ASSET = "item_catalog"
@@ -22,16 +26,29 @@ CATALOG_ASSET = "item_catalog"
 @dataclass(frozen=True)
 class TrackedTable:
     """A table as logged to an MLflow run: `name` is its dataset name (and the key of its digest
-    in a registered version's lineage), `source` the asset it came from, `context` its role in
-    the step ("train", "catalog", "profiles", ...)."""
+    in a registered version's lineage), `source` the asset or file it came from, `context` its use
+    in the step ("train", "catalog", "profiles", ...), `role` whether the step read or wrote it."""
 
     name: str
     frame: pl.DataFrame
     source: str
     context: str
+    role: DatasetRole = "input"
 
 
-def example_splits(user_examples: pl.DataFrame, splits: Iterable[str], source: str = EXAMPLES_ASSET) -> list[TrackedTable]:
+def read_tables(**tables: pl.DataFrame) -> list[TrackedTable]:
+    """Tables a step reads whole, each named after its asset."""
+    return [TrackedTable(name, frame, name, "input") for name, frame in tables.items()]
+
+
+def written(tables: Iterable[TrackedTable]) -> list[TrackedTable]:
+    """The same tables, as written by the step."""
+    return [replace(table, role="output") for table in tables]
+
+
+def example_splits(
+    user_examples: pl.DataFrame, splits: Iterable[str] = SPLITS, source: str = EXAMPLES_ASSET
+) -> list[TrackedTable]:
     """The rows of each split (a split named twice counts once), as `examples_<split>`."""
     return [
         TrackedTable(f"examples_{split}", user_examples.filter(pl.col("split") == split), source, split)
@@ -54,5 +71,7 @@ def log_tables(run: RunHandle, tables: Iterable[TrackedTable]) -> dict[str, str]
     digests = {}
     for table in tables:
         digests[table.name] = frame_digest(table.frame)
-        run.log_dataset(table.frame, table.name, table.source, table.context, digest=digests[table.name])
+        run.log_dataset(
+            table.frame, table.name, table.source, table.context, digest=digests[table.name], role=table.role
+        )
     return digests

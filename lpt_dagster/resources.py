@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import yaml
 from pydantic import PrivateAttr
 
-from lpt_core.config import Recipe, RecipeError, load_recipe
+from lpt_core.config import Recipe, RecipeError, load_recipe, read_yaml
 from lpt_core.paths import Outputs
-from lpt_core.tracking import RunHandle, Tracker, mlflow_ui_url
+from lpt_core.tracking import STEP_TAG, RunHandle, Tracker, mlflow_ui_url
 from lpt_dagster.failures import user_errors_as_failures
 
 
@@ -28,7 +27,7 @@ class RecipeResource(dg.ConfigurableResource):
 
     def get(self) -> Recipe:
         with user_errors_as_failures():
-            overrides = yaml.safe_load(self.overrides) if self.overrides.strip() else {}
+            overrides = read_yaml(self.overrides) if self.overrides.strip() else {}
             if not isinstance(overrides, dict):
                 raise RecipeError(f"recipe overrides must be a YAML mapping, got: {self.overrides!r}")
             return load_recipe(self.name, overrides)
@@ -82,7 +81,9 @@ class MlflowResource(dg.ConfigurableResource):
         try:
             with self.tracker.child_run(parent, name) as run:
                 run.log_params(recipe.model_dump(mode="json"))
-                run.set_tags({"lpt.recipe": recipe.name, "lpt.recipe_hash": recipe.content_hash()})
+                run.set_tags(
+                    {"lpt.recipe": recipe.name, "lpt.recipe_hash": recipe.content_hash(), STEP_TAG: context.op_def.name}
+                )
                 yield run
             failed = False
         finally:

@@ -156,3 +156,27 @@ def test_rebel_takes_pairs_and_the_group_algorithms_are_variants_with_four_sampl
     for name, algorithm in (("langptune_grpo", "grpo"), ("langptune_rloo", "rloo")):
         rl = get_variant(name).recipe_for(recipe).training.rl
         assert (rl.algorithm, rl.samples_per_prompt) == (algorithm, 4)
+
+
+def test_a_repeated_key_is_an_error_naming_its_line(tmp_path):
+    """Issue 31.8: two `data:` sections loaded silently, the last one winning."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("data:\n  k_core: 3\nsplit:\n  history_len: 4\ndata:\n  k_core: 5\n", encoding="utf-8")
+    with pytest.raises(RecipeError) as error:
+        load_recipe(str(path))
+    assert "repeated key 'data' (first at line 1)" in str(error.value)
+    assert f'in "{path}", line 5' in str(error.value)
+    path.write_text("split:\n  history_len: 4\n  seed: 1\n  history_len: 5\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"repeated key 'history_len' \(first at line 2\)"):
+        load_recipe(str(path))
+
+
+def test_a_misspelt_baseline_metric_fails_at_load(tmp_path):
+    """Issue 31.9: `baselines.metric: ndgc@10` passed validation, then failed the baseline step."""
+    path = tmp_path / "metric.yaml"
+    path.write_text("baselines:\n  metric: ndgc@10\n", encoding="utf-8")
+    with pytest.raises(RecipeError) as error:
+        load_recipe(str(path))
+    assert "baselines.metric: metric must be one of ('recall', 'ndcg', 'mrr')" in str(error.value)
+    assert "'ndgc@10'" in str(error.value)
+    assert load_recipe("quick", {"baselines": {"metric": "mrr@20"}}).baselines.metric == "mrr@20"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dislike_phrasings import CUT_OFF_PROFILES, HELD_OUT_PHRASINGS, phrased
 
 from lpt_core import paths
 from lpt_core.config import ModelsConfig
@@ -39,12 +40,65 @@ PROFILES = [
          Preferences("they love westerns.", ("musicals",))),
         ("They don't really enjoy romance; war films are a favourite.",
          Preferences("war films are a favourite.", ("romance",))),
-        # "no" counts only where it opens a clause, not inside one.
+        # A negation is a dislike where it opens the clause or stands by a word of preference.
         ("They have no patience for slow films.", Preferences("They have no patience for slow films.", ())),
+        ("Not only comedies but also dramas.", Preferences("Not only comedies also dramas.", ())),
     ],
 )
 def test_a_profile_splits_into_what_it_likes_and_what_it_dislikes(profile, expected):
     assert split_preferences(profile) == expected
+
+
+# Development cases: the phrasings the method was written against (the held-out ones are in
+# tests/dislike_phrasings.py and measured below).
+@pytest.mark.parametrize(
+    ("phrasing", "topic"),
+    [
+        ("Musicals are not really my cup of tea.", "Musicals"),
+        ("Please stop suggesting war films.", "war films"),
+        ("I can't bear slasher movies.", "slasher movies"),
+        ("Never liked musicals.", "musicals"),
+        ("Westerns bore me to tears.", "Westerns tears"),
+        ("Keep musicals off my list.", "musicals"),
+        ("Tired of superhero movies.", "superhero movies"),
+        ("Romance is not for me.", "Romance"),
+        ("Hard pass on musicals.", "musicals"),
+        ("Anything except musicals.", "musicals"),
+        ("They avoid anything with zombies.", "zombies"),
+    ],
+)
+def test_a_dislike_is_read_as_people_phrase_it_after_a_whole_or_a_cut_off_profile(phrasing, topic):
+    for profile in ("They enjoy comedies.", "They enjoy comedies and dramas with a soft spot for classic"):
+        assert split_preferences(f"{profile} {phrasing}") == Preferences(profile, (topic,))
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        "They enjoy films that never fail to surprise.",
+        "A viewer who can't get enough of noir.",
+        "Their favourites include No Country for Old Men and Fargo.",
+        "Non-stop action movies are a favourite.",
+        "They can't stop watching thrillers.",
+        "The user rated it as not the least of their films.",
+    ],
+)
+def test_negations_that_say_what_the_user_likes_are_no_dislikes(profile):
+    assert split_preferences(profile) == Preferences(profile, ())
+
+
+def _read_as_dislike(profile: str, template: str, genre: str = "horror") -> bool:
+    parts = split_preferences(f"{profile} {phrased(template, genre)}")
+    return any(genre in topic.lower() for topic in parts.disliked) and genre not in parts.liked.lower()
+
+
+@pytest.mark.parametrize("profiles", [tuple(PROFILES), CUT_OFF_PROFILES], ids=["whole", "cut_off"])
+def test_held_out_phrasings_are_read_as_dislikes(profiles):
+    """Issue 31.13: only "Dislikes X" was understood; a dislike after a profile cut off mid-sentence
+    was read as liked. Before the change 22% (whole profiles) and 17% (cut off) of the held-out
+    phrasings were read as dislikes; 97% after."""
+    read = [_read_as_dislike(profile, template) for template in HELD_OUT_PHRASINGS for profile in profiles]
+    assert np.mean(read) >= 0.9
 
 
 def _bag_encoder(texts):
@@ -85,23 +139,43 @@ def test_each_text_is_embedded_once_and_a_profile_with_dislikes_only_through_its
     np.testing.assert_allclose(queries[1], expected / np.linalg.norm(expected), rtol=1e-6)
 
 
-def test_on_the_bundled_encoder_dislikes_horror_moves_horror_films_down():
-    """The defect as filed: appending "Dislikes horror." raised horror in the ranking."""
+@pytest.fixture(scope="module")
+def horror_mean_rank():
+    """Mean rank of GENRE_ITEMS' horror films under each query, on the bundled encoder; and it."""
     if not (paths.models_dir() / "all-minilm-l6-v2").is_dir():
         pytest.skip("default models not fetched (make setup)")
     encoder = TextEncoder(load_encoder("all-minilm-l6-v2", ModelsConfig(device="cpu", dtype="float32")))
     texts = [f"Title: {title}\nCategory: {genre}" for genre, titles in GENRE_ITEMS.items() for title in titles]
     is_horror = np.array([genre == "Horror" for genre, titles in GENRE_ITEMS.items() for _ in titles])
     items = encoder.encode(texts)
-    edited = [f"{p} Dislikes horror." for p in PROFILES]
 
-    def horror_mean_rank(queries):
+    def mean_rank(queries):
         ranks = np.argsort(np.argsort(-(queries @ items.T), axis=1), axis=1)
         return ranks[:, is_horror].mean(axis=1)
 
-    before = horror_mean_rank(encoder.encode(PROFILES))
-    plain_after = horror_mean_rank(encoder.encode(edited))
-    after = horror_mean_rank(encode_profiles(encoder.encode, edited))
+    return mean_rank, encoder
+
+
+def test_on_the_bundled_encoder_dislikes_horror_moves_horror_films_down(horror_mean_rank):
+    """The defect as filed: appending "Dislikes horror." raised horror in the ranking."""
+    mean_rank, encoder = horror_mean_rank
+    edited = [f"{p} Dislikes horror." for p in PROFILES]
+
+    before = mean_rank(encoder.encode(PROFILES))
+    plain_after = mean_rank(encoder.encode(edited))
+    after = mean_rank(encode_profiles(encoder.encode, edited))
 
     assert np.all(plain_after < before)  # the filed defect: a plain encoding moves horror UP
     assert np.all(after > before)  # ours moves it down
+
+
+@pytest.mark.parametrize("profiles", [tuple(PROFILES), CUT_OFF_PROFILES], ids=["whole", "cut_off"])
+def test_on_the_bundled_encoder_held_out_dislikes_move_horror_films_down(horror_mean_rank, profiles):
+    """Issue 31.13 on the held-out phrasings: before the change horror went down for 22% (whole
+    profiles) and 17% (cut off) of (profile, phrasing) pairs, and up by 10.6 and 12.4 places of
+    32 on average; after, down for 97%, by 5.6 and 5.4 places."""
+    mean_rank, encoder = horror_mean_rank
+    edited = [f"{profile} {phrased(template, 'horror')}" for template in HELD_OUT_PHRASINGS for profile in profiles]
+    before = np.tile(mean_rank(encoder.encode(list(profiles))), len(HELD_OUT_PHRASINGS))
+    after = mean_rank(encode_profiles(encoder.encode, edited))
+    assert np.mean(after > before) >= 0.9 and np.mean(after - before) > 3

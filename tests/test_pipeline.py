@@ -14,6 +14,7 @@ from tiny_encoder import build_tiny_encoder
 from tiny_lm import build_tiny_lm
 
 from lpt_core.generation import make_generator
+from lpt_core.tracking import DATASET_ROLE_TAG, STEP_TAG
 from lpt_dagster import definitions
 from lpt_dagster.io_manager import LocalFilesIOManager
 from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
@@ -106,6 +107,39 @@ def logged_datasets(client: MlflowClient, run_id: str) -> dict[str, str]:
     return {logged.dataset.name: logged.dataset.digest for logged in client.get_run(run_id).inputs.dataset_inputs}
 
 
+def tables_read(client: MlflowClient, run_id: str) -> set[str]:
+    """The assets whose tables an MLflow run logged as read (role "input"). A dataset is named
+    after its asset, but for the rows of user_examples it logs (one split, the assessed rows)."""
+    return {
+        "user_examples" if logged.dataset.name.startswith(("examples_", "assessed_")) else logged.dataset.name
+        for logged in client.get_run(run_id).inputs.dataset_inputs
+        if {tag.key: tag.value for tag in logged.tags}[DATASET_ROLE_TAG] == "input"
+    }
+
+
+def check_every_step_logs_the_tables_it_reads(client: MlflowClient, runs: list, stored: LocalFilesIOManager) -> None:
+    """For each table (an asset stored as a polars frame), the runs of the steps that declare it as
+    an input are exactly the runs that log it as a dataset input (issue 31.14: user_examples did
+    not log cleaned_histories, item_index and baseline_models logged nothing). Asset checks are
+    not steps with runs: beats_champion reads user_examples and logs no MLflow run."""
+    graph = definitions.defs.resolve_asset_graph()
+    tables = {
+        key.to_user_string() for key in graph.get_all_asset_keys()
+        if isinstance(stored.load_input(dg.build_input_context(asset_key=key)), pl.DataFrame)
+    }
+    assert {"raw_interactions", "cleaned_items", "user_examples", "item_catalog", "trained_profiles"} <= tables
+    readers = {table: set() for table in tables}
+    for assets_def in graph.assets_defs:
+        for key in assets_def.dependency_keys - set(assets_def.keys):
+            if key.to_user_string() in tables:
+                readers[key.to_user_string()].add(assets_def.op.name)
+    read_by_run = {run.info.run_id: (run.data.tags[STEP_TAG], tables_read(client, run.info.run_id)) for run in runs}
+    for table, steps in readers.items():
+        logging = {run_id for run_id, (_, read) in read_by_run.items() if table in read}
+        declaring = {run_id for run_id, (step, _) in read_by_run.items() if step in steps}
+        assert logging == declaring, (table, steps, {read_by_run[r][0] for r in logging})
+
+
 def test_definitions_load():
     graph = definitions.defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
@@ -172,18 +206,15 @@ def test_pipeline_materialises_every_asset_and_tracks_it(tmp_path, tiny_models, 
     assert children["sampled_profiles"].data.metrics["samples_per_example"] == 2
 
     # Lineage: every step logs the tables it wrote or read, and one table has one digest everywhere.
+    check_every_step_logs_the_tables_it_reads(client, [r for r in runs if "mlflow.parentRunId" in r.data.tags], stored)
     datasets = {asset: logged_datasets(client, run.info.run_id) for asset, run in children.items()}
-    assert set(datasets["user_examples"]) == {"examples_train", "examples_val", "examples_test", "item_catalog"}
-    assert set(datasets["sampled_profiles"]) == {"sampled_profiles"}
-    assert set(datasets["trained_profiles"]) == {"trained_profiles"}
-    assert set(datasets["trained_item_index"]) == {"item_catalog"}
-    assert set(datasets["training/langptune_rebel"]) == {"examples_train", "examples_val", "item_catalog"}
-    assert set(datasets["evaluation_report"]) == {
-        "examples_test", "item_catalog", "zero_shot_profiles", "sampled_profiles", "trained_profiles"}
+    assert set(datasets["user_examples"]) == {
+        "cleaned_histories", "cleaned_items", "examples_train", "examples_val", "examples_test", "item_catalog"}
+    assert set(datasets["item_index"]) == set(datasets["trained_item_index"]) == {"item_catalog"}
+    assert set(datasets["training/langptune_rebel"]) == {
+        "examples_train", "examples_val", "item_catalog", "cleaned_items", "cleaned_histories"}
     assert set(datasets["profile_quality_report"]) == {
         "assessed_examples", "item_catalog", "zero_shot_profiles", "trained_profiles"}
-    assert set(datasets["registered_model"]) == {
-        "examples_train", "examples_val", "examples_test", "item_catalog", "trained_profiles"}
     digests = {}
     for logged in datasets.values():
         for name, digest in logged.items():

@@ -30,8 +30,11 @@ from lpt_core.profile_quality.simulated_reader import (
     sample_candidates,
 )
 from lpt_core.profile_quality.steerability import (
+    DISLIKE_PHRASINGS,
+    EDIT_KINDS,
     ProfileEdit,
     add_genre,
+    cut_off,
     dislike_genre,
     edit_steerability,
     plan_edits,
@@ -219,9 +222,14 @@ def test_edits_add_a_sentence_or_remove_the_sentences_naming_the_genre():
     assert remove_genre("Likes comedy. Fears horror films! Calm.", patterns["Horror"]) == "Likes comedy. Calm."
     assert dislike_genre("Likes comedy.", "Horror") == "Likes comedy. They dislike Horror movies."
     edits = plan_edits(["Likes comedy and war films.", "Likes films."], patterns, edits_per_user=2, seed=0)
-    kinds = {(0, "add"), (0, "remove"), (0, "dislike"), (1, "add"), (1, "dislike")}
+    kinds = {(0, "add"), (0, "remove"), (0, "dislike"), (0, "dislike_cut_off"), (1, "add"), (1, "dislike"),
+             (1, "dislike_cut_off")}
     assert {(e.row, e.kind) for e in edits} == kinds
-    assert [sum(e.kind == kind for e in edits) for kind in ("add", "remove", "dislike")] == [4, 2, 4]
+    assert [sum(e.kind == kind for e in edits) for kind in EDIT_KINDS] == [4, 2, 4, 4]
+    # Issue 31.13: dislikes in several phrasings; after a cut-off profile, ranked against it.
+    assert len({e.text.removeprefix("Likes comedy and war films. ") for e in edits if e.kind == "dislike"}) > 1
+    cut = [e for e in edits if e.kind == "dislike_cut_off" and e.row == 0]
+    assert all(e.before == "Likes comedy and" and e.text.startswith("Likes comedy and ") for e in cut)
     assert all(e.genre not in ("Comedy", "War") for e in edits if e.kind == "add" and e.row == 0)
     assert edits == plan_edits(["Likes comedy and war films.", "Likes films."], patterns, 2, 0)
 
@@ -257,6 +265,19 @@ def test_a_dislike_edit_scores_negative_on_a_plain_encoder_and_positive_on_the_s
     dislike_aware = edit_steerability(index, served, profiles, edits, genre_masks(catalog))[0]
 
     assert plain < 0 < dislike_aware
+
+
+@pytest.mark.parametrize("phrasing", DISLIKE_PHRASINGS)
+def test_a_dislike_in_any_phrasing_after_a_cut_off_profile_scores_positive_on_the_served_query(phrasing):
+    """Issue 31.13: after a profile cut off mid-sentence, a dislike was read as liked."""
+    catalog = genre_catalog()
+    index = genre_index(catalog)
+    cut = cut_off("Likes comedy and war films a lot.")
+    edits = [ProfileEdit(0, "Horror", "dislike_cut_off", dislike_genre(cut, "Horror", phrasing=phrasing), cut)]
+    served = partial(encode_profiles, genre_encoder)
+    assert cut == "Likes comedy and war films"
+    assert edit_steerability(index, served, ["unused: the edit says what it is ranked against"], edits,
+                             genre_masks(catalog))[0] > 0
 
 
 def test_an_encoder_that_ignores_the_edit_is_not_steerable():

@@ -111,7 +111,8 @@ def test_the_model_folder_is_self_contained(model_dir: Path):
     assert set(artifacts) == {"generator", "adapter", "recommender", "item_index", "catalog", "recipe"}
     assert all((model_dir / a["path"]).exists() for a in artifacts.values())
     assert (model_dir / artifacts["generator"]["path"] / "config.json").is_file()
-    assert "history_item_ids" in mlmodel["signature"]["inputs"]
+    # No input schema: MLflow would drop unknown keys unseen (issue 31.10); the model checks them.
+    assert mlmodel["signature"]["inputs"] is None and "item_ids" in mlmodel["signature"]["outputs"]
     assert (model_dir / "input_example.json").is_file()
     assert mlmodel["metadata"]["request_limits"] == {"rows": MAX_ROWS_PER_REQUEST, "history_items": MAX_HISTORY_ITEMS_PER_REQUEST}
     assert set(mlmodel["metadata"]["input_types"]) == {"history_item_ids", "history_ratings", "profile", "k"}
@@ -153,6 +154,10 @@ def test_whole_number_k_in_a_float_column_is_read_as_an_integer():
         ({"profile": "comedy", "k": "ten"}, "row 0: k must be a whole number .*got 'ten'"),
         ({"profile": "comedy", "k": True}, "row 0: k must be a whole number .*got True"),
         ({"profile": 42}, "row 0: profile must be a string"),
+        # Issue 31.10: misspelt keys were dropped, and the model wrote its own profile / used k=10.
+        ({"profle": "loves horror", "history_item_ids": ["1"]},
+         "^row 0: unknown key 'profle'; accepted keys: history_item_ids, history_ratings, profile, k$"),
+        ({"profile": "comedy", "K": 3}, "^row 0: unknown key 'K'"),
     ],
 )
 def test_bad_rows_are_refused_with_a_message_naming_the_problem(model, row, message):

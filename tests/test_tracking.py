@@ -15,6 +15,7 @@ import pytest
 
 from lpt_core.tracking import (
     ASSET_TAG,
+    DATASET_ROLE_TAG,
     MAX_PARAM_VALUE_LENGTH,
     ORCHESTRATION_RUN_TAG,
     PARENT_RUN_TAG,
@@ -107,7 +108,7 @@ def test_parent_and_two_children_hold_params_metrics_artifacts_and_datasets(
     assert lineage.dataset.name == "cleaned_histories"
     assert lineage.dataset.digest == frame_digest(examples)
     assert json.loads(lineage.dataset.profile)["num_rows"] == 3
-    assert [(t.key, t.value) for t in lineage.tags] == [("mlflow.data.context", "cleaned")]
+    assert {(t.key, t.value) for t in lineage.tags} == {("mlflow.data.context", "cleaned"), (DATASET_ROLE_TAG, "input")}
 
     second = tracker.client.get_run(evaluation.run_id)
     assert second.data.metrics == {"ndcg_at_10": 0.25, "recall_at_20": 0.5}
@@ -120,8 +121,8 @@ def test_parent_and_two_children_hold_params_metrics_artifacts_and_datasets(
     # Artifacts land under the configured root, not in the working folder.
     png = store / "art" / evaluation.run_id / "artifacts" / "plots" / "curve.png"
     assert png.read_bytes().startswith(b"\x89PNG")
-    contexts = {i.dataset.name: [t.value for t in i.tags] for i in second.inputs.dataset_inputs}
-    assert contexts == {"examples_train": ["train"], "examples_test": ["test"]}
+    contexts = {i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"] for i in second.inputs.dataset_inputs}
+    assert contexts == {"examples_train": "train", "examples_test": "test"}
 
 
 def test_parent_and_child_runs_are_found_again_not_duplicated(tracker: Tracker):

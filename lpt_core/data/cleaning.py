@@ -20,8 +20,16 @@ from lpt_core.config import DataConfig
 from lpt_core.data.readers import RawData
 
 ROW_INDEX = "_row"
-# A tag starts with a letter ("<br />", "</b>", "<a href=...>"), so "I <3 it" and "a < b" stay.
-HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+# The elements product texts and reviews carry. Only these are tags: a title such as
+# "Director's Cut <Special Edition>" keeps its angle brackets, and so do "I <3 it" and "a < b".
+HTML_ELEMENTS = (
+    "a abbr b big blockquote br center cite code dd del div dl dt em font h1 h2 h3 h4 h5 h6 hr i img ins "
+    "li ol p pre q s small span strike strong sub sup table tbody td tfoot th thead tr tt u ul"
+).split()
+# An element's name, then attributes that each have a value (name="value", name='v' or name=v),
+# so that "<I Love Lucy>" is not read as an <i> with two attributes; "/" closes or self-closes.
+HTML_ATTRIBUTE = r"""\s+[\w:-]+\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'<>]+)"""
+HTML_TAG = re.compile(rf"</?(?:{'|'.join(HTML_ELEMENTS)})(?:{HTML_ATTRIBUTE})*\s*/?>", re.IGNORECASE)
 REPEATED_SPACES = re.compile(r"[ \t]{2,}")
 # The texts models read: item titles, descriptions and categories, and the users' reviews.
 ITEM_TEXT_COLUMNS = ("title", "description", "categories")
@@ -143,7 +151,9 @@ def clean(
         interactions = record(f"{cfg.k_core}-core again", k_core(interactions, cfg.k_core))
     items = _on_interactions(titled, interactions)
     report = CleaningReport(
-        steps, quarantined_rows=raw.quarantine.height, html_cleaned_values=html_in_reviews + html_in_items
+        steps,
+        quarantined_rows=sum(account.quarantined for account in raw.accounts),
+        html_cleaned_values=html_in_reviews + html_in_items,
     )
     return interactions, items, report
 

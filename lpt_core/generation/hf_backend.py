@@ -14,10 +14,10 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 from transformers import GenerationConfig as HFGenerationConfig
 
 from lpt_core import models
@@ -25,6 +25,10 @@ from lpt_core.config import GenerationConfig, ModelsConfig
 from lpt_core.generation.base import GeneratedProfile, check_batch_tokenizer, profile_from_tokens, stop_token_ids
 
 log = logging.getLogger(__name__)
+
+
+class GenerationCancelled(RuntimeError):
+    """Generation was ended by the generator's `cancelled` check; its profiles are incomplete."""
 
 
 class TransformersGenerator:
@@ -43,11 +47,14 @@ class TransformersGenerator:
         model_id: str,
         min_new_tokens: int = 0,
         static_cache: bool | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> None:
         """`min_new_tokens` > 0 forbids ending a turn early; benchmarks use it to decode a fixed
         number of tokens. Profile generation leaves it at 0. `static_cache` None means: on CUDA
         only (a fixed-size KV cache gives the decode step static shapes, so transformers compiles
-        it; on CPU the compile costs more than it saves)."""
+        it; on CPU the compile costs more than it saves). `cancelled`, checked after every
+        decoding step, ends generation there when it returns True, with GenerationCancelled (the
+        served model stops so on a server shutdown), so cut profiles never reach a caller."""
         check_batch_tokenizer(tokenizer)
         self.model = model
         self.tokenizer = tokenizer
@@ -63,6 +70,8 @@ class TransformersGenerator:
         # Continuing from a prefilled cache needs that cache's (dynamic) kind.
         self._dynamic_cache_config = copy.deepcopy(self._hf_config)
         self._dynamic_cache_config.cache_implementation = None
+        self._cancelled = cancelled
+        self._stopping = StoppingCriteriaList([_Cancelled(cancelled)] if cancelled else [])
 
     @classmethod
     def load(
@@ -120,10 +129,12 @@ class TransformersGenerator:
         started = time.perf_counter()
         with torch.inference_mode():
             if samples == 1:
-                output = self.model.generate(**batch, generation_config=self._hf_config)
+                output = self.model.generate(**batch, generation_config=self._hf_config, stopping_criteria=self._stopping)
             else:
                 output = self._generate_from_shared_prefill(batch["input_ids"], batch["attention_mask"], samples)
         seconds = time.perf_counter() - started
+        if self._cancelled is not None and self._cancelled():
+            raise GenerationCancelled(f"generation cancelled after {seconds:.1f} s")
         stop_ids = set(self._stop_ids)
         profiles = [
             profile_from_tokens(self.tokenizer, row, stop_ids)
@@ -149,7 +160,18 @@ class TransformersGenerator:
             attention_mask=attention_mask.repeat_interleave(samples, dim=0),
             past_key_values=cache,
             generation_config=self._dynamic_cache_config,
+            stopping_criteria=self._stopping,
         )
+
+
+class _Cancelled(StoppingCriteria):
+    """Ends every sequence once `cancelled()` is true."""
+
+    def __init__(self, cancelled: Callable[[], bool]) -> None:
+        self.cancelled = cancelled
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.cancelled(), dtype=torch.bool, device=input_ids.device)
 
 
 def hf_generation_config(

@@ -40,6 +40,7 @@ SCORES: dict[str, str] = {
     "steerability_remove": "Steerability (remove genre)",
     "steerability_dislike": "Steerability (dislike genre)",
     "non_preference_share": "Non-preference text share",
+    "steerability_dislike_cut_off": "Steerability (dislike after a cut-off profile)",
     "names_genre": "Share naming a genre",
     "words": "Words",
     "distinct_trigram_ratio": "Distinct trigram ratio",

@@ -4,10 +4,13 @@ Defined in docs/steerability.md. In short, for an edit that adds genre g ("They 
 movies.") the steerability is the mean rank improvement of g's items minus that of the other
 items, as a share of the catalogue; for an edit that removes g (every sentence naming it) it is the
 mean rank LOSS of g's items minus that of the others, and so it is for an edit that appends a
-dislike of g ("They dislike Horror movies."), which a plain text encoder reads as more about g
-(lpt_core.dislikes). Positive = the recommender followed the edit; 0 = the edit did nothing to g
-in particular. Ranks are over the whole catalogue, computed
-with the variant's own encoder and index (cosine plus the item bias, if any).
+dislike of g, which a plain text encoder reads as more about g (lpt_core.dislikes). Each dislike
+is phrased as people phrase one, drawn from DISLIKE_PHRASINGS ("No horror movies, please.",
+"Horror is not my thing.", ...), not always "They dislike ...". The "dislike_cut_off" edit
+appends one to the profile cut off mid-sentence (as a writer stopped by its token limit leaves
+it), and is measured against that cut-off profile. Positive = the recommender followed the edit;
+0 = the edit did nothing to g in particular. Ranks are over the whole catalogue, computed with
+the variant's own encoder and index (cosine plus the item bias, if any).
 """
 
 from __future__ import annotations
@@ -22,8 +25,22 @@ import numpy as np
 from lpt_core.profile_quality.faithfulness import mentioned_genres
 from lpt_core.retrieval import ItemIndex, chunk_rows
 
-EditKind = Literal["add", "remove", "dislike"]
-EDIT_KINDS: tuple[EditKind, ...] = ("add", "remove", "dislike")
+EditKind = Literal["add", "remove", "dislike", "dislike_cut_off"]
+EDIT_KINDS: tuple[EditKind, ...] = ("add", "remove", "dislike", "dislike_cut_off")
+# How the report's dislike edits are phrased, one drawn per edit: `{genre}` in lower case,
+# `{Genre}` as the catalogue writes it. Written after lpt_core.dislikes was changed to read more
+# than "Dislikes X", and not used to tune it (tests/dislike_phrasings.py holds the held-out set
+# the method is tested on).
+DISLIKE_PHRASINGS = (
+    "They dislike {Genre} {noun}.",
+    "Please, no {genre} {noun}.",
+    "{Genre} is really not their thing.",
+    "They are bored by {genre}.",
+    "Stop suggesting {genre} {noun} to them.",
+    "They would never pick {genre}.",
+    "They have had enough of {genre}.",
+    "{Genre} {noun} do nothing for them.",
+)
 Encode = Callable[[Sequence[str]], np.ndarray]
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 
@@ -36,6 +53,7 @@ class ProfileEdit:
     genre: str
     kind: EditKind
     text: str
+    before: str | None = None  # the text ranked before the edit; None: the row's profile
 
 
 def add_genre(profile: str, genre: str, noun: str = "movies") -> str:
@@ -43,9 +61,16 @@ def add_genre(profile: str, genre: str, noun: str = "movies") -> str:
     return f"{profile.rstrip()} They love {genre} {noun}."
 
 
-def dislike_genre(profile: str, genre: str, noun: str = "movies") -> str:
-    """The profile with one sentence appended that says the user dislikes `genre`."""
-    return f"{profile.rstrip()} They dislike {genre} {noun}."
+def dislike_genre(profile: str, genre: str, noun: str = "movies", phrasing: str = DISLIKE_PHRASINGS[0]) -> str:
+    """The profile with one sentence appended that says, in `phrasing`, the user dislikes `genre`."""
+    return f"{profile.rstrip()} {phrasing.format(genre=genre.lower(), Genre=genre, noun=noun)}"
+
+
+def cut_off(profile: str) -> str:
+    """The profile as a writer stopped mid-sentence leaves it: its last two words, and the
+    sentence's end, gone ("They love comedies and dramas." -> "They love comedies")."""
+    words = profile.split()
+    return " ".join(words[: max(1, len(words) - 2)]).rstrip(".!?,;:")
 
 
 def remove_genre(profile: str, pattern: re.Pattern[str]) -> str:
@@ -62,8 +87,10 @@ def plan_edits(
     noun: str = "movies",
 ) -> list[ProfileEdit]:
     """Per profile, up to `edits_per_user` additions of genres it does not name, as many removals
-    of genres it names and as many dislikes of any genre, chosen at random (row i's choice depends
-    only on seed and i; the dislikes are drawn last, so adding them left the others unchanged)."""
+    of genres it names, as many dislikes of any genre and as many dislikes appended to the profile
+    cut off mid-sentence, each dislike in a phrasing drawn from DISLIKE_PHRASINGS; chosen at random
+    (row i's choice depends only on seed and i; each kind is drawn after the ones before it, so
+    adding a kind left the others' genres unchanged)."""
     edits = []
     for row, profile in enumerate(profiles):
         rng = np.random.default_rng([seed, row])
@@ -74,7 +101,12 @@ def plan_edits(
         for genre in _pick(rng, named, edits_per_user):
             edits.append(ProfileEdit(row, genre, "remove", remove_genre(profile, patterns[genre])))
         for genre in _pick(rng, list(patterns), edits_per_user):
-            edits.append(ProfileEdit(row, genre, "dislike", dislike_genre(profile, genre, noun)))
+            phrasing = str(rng.choice(DISLIKE_PHRASINGS))
+            edits.append(ProfileEdit(row, genre, "dislike", dislike_genre(profile, genre, noun, phrasing)))
+        cut = cut_off(profile)
+        for genre in _pick(rng, list(patterns), edits_per_user):
+            phrasing = str(rng.choice(DISLIKE_PHRASINGS))
+            edits.append(ProfileEdit(row, genre, "dislike_cut_off", dislike_genre(cut, genre, noun, phrasing), cut))
     return edits
 
 
@@ -105,7 +137,7 @@ def edit_steerability(
     step = chunk_rows(len(index))
     for start in range(0, len(edits), step):
         chunk = edits[start : start + step]
-        before = catalogue_ranks(index.exact_scores(encode([profiles[e.row] for e in chunk])))
+        before = catalogue_ranks(index.exact_scores(encode([_before(e, profiles) for e in chunk])))
         after = catalogue_ranks(index.exact_scores(encode([e.text for e in chunk])))
         for offset, edit in enumerate(chunk):
             in_genre = np.asarray(genre_items[edit.genre], dtype=bool)
@@ -115,6 +147,10 @@ def edit_steerability(
             shift = moved_up[in_genre].mean() - moved_up[~in_genre].mean()
             values[start + offset] = (shift if edit.kind == "add" else -shift) / len(index)
     return values
+
+
+def _before(edit: ProfileEdit, profiles: Sequence[str]) -> str:
+    return profiles[edit.row] if edit.before is None else edit.before
 
 
 def row_means(edits: Sequence[ProfileEdit], values: np.ndarray, rows: int, kind: EditKind) -> np.ndarray:

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from lpt_core.atomic import atomic_dir
-from lpt_core.recommenders.scoring import metric_cutoff, validation_metric
+from lpt_core.metrics import metric_cutoff
+from lpt_core.recommenders.scoring import validation_metric
 
 PAD = 0  # item index 0 is padding; catalogue position p is item index p + 1
 WEIGHTS_FILE = "sasrec.pt"

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from lpt_core.metrics import METRIC_NAMES, summarise
+from lpt_core.metrics import metric_cutoff, summarise
 from lpt_core.retrieval import ranks_in_chunks
 
 
@@ -34,14 +34,6 @@ def target_ranks(
     if len(histories) != len(targets):
         raise ValueError(f"{len(histories)} histories for {len(targets)} targets")
     return ranks_in_chunks(lambda rows: scorer.scores(histories[rows]), targets, histories, scorer.n_items)
-
-
-def metric_cutoff(metric: str) -> int:
-    """The K of a metric name such as "ndcg@10" (one of lpt_core.metrics' names at some K)."""
-    name, _, k = metric.partition("@")
-    if name not in METRIC_NAMES or not k.isdigit() or int(k) < 1:
-        raise ValueError(f"metric must be one of {METRIC_NAMES} at a cutoff, like 'ndcg@10'; got {metric!r}")
-    return int(k)
 
 
 def validation_metric(

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lpt_core.metrics import metric_cutoff
 from lpt_core.recommenders.item_knn import ItemKNN, Similarity
 from lpt_core.recommenders.sasrec import SASRecConfig, fit_sasrec
-from lpt_core.recommenders.scoring import HistoryScorer, metric_cutoff, validation_metric
+from lpt_core.recommenders.scoring import HistoryScorer, validation_metric
 from lpt_core.recommenders.sequences import BaselineData
 
 

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-# How long a stopping server may take to finish before it is killed. uvicorn's shutdown waits for
-# a prediction still running, which nothing interrupts; request limits keep one short, but a
-# test or demo should not wait for it.
+# How long a stopping server may take to finish before it is killed. SIGTERM cancels profile
+# writing in flight (lpt_core.serving.pyfunc_model), but a test or demo should not wait for
+# whatever else uvicorn's shutdown may still wait for.
 SHUTDOWN_GRACE_S = 5.0
 
 

@@ -11,10 +11,15 @@ and an optional k (null or absent: DEFAULT_K). A history without a profile is tu
 (lpt_core.text.build_prompts) and the trained generator writes the profile. The answer row carries
 the profile used and the top-k item ids, titles and scores.
 
-Requests the model cannot answer (wrong types, unknown item ids, an empty history, a profile longer
-than the recommender reads, more rows than one request takes, ...) raise `RequestError`, whose
-message names the row and field; the pyfunc wrapper turns it into an MlflowException with
-INVALID_PARAMETER_VALUE, which `mlflow models serve` answers with HTTP 400 and the message.
+Requests the model cannot answer (an unknown key, wrong types, unknown item ids, an empty
+history, a profile longer than the recommender reads, more rows than one request takes, ...) raise
+`RequestError`, whose message names the row and field; the pyfunc wrapper turns it into an
+MlflowException with INVALID_PARAMETER_VALUE, which `mlflow models serve` answers with HTTP 400
+and the message, the error first.
+
+Under `mlflow models serve`, a SIGTERM (the server stopping) cancels profile writing in flight at
+its next decoding step, and the request is answered 503: the server's graceful shutdown waits for
+running requests, and a heavy one would otherwise hold it for as long as it takes.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import tempfile
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -33,8 +41,9 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import polars as pl
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.types.schema import AnyType, Array, ColSpec, DataType, Schema
+from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
 from lpt_core import text
 from lpt_core.config import Recipe, deep_merge
@@ -47,6 +56,8 @@ DEFAULT_K = 10
 # waits for it), so a request must stay small enough to finish well within the timeout: 32
 # history rows are one generation batch of the full recipe.
 MAX_ROWS_PER_REQUEST = 32
+# How often the served model looks whether its server is shutting down (_server_stopping).
+SHUTDOWN_POLL_S = 0.2
 MAX_HISTORY_ITEMS_PER_REQUEST = 1000
 # The data's rating scale: MovieLens and Amazon rate 1-5 and the data checks allow [0, 5]
 # (lpt_core.data.quality); the prompts say "rated 4/5".
@@ -57,17 +68,17 @@ CATALOG_COLUMNS = ("item_id", "title", "year", "description", "categories", "pri
 # Distributions the model needs at load time; their installed versions are pinned in the model.
 REQUIREMENTS = ("mlflow", "torch", "transformers", "peft", "sentence-transformers", "faiss-cpu", "polars", "langptune")
 
-# What each request column holds; saved in the model's metadata. The signature gives each column
-# Any type: MLflow's own check of typed columns refuses bad values (k "ten", integer ids, a
-# profile 42, a key that some rows lack) with a message that names no row, and truncates k=5.5 to
-# 5. requests_from_frame checks the types instead, naming row and field.
+# What each request key holds; saved in the model's metadata. The signature declares no inputs, so
+# MLflow checks none: its check of typed columns refuses bad values (k "ten", integer ids, a
+# profile 42, a key that some rows lack) with a message that names no row, truncates k=5.5 to 5,
+# and drops keys it does not know ("profle") without a word. requests_from_frame checks the keys
+# and types instead, naming row and field.
 INPUT_TYPES = {
     "history_item_ids": "list of item ids (strings)",
     "history_ratings": f"list of numbers in [{RATING_RANGE[0]:g}, {RATING_RANGE[1]:g}], one per history item",
     "profile": "string",
     "k": f"whole number from 1 to the catalogue size less the history (null: {DEFAULT_K})",
 }
-INPUT_SCHEMA = Schema([ColSpec(AnyType(), name, required=False) for name in INPUT_TYPES])
 REQUEST_LIMITS = {"rows": MAX_ROWS_PER_REQUEST, "history_items": MAX_HISTORY_ITEMS_PER_REQUEST}
 OUTPUT_SCHEMA = Schema(
     [
@@ -77,7 +88,7 @@ OUTPUT_SCHEMA = Schema(
         ColSpec(Array(DataType.double), "scores"),
     ]
 )
-SIGNATURE = ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA)
+SIGNATURE = ModelSignature(inputs=None, outputs=OUTPUT_SCHEMA)
 
 
 class RequestError(ValueError):
@@ -118,9 +129,17 @@ class ServableParts:
 class ProfileRecommender:
     """The trained system at inference: history -> prompt -> profile -> top-k catalogue items."""
 
-    def __init__(self, recipe: Recipe, adapter_dir: Path, index_dir: Path, catalog: pl.DataFrame) -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        adapter_dir: Path,
+        index_dir: Path,
+        catalog: pl.DataFrame,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> None:
         """`recipe.models.generator` / `.encoder` must name the base generator and the trained
-        recommender (folders); `adapter_dir` holds the generator's trained LoRA adapter."""
+        recommender (folders); `adapter_dir` holds the generator's trained LoRA adapter. When
+        `cancelled()` turns true, profile writing stops with GenerationCancelled."""
         from lpt_core.generation.hf_backend import TransformersGenerator
         from lpt_core.models import load_encoder
         from lpt_core.retrieval import ItemIndex, TextEncoder
@@ -128,7 +147,9 @@ class ProfileRecommender:
 
         self.recipe = recipe
         model, self.tokenizer = load_trained_generator(recipe, Path(adapter_dir))
-        self.generator = TransformersGenerator(model, self.tokenizer, recipe.generation, model_id="served")
+        self.generator = TransformersGenerator(
+            model, self.tokenizer, recipe.generation, model_id="served", cancelled=cancelled
+        )
         self.encoder = TextEncoder(load_encoder(recipe.models.encoder, recipe.models))
         self.index = ItemIndex.load(Path(index_dir))
         self.catalog = catalog
@@ -229,16 +250,25 @@ class LangPTuneModel(mlflow.pyfunc.PythonModel):
         local_models = {"models": {"generator": artifacts["generator"], "encoder": artifacts["recommender"]}}
         recipe = Recipe.model_validate(deep_merge(saved, local_models))
         catalog = pl.read_parquet(artifacts["catalog"])
-        self.recommender = ProfileRecommender(recipe, Path(artifacts["adapter"]), Path(artifacts["item_index"]), catalog)
+        self.stopping = _server_stopping()
+        self.recommender = ProfileRecommender(
+            recipe, Path(artifacts["adapter"]), Path(artifacts["item_index"]), catalog, self.stopping.is_set
+        )
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 
+        from lpt_core.generation.hf_backend import GenerationCancelled
+
+        stopping = RequestRefused("the server is shutting down: send the request again", TEMPORARILY_UNAVAILABLE)
+        if self.stopping.is_set():
+            raise stopping
         try:
             answers = self.recommender.recommend(requests_from_frame(model_input))
         except RequestError as error:
-            raise MlflowException(str(error), error_code=INVALID_PARAMETER_VALUE) from error
+            raise RequestRefused(str(error), INVALID_PARAMETER_VALUE) from error
+        except GenerationCancelled as error:
+            raise stopping from error
         return pd.DataFrame(
             {
                 "profile": [a.profile for a in answers],
@@ -247,6 +277,49 @@ class LangPTuneModel(mlflow.pyfunc.PythonModel):
                 "scores": [a.scores for a in answers],
             }
         )
+
+
+class RequestRefused(MlflowException):
+    """An MlflowException (HTTP status by error code) whose message stays as written.
+
+    MLflow's scoring server puts "Failed to predict data '<the whole input table>'" in front of
+    the message of an exception from predict (up to about 2,000 characters); the person reading
+    the answer needs the error first, and short, so this message cannot be replaced."""
+
+    def __init__(self, message: str, error_code: int) -> None:
+        self._fixed_message: str | None = None
+        super().__init__(message, error_code=error_code)
+
+    @property
+    def message(self) -> str:
+        return self._fixed_message or ""
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if self._fixed_message is None:  # set once, by MlflowException.__init__
+            self._fixed_message = value
+
+
+def _server_stopping() -> threading.Event:
+    """An event set once the server that serves this model begins to shut down.
+
+    uvicorn (under `mlflow models serve`) loads the model before it installs its SIGTERM handler,
+    a method of its Server, which only sets the server's `should_exit`; its graceful shutdown then
+    waits for every request in flight. A daemon thread watches that flag, found through the
+    handler, so that profile writing in flight can stop. Where SIGTERM has no such handler (a
+    notebook, a batch job) the event is never set.
+    """
+    stopping = threading.Event()
+
+    def watch() -> None:
+        while not stopping.is_set():
+            server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+            if getattr(server, "should_exit", False):
+                stopping.set()
+            time.sleep(SHUTDOWN_POLL_S)
+
+    threading.Thread(target=watch, name="lpt-server-shutdown-watch", daemon=True).start()
+    return stopping
 
 
 def _check_size(requests: Sequence[Request]) -> None:
@@ -260,10 +333,16 @@ def _check_size(requests: Sequence[Request]) -> None:
 
 
 def requests_from_frame(frame: pd.DataFrame) -> list[Request]:
-    """Request rows from a pyfunc input frame. The signature lets any value through (INPUT_SCHEMA),
-    so every type is checked here, naming row and field; absent columns, missing cells (a key
-    that other rows have) and nulls mean "not given"."""
-    return [_request(row, record) for row, record in enumerate(frame.to_dict(orient="records"))]
+    """Request rows from a pyfunc input frame. MLflow checks nothing (SIGNATURE), so every key and
+    type is checked here, naming row and field; absent columns, missing cells (a key that other
+    rows have) and nulls mean "not given". An unknown key ("profle", "K") is an error: ignored, it
+    would throw the user's text or setting away and answer as if it were not there."""
+    records = frame.to_dict(orient="records")
+    for row, record in enumerate(records):
+        unknown = [key for key, value in record.items() if key not in INPUT_TYPES and _given(value) is not None]
+        if unknown:
+            raise RequestError(f"row {row}: unknown key {unknown[0]!r}; accepted keys: {', '.join(INPUT_TYPES)}")
+    return [_request(row, record) for row, record in enumerate(records)]
 
 
 def _request(row: int, record: dict) -> Request:

@@ -11,6 +11,7 @@ from lpt_core.recommenders import save_baseline_models
 from lpt_core.recommenders.sequences import baseline_data
 from lpt_core.recommenders.tuning import BaselineSearch, SearchResult, Trial, pinned_overrides, tune_baselines
 from lpt_dagster.assets.profiles import GPU_POOL
+from lpt_dagster.lineage import catalog_table, example_splits, log_tables, read_tables
 from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.values import BaselineModels
 
@@ -68,6 +69,11 @@ def baseline_models(
                 run.log_metrics({f"{name}.trial_val_{search.metric}": trial.metric}, step=step)
         run.log_dict({name: result.summary() for name, result in results.items()}, "baseline_search.json")
         run.log_dict(overrides, "recipe_overrides.yaml")
+        log_tables(run, [
+            *example_splits(user_examples, ("train", "val")),
+            *read_tables(cleaned_histories=cleaned_histories),
+            catalog_table(item_catalog),
+        ])
     table = _trials_markdown(results)
     context.add_output_metadata(
         {

@@ -8,13 +8,13 @@ import polars as pl
 from lpt_core import text
 from lpt_core.config import Recipe
 from lpt_core.data.cleaning import clean
-from lpt_core.data.readers import RawData, read_raw
+from lpt_core.data.readers import TIMESTAMP_UNITS, InputAccount, RawData, read_raw
 from lpt_core.data.splitting import Split, drop_long_prompts, split_users
 from lpt_core.models import load_tokenizer
 from lpt_core.paths import resolve_repo_path
 from lpt_core.tracking import frame_digest
 from lpt_dagster.failures import user_errors_as_failures
-from lpt_dagster.lineage import catalog_table, example_splits, log_tables
+from lpt_dagster.lineage import TrackedTable, catalog_table, example_splits, log_tables, read_tables, written
 from lpt_dagster.metadata import figure_markdown, frame_preview, histogram_figure
 from lpt_dagster.resources import MlflowResource, RecipeResource
 from lpt_dagster.subsets import selected_outputs
@@ -37,7 +37,10 @@ def _accounting(raw: RawData) -> dict[str, int]:
         "quarantined_rows": sum(a.quarantined for a in raw.accounts),
         "skipped_rows": sum(sum(a.skipped.values()) for a in raw.accounts),
         "optional_values_read_as_null": sum(sum(a.nulled.values()) for a in raw.accounts),
-        "timestamps_read_as_seconds": sum(a.timestamps_in_seconds for a in raw.accounts),
+        **{
+            f"timestamps_read_as_{unit}": sum(a.timestamp_units.get(unit, 0) for a in raw.accounts)
+            for unit in TIMESTAMP_UNITS
+        },
     }
 
 
@@ -54,7 +57,7 @@ def raw_data(context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: 
 
     Every input row is accounted for in the metadata, per file (`input_accounts`): kept,
     quarantined, or skipped (blank lines, repeated item ids), with the optional values read as
-    null and the timestamps read as seconds.
+    null (with an example each) and the timestamps read in another unit than milliseconds.
     """
     cfg = recipe.get()
     with user_errors_as_failures():
@@ -67,8 +70,8 @@ def raw_data(context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: 
                 "%s: skipped %s; optional values read as null %s", account.file, account.skipped, account.nulled
             )
     with mlflow.asset_run(context, cfg, "raw_data") as run:
-        run.log_dataset(raw.interactions, name="raw_interactions", source=source, context="raw")
-        run.log_dataset(raw.items, name="raw_items", source=source, context="raw")
+        log_tables(run, written([TrackedTable("raw_interactions", raw.interactions, source, "raw"),
+                                 TrackedTable("raw_items", raw.items, source, "raw")]))
         run.log_metrics({"raw_interactions": raw.interactions.height, **accounting})
     quarantine_meta = {
         **accounting,
@@ -90,6 +93,14 @@ def raw_data(context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: 
             metadata={"rows": raw.items.height, "digest": frame_digest(raw.items), "preview": frame_preview(raw.items)},
         ),
     )
+
+
+def _input_accounts(context: dg.AssetExecutionContext) -> tuple[InputAccount, ...]:
+    """The read's accounts, from the metadata of the raw_interactions it stored (the table the IO
+    manager hands this step), so the cleaning report counts the rows the read set aside."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("raw_interactions"))
+    accounts = event.asset_materialization.metadata.get("input_accounts") if event else None
+    return tuple(InputAccount(**account) for account in accounts.value) if accounts else ()
 
 
 def _item_token_counter(cfg: Recipe):
@@ -118,11 +129,17 @@ def cleaned_data(
     raw_items: pl.DataFrame,
 ):
     cfg = recipe.get()
-    raw = RawData(interactions=raw_interactions, items=raw_items, quarantine=pl.DataFrame())
+    raw = RawData(
+        interactions=raw_interactions, items=raw_items, quarantine=pl.DataFrame(), accounts=_input_accounts(context)
+    )
     interactions, items, report = clean(raw, cfg.data, item_token_counts=_item_token_counter(cfg))
     context.log.info("cleaning:\n%s", report.to_markdown())
     with mlflow.asset_run(context, cfg, "cleaned_histories") as run:
-        run.log_dataset(interactions, name="cleaned_histories", source="raw_interactions", context="cleaned")
+        log_tables(run, [
+            *read_tables(raw_interactions=raw_interactions, raw_items=raw_items),
+            *written([TrackedTable("cleaned_histories", interactions, "raw_interactions", "cleaned"),
+                      TrackedTable("cleaned_items", items, "raw_items", "cleaned")]),
+        ])
         run.log_metrics({"cleaned_interactions": interactions.height, "cleaned_items": items.height})
         run.log_text(report.to_markdown(), "cleaning_report.md")
     per_user = interactions.group_by("user_id").len()["len"]
@@ -175,8 +192,11 @@ def split_data(
     stats = split.stats()
     context.log.info("split statistics: %s", stats)
     with mlflow.asset_run(context, cfg, "user_examples") as run:
-        written = example_splits(split.examples, ("train", "val", "test"), source="cleaned_histories")
-        log_tables(run, [*written, catalog_table(catalog, source="cleaned_items")])
+        log_tables(run, [
+            *read_tables(cleaned_histories=cleaned_histories, cleaned_items=cleaned_items),
+            *written([*example_splits(split.examples, source="cleaned_histories"),
+                      catalog_table(catalog, source="cleaned_items")]),
+        ])
         run.log_dict(stats, "split_stats.json")
         run.log_metrics({"prompts_too_long": too_long, "catalog_items": catalog.height})
     history_lengths = split.examples["history_item_ids"].list.len()

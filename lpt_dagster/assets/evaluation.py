@@ -21,7 +21,7 @@ from lpt_core.report import build_report
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.variants import get_variant
 from lpt_dagster.assets.profiles import GPU_POOL
-from lpt_dagster.lineage import catalog_table, example_splits, log_tables, profile_tables
+from lpt_dagster.lineage import catalog_table, example_splits, log_tables, profile_tables, read_tables
 from lpt_dagster.metadata import png_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.values import BaselineModels, EvaluationReport, ItemIndexInfo, TrainedIndexes
@@ -78,7 +78,12 @@ def evaluation_report(
     profiles = {"zero_shot_profiles": zero_shot_profiles, "sampled_profiles": sampled_profiles,
                 "trained_profiles": trained_profiles}
     with mlflow.asset_run(context, cfg, "evaluation_report") as run:
-        log_tables(run, [*example_splits(user_examples, [ev.split]), catalog_table(item_catalog), *profile_tables(profiles)])
+        log_tables(run, [
+            *example_splits(user_examples, [ev.split]),
+            *read_tables(cleaned_histories=cleaned_histories),
+            catalog_table(item_catalog),
+            *profile_tables(profiles),
+        ])
         run.log_metrics(report.flat_metrics())
         for path in files.values():
             run.log_artifact(path, "evaluation_report")

@@ -19,6 +19,7 @@ from lpt_core.profiles import (
     write_profiles,
 )
 from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_dagster.lineage import TrackedTable, catalog_table, example_splits, log_tables, read_tables, written
 from lpt_dagster.metadata import frame_preview
 from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.values import ItemIndexInfo, fields_json
@@ -93,7 +94,11 @@ def zero_shot_profiles(
     with mlflow.asset_run(context, cfg, "zero_shot_profiles") as run:
         run.log_metrics(summary)
         run.log_text(samples, "profile_samples.md")
-        run.log_dataset(profiles, name="zero_shot_profiles", source="user_examples", context="profiles")
+        log_tables(run, [
+            *example_splits(user_examples),
+            *read_tables(cleaned_items=cleaned_items),
+            *written([TrackedTable("zero_shot_profiles", profiles, "user_examples", "profiles")]),
+        ])
     context.add_output_metadata(
         {**summary, "model": generator.model_id, "samples": dg.MetadataValue.md(samples),
          "preview": frame_preview(profiles), "mlflow_run": mlflow.link(run)}
@@ -133,7 +138,11 @@ def sampled_profiles(
     summary = {"samples_per_example": ev.sampled_profiles, "profiles": profiles.height}
     with mlflow.asset_run(context, cfg, "sampled_profiles") as run:
         run.log_metrics(summary)
-        run.log_dataset(profiles, name="sampled_profiles", source="user_examples", context="profiles")
+        log_tables(run, [
+            *example_splits(user_examples, [ev.split]),
+            *read_tables(cleaned_items=cleaned_items),
+            *written([TrackedTable("sampled_profiles", profiles, "user_examples", "profiles")]),
+        ])
     context.add_output_metadata({**summary, "preview": frame_preview(profiles), "mlflow_run": mlflow.link(run)})
     return profiles
 
@@ -159,5 +168,6 @@ def item_index(
                          kind=cfg.evaluation.index_kind, encoder=cfg.models.encoder)
     with mlflow.asset_run(context, cfg, "item_index") as run:
         run.log_metrics({"items": info.items, "encode_seconds": seconds, "items_per_second": info.items / seconds})
+        log_tables(run, [catalog_table(item_catalog)])
     context.add_output_metadata({**fields_json(info), "encode_seconds": seconds, "mlflow_run": mlflow.link(run)})
     return info

@@ -9,9 +9,8 @@ import polars as pl
 
 from lpt_core.serving.pyfunc_model import ServableParts, save_servable_model
 from lpt_core.serving.registry import Lineage, gate_challenger, register_challenger
-from lpt_core.tracking import frame_digest
 from lpt_core.training.variants import get_variant
-from lpt_dagster.lineage import catalog_table, example_splits, log_tables, profile_tables
+from lpt_dagster.lineage import catalog_table, example_splits, log_tables, profile_tables, read_tables
 from lpt_dagster.resources import MlflowResource, RecipeResource
 from lpt_dagster.values import (
     EvaluationReport,
@@ -64,14 +63,13 @@ def registered_model(
         catalog=item_catalog,
     )
     metrics = evaluation_report.means(variant)
-    # The data the examples were made from: named in the lineage, not logged as this run's inputs
-    # (registering never reads it).
-    upstream = {"raw_interactions": raw_interactions, "raw_items": raw_items, "cleaned_histories": cleaned_histories}
-    # The examples it trained on and was evaluated (and is gated) on, its catalogue and profiles.
+    # The examples it trained on and was evaluated (and is gated) on, its catalogue and profiles,
+    # and the data the examples were made from (read here for its digests).
     inputs = [
         *example_splits(user_examples, ("train", "val", cfg.evaluation.split)),
         catalog_table(item_catalog),
         *profile_tables({"trained_profiles": trained_profiles}),
+        *read_tables(raw_interactions=raw_interactions, raw_items=raw_items, cleaned_histories=cleaned_histories),
     ]
     with mlflow.asset_run(context, cfg, "registered_model") as run:
         run.set_tags({"lpt.variant": variant})
@@ -84,7 +82,7 @@ def registered_model(
             checkpoint=str(training.checkpoint),
             training_run_id=training.mlflow_run_id,
             registering_run_id=run.run_id,
-            data_digests={**{name: frame_digest(frame) for name, frame in upstream.items()}, **log_tables(run, inputs)},
+            data_digests=log_tables(run, inputs),
             metrics=metrics,
         )
         with tempfile.TemporaryDirectory(prefix="lpt-registered-model-") as scratch:

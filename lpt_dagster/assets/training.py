@@ -21,7 +21,7 @@ from lpt_core.training.item_head import ItemHead, build_item_index
 from lpt_core.training.policy import trained_profile_writer
 from lpt_core.training.variants import get_variant, train_variant
 from lpt_dagster.assets.profiles import GPU_POOL, progress_logger, shared_profile_store
-from lpt_dagster.lineage import catalog_table, example_splits, log_tables
+from lpt_dagster.lineage import TrackedTable, catalog_table, example_splits, log_tables, read_tables, written
 from lpt_dagster.metadata import frame_preview, png_markdown
 from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.subsets import selected_outputs
@@ -89,7 +89,11 @@ def trained_models(
     data = TrainingData.from_tables(user_examples, cleaned_items, item_catalog, cleaned_histories, cfg)
     # Lineage of every variant's run: the tables as user_examples and item_catalog logged them
     # (without the prompts added here), so their digests match.
-    trained_on = [*example_splits(user_examples, ("train", "val")), catalog_table(item_catalog)]
+    trained_on = [
+        *example_splits(user_examples, ("train", "val")),
+        catalog_table(item_catalog),
+        *read_tables(cleaned_items=cleaned_items, cleaned_histories=cleaned_histories),
+    ]
     generators, recommenders, summaries, curves = {}, {}, {}, {}
     for name in cfg.training.variants:
         variant = get_variant(name)
@@ -169,7 +173,11 @@ def trained_profiles(
     ).sort("variant")
     with mlflow.asset_run(context, cfg, "trained_profiles") as run:
         run.log_metrics(_per_variant_metrics(per_variant))
-        run.log_dataset(result, name="trained_profiles", source="trained_generator", context="profiles")
+        log_tables(run, [
+            *example_splits(user_examples, [cfg.evaluation.split]),
+            *read_tables(cleaned_items=cleaned_items, zero_shot_profiles=zero_shot_profiles),
+            *written([TrackedTable("trained_profiles", result, "trained_generator", "profiles")]),
+        ])
     context.add_output_metadata(
         {"per_variant": frame_preview(per_variant), "preview": frame_preview(result), "mlflow_run": mlflow.link(run)}
     )

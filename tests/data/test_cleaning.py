@@ -8,7 +8,7 @@ import pytest
 from lpt_core.config import DataConfig
 from lpt_core.data import schemas
 from lpt_core.data.cleaning import clean, deduplicate, k_core
-from lpt_core.data.readers import QUARANTINE, RawData
+from lpt_core.data.readers import QUARANTINE, InputAccount, RawData
 
 
 def _interactions(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
@@ -91,7 +91,10 @@ def _raw(interactions: pl.DataFrame, items: pl.DataFrame, quarantined: int = 0) 
     quarantine = pl.DataFrame(
         [("f", 1, None, "bad", "x")] * quarantined, schema=QUARANTINE, orient="row"
     )
-    return RawData(interactions=interactions, items=items, quarantine=quarantine)
+    account = InputAccount(
+        file="f", rows=interactions.height + quarantined, kept=interactions.height, quarantined=quarantined
+    )
+    return RawData(interactions=interactions, items=items, quarantine=quarantine, accounts=(account,))
 
 
 def test_clean_drops_unknown_and_untitled_items_and_reports_each_step():
@@ -150,3 +153,17 @@ def test_html_entities_and_tags_never_reach_the_model_texts():
     ]
     assert items["categories"].to_list() == [["Movies & TV"], ["Drama"]]
     assert report.html_cleaned_values == 4 + 3  # four reviews; a's title, description, categories
+
+
+def test_only_real_html_tags_are_stripped():
+    """Issue 31.5: "Director's Cut <Special Edition>" lost its "<Special Edition>"."""
+    titles = {"a": "Director's Cut <Special Edition>", "b": "<I Love Lucy> <b>Season 1</b>"}
+    items = _items(["a", "b"], titles).with_columns(
+        pl.Series("description", ['<p class="x">One<br/>Two</p>', "<a href='/y' target=_blank>Link</a> <3"])
+    )
+    _, items, report = clean(_raw(_interactions(_grid(["u1"], ["a", "b"])), items), DataConfig(k_core=1))
+    assert items.select("title", "description").rows() == [
+        ("Director's Cut <Special Edition>", "One Two"),
+        ("<I Love Lucy> Season 1", "Link <3"),
+    ]
+    assert report.html_cleaned_values == 3

@@ -9,18 +9,18 @@ import dagster as dg
 import pytest
 import yaml
 
-from lpt_dagster.assets.data import raw_data
+from lpt_dagster.assets.data import cleaned_data, raw_data
 from lpt_dagster.definitions import defs
 from lpt_dagster.resources import MlflowResource, RecipeResource
 
 
 def _materialise(
-    tmp_path: Path, data: dict, selection: list[str] | None = None, **recipe_overrides
+    tmp_path: Path, data: dict, selection: list[str] | None = None, assets=(raw_data,), **recipe_overrides
 ) -> dg.ExecuteInProcessResult:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"data": data, **recipe_overrides}), encoding="utf-8")
     return dg.materialize(
-        [raw_data],
+        list(assets),
         selection=selection,
         resources={
             "recipe": RecipeResource(name=str(recipe)),
@@ -103,3 +103,14 @@ def test_every_multi_asset_of_the_project_can_be_subset():
     assert {key.path[-1] for a in multi_assets for key in a.keys} >= {"raw_interactions", "cleaned_histories",
                                                                        "user_examples", "trained_generator"}
     assert all(a.can_subset for a in multi_assets)
+
+
+def test_the_cleaning_report_counts_the_rows_the_read_quarantined(tmp_path, tiny_encoder_folder):
+    """Issue 31.4: the cleaning step reported "Quarantined input rows: 0" after the read set 2 aside."""
+    reviews, meta = _write_amazon(tmp_path, [5] * 18 + ["five", "bad"])
+    data = {"source": "amazon_2023", "path": str(reviews), "items_path": str(meta), "bad_rows": "quarantine",
+            "k_core": 1}
+    result = _materialise(tmp_path, data, assets=(raw_data, cleaned_data), models={"encoder": str(tiny_encoder_folder)})
+    assert result.success
+    (cleaned,) = [m for m in result.get_asset_materialization_events() if m.asset_key.path[-1] == "cleaned_histories"]
+    assert "Quarantined input rows: 2" in cleaned.materialization.metadata["cleaning_steps"].value

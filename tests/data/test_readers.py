@@ -342,6 +342,106 @@ def test_timestamps_in_seconds_are_detected_and_counted(tmp_path):
     meta = _write_lines(tmp_path / "m.jsonl", [_dumps(_meta())])
     raw = read_amazon_2023(reviews, meta)
     assert raw.interactions["timestamp"].to_list() == [1588687728000, 1588687728923]
-    assert raw.accounts[0].timestamps_in_seconds == 1
+    assert raw.accounts[0].timestamp_units == {"seconds": 1}
     inter = _write_csv(tmp_path / "i.csv", "user_id,item_id,timestamp\nu1,a,964982703\n")
     assert read_tabular(inter, None, {"user_id": "user_id"}).interactions["timestamp"].to_list() == [964982703000]
+
+
+# Issue 31: nothing lost quietly, round two.
+
+
+def _tabular_recipe(tmp_path: Path, ratings: str, items: str | None = None, **data) -> DataConfig:
+    inter = _write_csv(tmp_path / "ratings.csv", ratings)
+    items_path = str(_write_csv(tmp_path / "movies.csv", items)) if items is not None else None
+    column_map = {"user_id": "userId", "item_id": "movieId"}
+    return DataConfig(source="tabular", path=str(inter), items_path=items_path, column_map=column_map, **data)
+
+
+DECIMAL_COMMA_RATINGS = 'userId,movieId,rating,timestamp\n1,10,"2,5",964982703\n1,11,"4,0",964981247\n'
+
+
+def test_a_column_that_mostly_fails_to_convert_fails_with_an_example_and_the_fix(tmp_path):
+    """Issue 31.1: decimal-comma ratings all became null, and the run succeeded."""
+    with pytest.raises(DataError) as caught:
+        read_raw(_tabular_recipe(tmp_path, DECIMAL_COMMA_RATINGS))
+    assert caught.value.field == "rating"
+    message = str(caught.value)
+    assert "2 of 2 values did not convert" in message and "e.g. '2,5'" in message
+    assert "decimal comma" in message and "data.decimal_comma: true" in message
+    raw = read_raw(_tabular_recipe(tmp_path, DECIMAL_COMMA_RATINGS, decimal_comma=True))
+    assert raw.interactions["rating"].to_list() == [2.5, 4.0]
+
+
+def test_a_year_in_parentheses_fails_with_the_column_and_an_example(tmp_path):
+    """Issue 31.1: a year written "(1995.0)" gave 9,061 nulls and a successful run."""
+    ratings = "userId,movieId,rating,timestamp\n1,10,4.0,964982703\n"
+    items = "movieId,title,year\n10,Toy Story,(1995.0)\n11,Heat,(1995.0)\n12,Fargo,1996\n"
+    with pytest.raises(DataError) as caught:
+        read_raw(_tabular_recipe(tmp_path, ratings, items))
+    assert caught.value.field == "year" and caught.value.path == str(tmp_path / "movies.csv")
+    assert "2 of 3 values did not convert" in str(caught.value) and "e.g. '(1995.0)'" in str(caught.value)
+    assert "data.column_map" in str(caught.value)
+    # One odd value in a file is still read as null and counted, under the threshold.
+    raw = read_raw(_tabular_recipe(tmp_path, ratings, items, max_quarantine_share=0.7))
+    assert raw.accounts[1].nulled == {"year": 2} and raw.accounts[1].null_examples == {"year": "(1995.0)"}
+
+
+def test_a_byte_order_mark_opening_a_json_lines_file_costs_no_line(tmp_path):
+    """Issue 31.2: the first line was quarantined as "Unexpected UTF-8 BOM"."""
+    reviews = _write_lines(
+        tmp_path / "r.jsonl.gz", [b"\xef\xbb\xbf" + _dumps(_review()), _dumps(_review(user_id="U2"))]
+    )
+    meta = _write_lines(tmp_path / "m.jsonl", [b"\xef\xbb\xbf" + _dumps(_meta())])
+    for chunk_lines in (1, 200_000):  # the careful path and the fast path
+        raw = read_amazon_2023(reviews, meta, bad_rows="quarantine", chunk_lines=chunk_lines)
+        assert raw.quarantine.height == 0
+        assert raw.interactions["user_id"].to_list() == ["U1", "U2"] and raw.items["item_id"].to_list() == ["P1"]
+
+
+def test_microsecond_and_nanosecond_timestamps_are_told_by_magnitude_and_counted(tmp_path):
+    """Issue 31.3: microseconds were read as milliseconds (the year 49503), uncounted."""
+    ms = 1588687728923
+    reviews = _write_lines(
+        tmp_path / "r.jsonl",
+        [_dumps(_review(timestamp=ms * 1000 + 999)), _dumps(_review(timestamp=ms * 10**6 + 5)), _dumps(_review())],
+    )
+    meta = _write_lines(tmp_path / "m.jsonl", [_dumps(_meta())])
+    raw = read_amazon_2023(reviews, meta)
+    assert raw.interactions["timestamp"].to_list() == [ms, ms, ms]
+    assert raw.accounts[0].timestamp_units == {"microseconds": 1, "nanoseconds": 1}
+    inter = _write_csv(tmp_path / "i.csv", f"user_id,item_id,timestamp\nu1,a,{ms * 1000}\nu1,b,964982703\n")
+    tabular = read_tabular(inter, None, {})
+    assert tabular.interactions["timestamp"].to_list() == [ms, 964982703000]
+    assert tabular.accounts[0].timestamp_units == {"seconds": 1, "microseconds": 1}
+
+
+def test_text_dates_in_a_csv_timestamp_column_are_read(tmp_path):
+    """Issue 31.6: "2016-10-16 17:57:24" was rejected as a bad row, though the README accepts dates."""
+    inter = _write_csv(
+        tmp_path / "i.csv",
+        "user_id,item_id,timestamp\n"
+        "u1,a,2016-10-16 17:57:24\nu1,b,2016-10-16T17:57:24.5\nu1,c,2016-10-16T19:57:24+02:00\n"
+        "u1,d,2016-10-16\nu2,e,16/10/2016\n",
+    )
+    raw = read_tabular(inter, None, {}, bad_rows="quarantine")
+    at = 1476640644000  # 2016-10-16 17:57:24 UTC
+    assert raw.interactions["timestamp"].to_list() == [at, at + 500, at, 1476576000000]
+    # A date in another form is a bad row whose reason says which forms are read.
+    assert raw.quarantine.select("line", "field").rows() == [(6, "timestamp")]
+    assert "2016-10-16 17:57:24" in raw.quarantine["reason"][0]
+    assert raw.accounts[0].timestamp_units == {}  # dates are never taken for seconds
+
+
+def test_a_csv_read_with_the_wrong_separator_lists_the_columns_and_the_likely_separator(tmp_path):
+    """Issue 31.7: only "no column 'userId'", without the columns found."""
+    text = "userId;movieId;rating;timestamp\n1;10;4.5;964982703\n"
+    with pytest.raises(DataError) as caught:
+        read_raw(_tabular_recipe(tmp_path, text))
+    message = str(caught.value)
+    assert "columns found: 'userId;movieId;rating;timestamp'" in message
+    assert "one column holding ';' separators" in message and "data.csv_separator" in message
+    raw = read_raw(_tabular_recipe(tmp_path, text, csv_separator=";"))
+    assert raw.interactions.select("user_id", "rating").rows() == [("1", 4.5)]
+    inter = _write_csv(tmp_path / "two.csv", "user,item_id,timestamp\nu1,a,964982703\n")
+    with pytest.raises(DataError, match="columns found: 'user', 'item_id', 'timestamp'$"):
+        read_tabular(inter, None, {})

@@ -10,6 +10,7 @@ item ids). Raw files are only read.
 from __future__ import annotations
 
 import importlib
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,24 @@ QUARANTINE = pl.Schema(
     }
 )
 RAW_TEXT_LIMIT = 500
-# Unix times below this are read as seconds: in milliseconds they would fall before 1973-03-03,
-# in seconds they reach the year 5138, so no real data set is ambiguous.
-SECONDS_BELOW = 10**11
+# Unix times are read in the unit their magnitude gives: each bound is where the smaller unit
+# would pass the year 5138 and the larger one would still be before 1973-03-03, so no real data
+# set is ambiguous. Milliseconds (10^11 to 10^14) are the canonical unit.
+# Unit -> (magnitude from, magnitude below, and ms = value * multiplier // divisor).
+TIMESTAMP_UNITS: dict[str, tuple[int, int | None, int, int]] = {
+    "seconds": (0, 10**11, 1000, 1),
+    "microseconds": (10**14, 10**17, 1, 1000),
+    "nanoseconds": (10**17, None, 1, 10**6),
+}
+# Text timestamps (a CSV's "2016-10-16 17:57:24"): ISO 8601 forms, without a zone read as UTC.
+# Day-first and month-first dates ("10/11/2016") are left out on purpose: they are ambiguous.
+TEXT_TIME_FORMATS = (
+    "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d",
+)
+TEXT_TIME_FORMATS_WITH_ZONE = ("%+", "%Y-%m-%d %H:%M:%S%.f%#z")
+TEXT_TIME_EXPECTED = "a date such as 2016-10-16, 2016-10-16 17:57:24 or 2016-10-16T17:57:24+02:00"
+# An optional value that looks like a number written with a decimal comma ("2,5").
+DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 BadRowPolicy = Literal["error", "quarantine"]
 
@@ -49,7 +65,8 @@ class InputAccount:
     quarantined: int
     skipped: dict[str, int] = field(default_factory=dict)  # why -> rows left out on purpose
     nulled: dict[str, int] = field(default_factory=dict)  # field -> optional values read as null
-    timestamps_in_seconds: int = 0  # timestamps read as seconds (< SECONDS_BELOW), made ms
+    null_examples: dict[str, str] = field(default_factory=dict)  # field -> one such value, as given
+    timestamp_units: dict[str, int] = field(default_factory=dict)  # unit -> timestamps made ms from it
 
     def __post_init__(self) -> None:
         accounted = self.kept + self.quarantined + sum(self.skipped.values())
@@ -79,7 +96,8 @@ class BadRows:
         self._rows: list[tuple[str, int | None, str | None, str, str]] = []
         self._skipped: Counter[str] = Counter()
         self._nulled: Counter[str] = Counter()
-        self.timestamps_in_seconds = 0  # set by timestamps_in_ms
+        self._null_examples: dict[str, str] = {}
+        self.timestamp_units: Counter[str] = Counter()  # counted by timestamps_in_ms
 
     def add(self, line: int | None, field: str | None, reason: str, raw: str) -> None:
         """Report one bad row; raises DataError under the "error" policy."""
@@ -92,10 +110,12 @@ class BadRows:
         if rows:
             self._skipped[why] += rows
 
-    def null(self, field: str, values: int) -> None:
-        """Count values of an optional field that did not convert and were read as null."""
+    def null(self, field: str, values: int, example: str) -> None:
+        """Count values of an optional field that did not convert and were read as null; the first
+        example is kept for the message of a field that mostly fails (see read_raw)."""
         if values:
             self._nulled[field] += values
+            self._null_examples.setdefault(field, example[:RAW_TEXT_LIMIT])
 
     def frame(self) -> pl.DataFrame:
         return pl.DataFrame(self._rows, schema=QUARANTINE, orient="row")
@@ -108,22 +128,29 @@ class BadRows:
             quarantined=len(self._rows),
             skipped=dict(self._skipped),
             nulled=dict(self._nulled),
-            timestamps_in_seconds=self.timestamps_in_seconds,
+            null_examples=dict(self._null_examples),
+            timestamp_units={unit: n for unit, n in self.timestamp_units.items() if n},
         )
 
 
 def timestamps_in_ms(interactions: pl.DataFrame, bad_rows: BadRows) -> pl.DataFrame:
     """Timestamps in milliseconds, the canonical unit, whichever unit each row was written in.
 
-    Amazon's files and the tabular reader document milliseconds, but files in seconds are common:
-    read as milliseconds they would put every event in January 1970. Values below SECONDS_BELOW
-    are taken as seconds, and counted in the file's account.
+    Amazon's files and the tabular reader document milliseconds, but files in seconds are common,
+    and microseconds or nanoseconds come from databases and pandas: read as milliseconds they put
+    events in 1970 or the year 49503. Each row's unit comes from its magnitude (TIMESTAMP_UNITS),
+    and the rows read in each unit other than milliseconds are counted in the file's account.
     """
-    seconds = pl.col("timestamp").abs() < SECONDS_BELOW
-    bad_rows.timestamps_in_seconds += interactions.select(seconds.sum()).item()
-    return interactions.with_columns(
-        pl.when(seconds).then(pl.col("timestamp") * 1000).otherwise(pl.col("timestamp"))
-    )
+    timestamp = pl.col("timestamp")
+    in_ms = timestamp
+    for unit, (low, high, multiplier, divisor) in TIMESTAMP_UNITS.items():
+        in_unit = timestamp.abs() >= low
+        if high is not None:
+            in_unit = in_unit & (timestamp.abs() < high)
+        bad_rows.timestamp_units[unit] += interactions.select(in_unit.sum()).item()
+        # Integer floor division: a finer time belongs to the millisecond it falls in, exactly.
+        in_ms = pl.when(in_unit).then(timestamp * multiplier // divisor).otherwise(in_ms)
+    return interactions.with_columns(in_ms.alias("timestamp"))
 
 
 def require_files(*paths: Path, hint: str = "") -> None:
@@ -149,11 +176,22 @@ def unique_items(items: pl.DataFrame, bad_rows: BadRows, id_name: str) -> pl.Dat
     return unique
 
 
+def text_times(column: pl.Expr) -> pl.Expr:
+    """Text in one of TEXT_TIME_FORMATS(_WITH_ZONE) as a Datetime in ms (UTC); null otherwise."""
+    naive = [column.str.to_datetime(f, strict=False, time_unit="ms") for f in TEXT_TIME_FORMATS]
+    zoned = [column.str.to_datetime(f, strict=False, time_unit="ms") for f in TEXT_TIME_FORMATS_WITH_ZONE]
+    # Through epoch milliseconds: columns with and without a time zone cannot be coalesced.
+    epoch_ms = pl.coalesce(*(parsed.dt.epoch("ms") for parsed in naive + zoned))
+    return epoch_ms.cast(pl.Datetime("ms"))
+
+
 def _converted(column: pl.Expr, source: pl.DataType, target: pl.DataType) -> pl.Expr:
     """The one conversion rule of every reader: text is stripped first, and an integer may be
     written as a whole float ("1995.0", as pandas writes an integer column that holds nulls)."""
     if source == pl.String:
         column = column.str.strip_chars()
+        if isinstance(target, pl.Datetime):
+            return text_times(column)
     if target.is_integer() and (source == pl.String or source.is_float()):
         number = column.cast(pl.Float64, strict=False)
         whole = pl.when(number == number.floor()).then(number).cast(target, strict=False)
@@ -188,7 +226,7 @@ def cast_or_report(
         unconverted[name] = ~missing & cast[name].is_null()
         if name in required:
             for row in (unconverted[name] | missing).arg_true().to_list():
-                reason = "missing value" if missing[row] else f"value does not convert to {dtype}"
+                reason = "missing value" if missing[row] else f"value does not convert to {_expected(dtype)}"
                 problems.setdefault(row, (name, reason))
     for row in sorted(problems):
         field_name, reason = problems[row]
@@ -196,16 +234,22 @@ def cast_or_report(
         bad_rows.add(int(lines[row]), field_name, reason, raw)
     good = ~pl.Series(range(frame.height)).is_in(list(problems))
     for name in casts:
-        if name not in required:
-            bad_rows.null(name, (unconverted[name] & good).sum())
+        nulled = unconverted[name] & good
+        if name not in required and nulled.any():
+            bad_rows.null(name, nulled.sum(), str(frame[name].filter(nulled)[0]))
     return cast.filter(good)
+
+
+def _expected(dtype: pl.DataType) -> str:
+    return TEXT_TIME_EXPECTED if isinstance(dtype, pl.Datetime) else str(dtype)
 
 
 def read_raw(cfg: DataConfig) -> RawData:
     """Read the recipe's data source; paths in the recipe are relative to the repository root.
 
-    Fails when more than `cfg.max_quarantine_share` of a file's rows were quarantined: a file that
-    is mostly bad is a wrong format or mapping, not a few bad lines.
+    Fails when more than `cfg.max_quarantine_share` of a file's rows were quarantined, or of its
+    kept rows had a field's value read as null because it did not convert: a file that is mostly
+    bad, or a column that is mostly unreadable, is a wrong format or mapping, not a few bad lines.
     """
     path = resolve_repo_path(cfg.path)
     items_path = resolve_repo_path(cfg.items_path) if cfg.items_path else None
@@ -213,6 +257,7 @@ def read_raw(cfg: DataConfig) -> RawData:
     reader = importlib.import_module(data_source(cfg.source).reader)
     raw = reader.read(cfg, path, items_path)
     _check_quarantine_share(raw, cfg.max_quarantine_share)
+    _check_nulled_share(raw, cfg.max_quarantine_share)
     return raw
 
 
@@ -235,3 +280,26 @@ def _check_quarantine_share(raw: RawData, max_share: float) -> None:
             f"({account.quarantined / data_rows:.1%}, above data.max_quarantine_share "
             f"{max_share:.1%}); by field: {fields}; {account.kept:,} rows kept",
         )
+
+
+def _check_nulled_share(raw: RawData, max_share: float) -> None:
+    """Raise DataError for the first field whose values mostly did not convert: a column the data
+    provides is data the user gave, so losing most of it is a failure, not a count in metadata."""
+    for account in raw.accounts:
+        for name, nulled in account.nulled.items():
+            if nulled / max(account.kept, 1) <= max_share:
+                continue
+            example = account.null_examples.get(name, "")
+            raise DataError(
+                account.file,
+                f"{nulled:,} of {account.kept:,} values did not convert and were read as null "
+                f"({nulled / max(account.kept, 1):.1%}, above data.max_quarantine_share {max_share:.1%}), "
+                f"e.g. {example!r}: {_conversion_hint(name, example)}",
+                field=name,
+            )
+
+
+def _conversion_hint(name: str, example: str) -> str:
+    if DECIMAL_COMMA.fullmatch(example.strip()):
+        return "it looks like a decimal comma; a tabular source reads one with data.decimal_comma: true"
+    return f"fix the values, or (tabular source) map {name!r} to another column with data.column_map"

@@ -11,6 +11,7 @@ reader's rule, so "5.0" and 5.0 read alike; it also names the line of a missing 
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
@@ -124,9 +125,10 @@ def read_amazon_2023(
 ) -> RawData:
     """Read an Amazon Reviews 2023 category: reviews -> interactions, metadata -> items.
 
-    Reviews give user_id, parent_asin (the item), timestamp (ms; values below
-    readers.SECONDS_BELOW are taken as seconds, and counted), rating and the review text, with
-    the review's own title on a first line when `prepend_review_title`. Metadata gives title,
+    Reviews give user_id, parent_asin (the item), timestamp (ms; seconds, microseconds and
+    nanoseconds are told by magnitude, readers.TIMESTAMP_UNITS, and counted), rating and the
+    review text, with the review's own title on a first line when `prepend_review_title`.
+    Metadata gives title,
     description (lines joined), categories, price (as text) and average rating; items without a
     title are kept here and dropped by cleaning. Both files must exist before either is read.
     Bad lines raise DataError or go to the quarantine table, per `bad_rows`; an optional field
@@ -208,9 +210,15 @@ def _open(path: Path) -> IO[bytes]:
 
 
 def _numbered_chunks(stream: IO[bytes], chunk_lines: int) -> Iterator[tuple[list[tuple[int, bytes]], int]]:
-    """Chunks of (1-based line number, line) with blank lines left out, and the lines read."""
+    """Chunks of (1-based line number, line) with blank lines left out, and the lines read.
+
+    A UTF-8 byte order mark opening the file is dropped (as CSV readers do): editors on Windows
+    write one, and JSON forbids it, so it would cost the first line.
+    """
     first_line = 1
     while block := list(islice(stream, chunk_lines)):
+        if first_line == 1:
+            block[0] = block[0].removeprefix(codecs.BOM_UTF8)
         yield [(first_line + i, line.strip()) for i, line in enumerate(block) if line.strip()], len(block)
         first_line += len(block)
 
@@ -303,7 +311,7 @@ def _parse_line(
             if field.required:
                 bad_rows.add(number, name, str(exc), text)
                 return None
-            bad_rows.null(name, 1)
+            bad_rows.null(name, 1, json.dumps(value))
             values.append(None)
     return tuple(values)
 

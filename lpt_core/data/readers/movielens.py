@@ -5,8 +5,8 @@ Files are TAB separated with a typed header line:
   ml-100k.item:  item_id:token movie_title:token_seq release_year:token class:token_seq
 Genres are space separated single words ("Children's" and "Film-Noir" included). The file marks
 unknowns with placeholders (item 267's title and year are "unkonwn", the genre flag "unknown"),
-which are read as missing values so they never reach item texts (a year that is not a number is
-counted in the file's account, like any optional value that does not convert).
+which are read as missing values so they never reach item texts (any other year that is not a
+number is counted in the file's account, like any optional value that does not convert).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ INTERACTIONS_FILE = "ml-100k.inter"
 ITEMS_FILE = "ml-100k.item"
 INTERACTIONS_HEADER = ["user_id:token", "item_id:token", "rating:float", "timestamp:float"]
 ITEMS_HEADER = ["item_id:token", "movie_title:token_seq", "release_year:token", "class:token_seq"]
-UNKNOWN_TITLES = {"unknown", "unkonwn"}
+UNKNOWN_TITLES = {"unknown", "unkonwn"}  # the placeholders of titles and years
 UNKNOWN_GENRE = "unknown"
 
 
@@ -67,7 +67,7 @@ def _read_interactions(path: Path) -> tuple[pl.DataFrame, InputAccount]:
         lines=lines,
         bad_rows=bad_rows,
     )
-    bad_rows.timestamps_in_seconds = typed.height  # the format's unit, converted here
+    bad_rows.timestamp_units["seconds"] = typed.height  # the format's unit, converted here
     interactions = typed.with_columns(
         (pl.col("timestamp") * 1000).round().cast(pl.Int64),
         pl.lit(None, dtype=pl.String).alias("review"),
@@ -78,6 +78,9 @@ def _read_interactions(path: Path) -> tuple[pl.DataFrame, InputAccount]:
 def _read_items(path: Path) -> tuple[pl.DataFrame, InputAccount]:
     bad_rows = BadRows(path, "error")
     frame, lines, rows = _read_atomic(path, ITEMS_HEADER, bad_rows)
+    # The placeholder is a missing year, not one that failed to convert (those are counted).
+    placeholder = pl.col("release_year").str.to_lowercase().is_in(UNKNOWN_TITLES)
+    frame = frame.with_columns(pl.when(~placeholder).then(pl.col("release_year")))
     typed = cast_or_report(
         frame,
         {"item_id": pl.String, "movie_title": pl.String, "release_year": pl.Int32, "class": pl.String},
