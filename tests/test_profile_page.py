@@ -30,7 +30,7 @@ VARIANT = "tiny_variant"
 WRITTEN_PROFILE = "loves comedy"  # what the rewired generator writes for any history
 # user -> (split, history, ratings, target, zero-shot profile, trained profile of VARIANT)
 USERS = {
-    "u1": ("test", ["1", "2", "3", "4"], [5.0, 4.0, 2.0, 5.0], "7",
+    "u1": ("test", ["1", "2", "3", "4"], [5.0, 4.0, 2.0, 5.0], "11",
            "Enjoys comedy and drama films.", "Likes romance stories and old western films."),
     "u2": ("test", ["5", "6"], [3.0, 4.0], "11", "Loves documentary films.", None),
     "u3": ("test", ["8", "9", "10"], None, "12", None, None),
@@ -153,7 +153,7 @@ def test_a_person_has_their_history_oldest_first_both_profiles_and_the_target(cl
     ]
     assert person["history"][0]["item"]["genres"] == ["Comedy", "Horror"]
     assert person["zero_shot_profile"] == USERS["u1"][4] and person["trained_profile"] == USERS["u1"][5]
-    assert person["target"]["item_id"] == "7" and person["split"] == "test"
+    assert person["target"]["item_id"] == "11" and person["split"] == "test"
     # A typed id of another split is found too; a user with no trained profile has none.
     assert client.get("/api/users/t1").json()["split"] == "train"
     assert client.get("/api/users/u2").json()["trained_profile"] is None
@@ -169,7 +169,7 @@ def test_a_ranking_leaves_the_history_out_and_marks_the_target(client):
     ranking = recommend(client, profile="Loves comedy and horror.", user_id="u1")
     ids = [entry["item"]["item_id"] for entry in ranking["items"]]
     assert len(ids) == 20 and not set(USERS["u1"][1]) & set(ids)
-    assert [e["is_target"] for e in ranking["items"]] == [i == "7" for i in ids]
+    assert [e["is_target"] for e in ranking["items"]] == [i == "11" for i in ids]
     assert not ranking["compared"] and ranking["moved_out"] == []
 
 

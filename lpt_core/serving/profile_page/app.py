@@ -139,7 +139,7 @@ def create_app(make_workbench: Callable[[], ProfileWorkbench]) -> FastAPI:
             "max_profile_chars": MAX_PROFILE_CHARS,
         }
 
-    @app.get("/api/users/{user_id}")
+    @app.get("/api/users/{user_id:path}")  # an id may hold a "/"
     def person(user_id: str) -> dict:
         return asdict(loaded.get().person(user_id))
 

@@ -78,7 +78,7 @@ async function waitForModel() {
       return;
     }
     state.status = status;
-    $("model-status").textContent = `Model: ${status.model} (${status.model_uri}), variant ${status.variant ?? "unknown"}`;
+    $("model-status").textContent = `Model: ${status.model} · ${status.model_uri} · variant ${status.variant ?? "unknown"}`;
     $("k").textContent = status.k;
     $("trained").querySelector(".variant").textContent = status.variant ?? "";
     const users = $("user-ids");
@@ -179,6 +179,8 @@ async function rank(profile, edit = null, {remember = true} = {}) {
     showMessage(error.message);
   } finally {
     setBusy(false);
+    // How many rankings were answered (or refused): lets a script tell when this one is done.
+    document.body.dataset.answered = String(Number(document.body.dataset.answered ?? 0) + 1);
   }
 }
 
