@@ -204,7 +204,7 @@ class ProfileWorkbench:
         }
         self.genres: list[str] = sorted(catalog["categories"].explode().drop_nulls().unique().to_list())
         self.item_noun = SOURCES[recommender.recipe.data.source].item_noun
-        self._users = tables.examples.partition_by("user_id", as_dict=True, maintain_order=True)
+        self._examples = {row["user_id"]: row for row in tables.examples.iter_rows(named=True)}
         # One prediction at a time: the page is one person's tool, and torch's generation is not
         # meant to run twice at once on one model.
         self._predicting = threading.Lock()
@@ -302,12 +302,12 @@ class ProfileWorkbench:
         return Ranking(answer["profile"], items, moved_out, previous is not None, export, seconds, profile_written)
 
     def _example(self, user_id: str) -> dict:
-        rows = self._users.get((user_id,))
-        if rows is None:
-            known = len(self._users)
+        example = self._examples.get(user_id)
+        if example is None:
+            known = len(self._examples)
             hint = f"the examples have {known} users" if known else "no examples are materialised (run `make demo`)"
             raise UnknownUser(f"No user {user_id!r} in the split: {hint}.")
-        return rows.row(0, named=True)
+        return example
 
     def _item(self, item_id: str) -> Item:
         return self._items.get(item_id) or Item(item_id, f"(item {item_id}, not in the model's catalogue)", [])
