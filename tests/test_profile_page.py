@@ -295,6 +295,12 @@ def test_without_a_champion_the_page_says_why(tmp_path):
         assert answer.status_code == 400 and answer.json()["message"].startswith("The model could not be loaded: LookupError")
 
 
+def test_a_chosen_version_loads_and_a_missing_one_says_so(home):
+    assert load_registered(home.tracking_uri, version="1").uri == "models:/langptune/1"
+    with pytest.raises(LookupError, match="has no 'langptune' version 9: run the pipeline"):
+        load_registered(home.tracking_uri, version="9")
+
+
 def test_the_tables_of_a_missing_run_are_empty_with_a_note(tmp_path):
     tables = PageTables.load(Outputs(tmp_path), VARIANT)
     assert tables.examples.is_empty() and tables.zero_shot.is_empty() and tables.trained.is_empty()

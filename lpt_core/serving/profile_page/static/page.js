@@ -160,7 +160,8 @@ function coldStart() {
 
 // --- ranking ------------------------------------------------------------------------------------
 
-// Rank `profile` (null: the model writes one from the history) after an optional quick edit.
+// Rank `profile` (null: the model writes one from the history) after an optional quick edit;
+// whether the list came (a refusal is shown as a message).
 async function rank(profile, edit = null, {remember = true} = {}) {
   showMessage("");
   setBusy(true);
@@ -175,8 +176,10 @@ async function rank(profile, edit = null, {remember = true} = {}) {
     $("editor").value = ranking.profile;
     updateWordCount();
     renderRanking(ranking);
+    return true;
   } catch (error) {
     showMessage(error.message);
+    return false;
   } finally {
     setBusy(false);
     // How many rankings were answered (or refused): lets a script tell when this one is done.
@@ -304,7 +307,10 @@ function wire() {
   for (const button of document.querySelectorAll("[data-edit]")) {
     button.addEventListener("click", () => rank($("editor").value, {kind: button.dataset.edit, genre: $("genre").value}));
   }
-  $("undo").addEventListener("click", () => rank(state.undo.pop(), null, {remember: false}));
+  $("undo").addEventListener("click", async () => {
+    const profile = state.undo.pop();
+    if (!(await rank(profile, null, {remember: false}))) state.undo.push(profile);
+  });
   $("reset").addEventListener("click", () => rank(state.original));
   $("export").addEventListener("click", exportJson);
   updateWordCount();
