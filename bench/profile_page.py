@@ -16,6 +16,7 @@ bench/results/profile_page.md (or --out).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import threading
@@ -53,14 +54,18 @@ def start_page(workbench: ProfileWorkbench) -> str:
 
 
 def edit_requests(workbench: ProfileWorkbench, users: list[str], count: int) -> list[dict]:
-    """`count` edit requests over `users`: free text, add genre, remove genre, add dislike."""
+    """`count` edit requests, round the users with a stored profile: free text, add a genre,
+    remove a genre the profile names, add a dislike."""
     rng = np.random.default_rng(0)
-    requests = []
+    profiles = {}
     for user in users:
         person = workbench.person(user)
-        profile = person.trained_profile or person.zero_shot_profile
-        if profile is None:
-            continue
+        if person.trained_profile or person.zero_shot_profile:
+            profiles[user] = person.trained_profile or person.zero_shot_profile
+    if not profiles:
+        raise SystemExit("no stored profiles of the offered users: run the pipeline (`make demo`) first")
+    requests = []
+    for user, profile in itertools.cycle(profiles.items()):
         named = [g for g in workbench.genres if g.lower() in profile.lower()] or workbench.genres
         requests += [
             {"user_id": user, "profile": f"{profile} Loves horror movies."},
@@ -69,8 +74,7 @@ def edit_requests(workbench: ProfileWorkbench, users: list[str], count: int) -> 
             {"user_id": user, "profile": profile, "edit": {"kind": "add_dislike", "genre": str(rng.choice(workbench.genres))}},
         ]
         if len(requests) >= count:
-            break
-    return requests[:count]
+            return requests[:count]
 
 
 def timed(url: str, bodies: list[dict], previous: list[str] | None = None) -> tuple[list[float], int]:
@@ -100,9 +104,11 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=40)
     parser.add_argument("--writes", type=int, default=8)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--note", default="", help="a paragraph appended to the results (what the model is, ...)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     served = load_registered(tracking.resolve_tracking_uri(args.tracking_uri), alias=args.alias, version=args.version)
     workbench = ProfileWorkbench(served, PageTables.load(paths.Outputs.default(), served.variant))
@@ -120,7 +126,8 @@ def main() -> None:
         "",
         f"Command: `python bench/profile_page.py --edits {args.edits} --writes {args.writes}` on {served.description} "
         f"({served.uri}, variant {served.variant}); {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-        f"{time.strftime('%Y-%m-%d')}. Model and tables loaded in {loaded_s:.1f} s.",
+        f"{time.strftime('%Y-%m-%d')}. Model and tables loaded in {loaded_s:.1f} s. Load average (1 min) "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after: other processes shared the CPUs.",
         "Each figure is one POST /api/recommend as the page sends it (HTTP over loopback, JSON, the served model's "
         "predict, the comparison with the previous list), one request at a time.",
         "",
@@ -131,6 +138,7 @@ def main() -> None:
         "",
         "Target: an edit re-ranks in at most 200 ms on a 2-core CPU. Refused: the model's own refusal "
         "(e.g. a removal that leaves no profile), timed as the page sees it.",
+        *(["", args.note] if args.note else []),
     ]
     table = "\n".join(lines) + "\n"
     print(table)
