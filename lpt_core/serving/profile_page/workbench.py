@@ -211,7 +211,7 @@ class ProfileWorkbench:
         self.last_write_seconds: float | None = None
 
     def offered_users(self) -> list[str]:
-        """The users of the first split of SPLIT_PREFERENCE the tables have, in table order."""
+        """The users of the first split of SPLIT_PREFERENCE the tables have, by id."""
         splits = self.tables.examples["split"]
         split = next((s for s in SPLIT_PREFERENCE if (splits == s).any()), None)
         return self.tables.examples.filter(pl.col("split") == split)["user_id"].to_list()
