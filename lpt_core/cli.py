@@ -1,5 +1,5 @@
 """`lpt`: the few commands that are not Dagster runs (set-up fetch, printing results, training
-one variant on several GPUs)."""
+one variant on several GPUs, the profile page)."""
 
 from __future__ import annotations
 
@@ -96,6 +96,15 @@ def _materialised_training_data(recipe: Recipe, outputs: paths.Outputs) -> Train
     )
 
 
+def _profile_page(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from lpt_core.serving.profile_page import serve
+
+    serve(args.host, args.port, args.tracking_uri, args.model_name, args.alias, args.version)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="lpt", description=__doc__)
@@ -109,8 +118,26 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--variant", default="langptune_rebel", help="a variant of lpt_core.training.variants")
     train.add_argument("--root", help="checkpoint folder (default: outputs/training/VARIANT, as Dagster)")
     train.set_defaults(run=_train)
+    _add_profile_page_command(commands)
     args = parser.parse_args(argv)
     return args.run(args)
+
+
+def _add_profile_page_command(commands: argparse._SubParsersAction) -> None:
+    from lpt_core.serving import registry
+    from lpt_core.serving.profile_page import DEFAULT_HOST, DEFAULT_PORT
+
+    page = commands.add_parser(
+        "profile-page", help="serve the page where a person edits a profile and watches the recommendations change"
+    )
+    page.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: loopback only)")
+    page.add_argument("--port", type=int, default=DEFAULT_PORT)
+    page.add_argument("--tracking-uri", help="MLflow store holding the registry (default: the work folder's)")
+    page.add_argument("--model-name", default=registry.MODEL_NAME)
+    which = page.add_mutually_exclusive_group()
+    which.add_argument("--alias", default=registry.CHAMPION, help="registry alias to load (default: champion)")
+    which.add_argument("--version", help="registered version to load instead of an alias")
+    page.set_defaults(run=_profile_page)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -48,13 +49,16 @@ def tiny_catalog() -> pl.DataFrame:
     return catalog.with_columns(text.item_texts(catalog).alias("text"))
 
 
-def build_parts(root: Path, encoder_seed: int = 0) -> ServableParts:
-    """A trained-variant stand-in: tiny LM + fresh LoRA adapter, tiny encoder, flat index."""
+def build_parts(root: Path, encoder_seed: int = 0, encoder_topics: Sequence[str] = ()) -> ServableParts:
+    """A trained-variant stand-in: tiny LM + fresh LoRA adapter, tiny encoder (a bag-of-topics one
+    with `encoder_topics`), flat index."""
     from lpt_core.models import load_encoder, load_generator
     from lpt_core.retrieval import ItemIndex, TextEncoder
     from lpt_core.training.policy import make_policy
 
-    lm, encoder_dir = build_tiny_lm(root / "lm"), build_tiny_encoder(root / "encoder", seed=encoder_seed)
+    lm, encoder_dir = build_tiny_lm(root / "lm"), build_tiny_encoder(
+        root / "encoder", seed=encoder_seed, topics=encoder_topics
+    )
     recipe = Recipe.model_validate({
         "name": "tiny",
         "models": {"generator": str(lm), "encoder": str(encoder_dir), "dtype": "float32", "device": "cpu"},

@@ -16,21 +16,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, CHROMIUM_FLAGS
 from mlflow.tracking import MlflowClient
 
 from lpt_core import paths
 from lpt_core.serving import free_port
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
 BIN = Path(sys.executable).parent
-# Flags that keep Chromium off the (closed) network and quiet as root in a sandbox. The window is
-# tall because the Dagster asset list renders only the rows in view: every asset must fit.
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--window-size=1400,2000", "--virtual-time-budget=20000",
-]
+# The window is tall because the Dagster asset list renders only the rows in view: every asset must fit.
+PAGE_FLAGS = ["--window-size=1400,2000", "--virtual-time-budget=20000"]
 
 
 @contextlib.contextmanager
@@ -61,7 +56,7 @@ def background_server(command: list[str], env: dict, health_url: str, log_path: 
 
 def chromium(url: str, profile: Path, screenshot: Path) -> str:
     """The rendered page's DOM, and a screenshot of it."""
-    common = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+    common = [CHROMIUM, *CHROMIUM_FLAGS, *PAGE_FLAGS, f"--user-data-dir={profile}"]
     subprocess.run([*common, f"--screenshot={screenshot}", url], capture_output=True, timeout=120, check=True)
     return subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
 
