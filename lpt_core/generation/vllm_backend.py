@@ -67,7 +67,7 @@ class VLLMGenerator:
             AutoTokenizer.from_pretrained(folder, local_files_only=True),
             gen_cfg,
             model_id=f"{model_name}@{models.weights_fingerprint(folder)}",
-            eos_ids=_model_eos_ids(folder),
+            eos_ids=model_eos_ids(folder),
         )
 
     @classmethod
@@ -134,13 +134,16 @@ class VLLMGenerator:
         return profiles
 
     def _profile(self, completion: Any) -> GeneratedProfile:
-        profile = profile_from_tokens(self.tokenizer, completion.token_ids, set(self._stop_ids))
+        profile = profile_from_tokens(
+            self.tokenizer, completion.token_ids, set(self._stop_ids), finish=self.gen_cfg.finish_profiles
+        )
         # finish_reason is "stop" for an end token, "length" for max_tokens; it is the authority
         # whether or not vLLM kept the stop token in token_ids.
         return dataclasses.replace(profile, finished=completion.finish_reason == "stop")
 
 
-def _model_eos_ids(folder: Path) -> int | list[int] | None:
+def model_eos_ids(folder: Path) -> int | list[int] | None:
+    """The end ids in the model folder's generation_config.json (an int, a list, or None)."""
     from transformers import GenerationConfig as HFGenerationConfig
 
     try:

@@ -19,11 +19,12 @@ policy must not be paid for text the recommender never read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
+from lpt_core.generation.finishing import finish_profile
 from lpt_core.retrieval import ItemIndex, TextEncoder
 
 RewardKind = Literal["ndcg", "mrr", "log_rank"]
@@ -122,3 +123,15 @@ def completion_text(completion: Any) -> str:
         "completion must be a string or a list of {'role', 'content'} messages, "
         f"got {type(completion).__name__}: {completion!r:.80}"
     )
+
+
+def on_finished_profiles(reward: RankReward) -> Callable[..., list[float]]:
+    """`reward` scoring each completion's finished text (lpt_core.generation.finishing), for TRL's
+    trainers, whose completions are the model's raw decodes: our own rollouts and generators
+    finish theirs before a reward reads them, so every trainer scores what a person would read."""
+
+    def finished_reward(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
+        return reward(prompts, [finish_profile(completion_text(c)) for c in completions], **columns)
+
+    finished_reward.__name__ = reward.__name__
+    return finished_reward

@@ -24,7 +24,7 @@ from transformers import PrinterCallback, TrainerCallback
 from lpt_core.config import RLConfig
 from lpt_core.generation.base import stop_token_ids
 from lpt_core.training.examples import RLExample, reward_columns
-from lpt_core.training.reward import RankReward
+from lpt_core.training.reward import RankReward, on_finished_profiles
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -78,7 +78,7 @@ def run_trl_updates(
     with _stopping_at_end_of_turn(policy, tokenizer):
         trainer = trainer_class(
             model=policy,
-            reward_funcs=[reward],
+            reward_funcs=[on_finished_profiles(reward)],
             args=args,
             train_dataset=_dataset(examples),
             processing_class=tokenizer,
