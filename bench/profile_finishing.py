@@ -25,12 +25,12 @@ from rl_sweep import RESULTS, _cpu_flags, command_line
 from lpt_core import text
 from lpt_core.config import GenerationConfig, ModelsConfig, load_recipe
 from lpt_core.generation.base import GeneratedProfile, profile_from_tokens, stop_token_ids
-from lpt_core.generation.finishing import WORD, ends_sentence
+from lpt_core.generation.finishing import WORD
 from lpt_core.generation.hf_backend import hf_generation_config
 from lpt_core.generation.vllm_backend import model_eos_ids
 from lpt_core.models import load_generator, load_tokenizer, resolve_model
 from lpt_core.paths import work_dir
-from lpt_core.profile_quality.readability import is_looping
+from lpt_core.profile_quality.readability import is_finished, is_looping
 
 CACHE = work_dir() / "bench"
 GENERATOR = "smollm2-135m-instruct"  # both recipes' writer
@@ -60,7 +60,7 @@ def _row(recipe: str, examples: int, cap: int, finish: bool, profiles: list[Gene
     texts = [profile.text for profile in profiles]
     return {
         "recipe": recipe, "examples": examples, "max_new_tokens": cap, "finish_profiles": finish,
-        "ends_sentence": float(np.mean([ends_sentence(t) for t in texts])),
+        "finished": float(np.mean([is_finished(p.text, p.finished) for p in profiles])),
         "looping": float(np.mean([is_looping(t) for t in texts])),
         "ended_turn": float(np.mean([profile.finished for profile in profiles])),
         "words": float(np.mean([len(WORD.findall(t)) for t in texts])),
@@ -71,13 +71,13 @@ def _row(recipe: str, examples: int, cap: int, finish: bool, profiles: list[Gene
 
 def _write(args: argparse.Namespace, rows: list[dict], caps: list[int], sizes: dict[str, int]) -> None:
     lines = [
-        "| recipe (test examples) | max_new_tokens | finished | ends a sentence | looping | ended its turn | words |",
+        "| recipe (test examples) | max_new_tokens | finishing | finished | looping | ended its turn | words |",
         "|---|---:|---|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['recipe']} ({row['examples']}) | {row['max_new_tokens']} | "
-            f"{'yes' if row['finish_profiles'] else 'no (raw)'} | {row['ends_sentence']:.1%} | {row['looping']:.1%} "
+            f"{'on' if row['finish_profiles'] else 'off (raw)'} | {row['finished']:.1%} | {row['looping']:.1%} "
             f"| {row['ended_turn']:.1%} | {row['words']:.1f} |"
         )
     command = command_line("profile_finishing.py", args)
@@ -88,10 +88,10 @@ def _write(args: argparse.Namespace, rows: list[dict], caps: list[int], sizes: d
         f"model dtype {args.dtype}. Greedy zero-shot profiles ({GENERATOR}, the recipes' prompt) of "
         + ", ".join(f"{name}: {size} test examples" for name, size in sizes.items())
         + f" (full: a seeded sample of its test windows), generated once at max_new_tokens {max(caps)}; a smaller "
-        "cap reads the first tokens of the same greedy decode. Finished: generation.finish_profiles "
-        "(lpt_core.generation.finishing: loop cut, trimmed to the last complete sentence). Ends a sentence: "
-        "the quality report's finished share; looping: fewer than 70% of its word trigrams distinct; "
-        "ended its turn: the model closed its turn before the cap.",
+        "cap reads the first tokens of the same greedy decode. Finishing: generation.finish_profiles "
+        "(lpt_core.generation.finishing: loops cut, a profile the cap cut trimmed to its last complete sentence). "
+        "Finished: ended its turn or ends a sentence, the quality report's finished share; looping: fewer than "
+        "70% of its word trigrams distinct; ended its turn: the model closed its turn before the cap.",
         "", *lines, "",
     ])
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ settings turn that off. Both backends and the training rollouts read generated i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -71,9 +72,14 @@ def profile_from_tokens(
     else:
         kept, finished = list(token_ids), False
     text = tokenizer.decode(kept, skip_special_tokens=True).strip()
-    if finish:
-        text = finish_profile(text)
-    return GeneratedProfile(text=text, num_tokens=len(kept), finished=finished)
+    profile = GeneratedProfile(text=text, num_tokens=len(kept), finished=finished)
+    return finished_profile(profile) if finish else profile
+
+
+def finished_profile(profile: GeneratedProfile) -> GeneratedProfile:
+    """`profile` with its text finished (lpt_core.generation.finishing), cut by the cap or not as
+    its `finished` flag says."""
+    return dataclasses.replace(profile, text=finish_profile(profile.text, cut=not profile.finished))
 
 
 def check_batch_tokenizer(tokenizer: Any) -> None:

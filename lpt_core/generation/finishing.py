@@ -2,21 +2,21 @@
 
 A small writer stopped by max_new_tokens ends mid-sentence, and a greedy one can fall into a loop
 ("... horror, action, horror, comedy, horror, action, ..."), which runs on to the token cap. Both
-are cut back here, on the text alone, so the transformers and vLLM backends (and the training
-rollouts, and a reward scoring TRL's completions) finish a profile identically:
+are cut back here, on the text and whether the cap cut it, so the transformers and vLLM backends,
+the training rollouts and the reward of TRL's completions all finish a profile identically:
 
 1. a loop is where a word trigram occurs for the LOOP_OCCURRENCES-th time; the text is cut there
    and trimmed back to its last complete sentence (so a phrase said twice across sentences, "they
    are a fan of ... and a fan of", keeps both sentences);
-2. a text that does not end a sentence (cut by max_new_tokens) is trimmed back to its last
-   complete sentence;
+2. a text the cap cut is trimmed back to its last complete sentence;
 3. a text with no complete sentence left (the cap or the loop fell in its first sentence) is cut
    where the loop started repeating (the trigram's second occurrence), or at its last clause
-   boundary, and closed with a full stop: "a mix of action, comedy, horror, action, horror,
-   action, ..." becomes "a mix of action, comedy, horror."
+   boundary, without the words that cannot end one ("and", "of"...), and closed with a full
+   stop: "a mix of action, comedy, horror, action, horror, action, ..." becomes "a mix of action,
+   comedy, horror, action."
 
-A text that already ends a sentence and does not loop is returned as it is, so finishing twice
-changes nothing.
+A text the model ended itself is the model's choice and is left as it is unless it loops; a
+finished text is left as it is, so finishing twice changes nothing.
 """
 
 from __future__ import annotations
@@ -33,16 +33,22 @@ _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "mt
 _LAST_WORD = re.compile(r"([\w.]+)\.$")
 # Where a clause ends inside a sentence: a text cut inside its first sentence closes there.
 CLAUSE_END = re.compile(r"[,;:\u2013\u2014]")
+# Words a sentence does not end on: dropped from the end of a text closed at a clause boundary.
+_DANGLING = frozenset(
+    "a an the and or but nor with of to for from in on at by as that which who whose like including such "
+    "their his her its this these those".split()
+)
 # The third occurrence of a word trigram marks a loop; prose repeats a trigram twice at most
 # ("they also enjoy ... they also enjoy") in a profile of a few sentences.
 LOOP_OCCURRENCES = 3
 
 
-def finish_profile(text: str) -> str:
-    """`text` with any loop cut off and trimmed back to a finished sentence (module docstring)."""
+def finish_profile(text: str, *, cut: bool) -> str:
+    """`text` with any loop cut off and, if it loops or `cut` (max_new_tokens stopped it) and it
+    does not end a sentence, trimmed back to a finished sentence (see the module docstring)."""
     text = text.strip()
     loop = _loop_repeats(text)
-    if loop is None and (not text or ends_sentence(text)):
+    if loop is None and (not cut or not text or ends_sentence(text)):
         return text
     kept = text if loop is None else text[: loop[1]]
     last_end = _last_sentence_end(kept)
@@ -89,5 +95,8 @@ def _close_at_clause(text: str) -> str:
     """A text with no finished sentence, cut at its last clause boundary (if any) and closed with
     a full stop."""
     clause_ends = [m.start() for m in CLAUSE_END.finditer(text)]
-    kept = text[: clause_ends[-1]] if clause_ends else text
-    return kept.rstrip(" ,;:.-\u2013\u2014") + "."
+    kept = (text[: clause_ends[-1]] if clause_ends else text).rstrip(" ,;:.-\u2013\u2014")
+    words = list(WORD.finditer(kept))
+    while len(words) > 1 and words[-1].group().lower() in _DANGLING:
+        kept = kept[: words.pop().start()].rstrip(" ,;:.-\u2013\u2014")
+    return kept + "."

@@ -19,7 +19,7 @@ from typing import Any
 
 from lpt_core import models
 from lpt_core.config import GenerationConfig, ModelsConfig
-from lpt_core.generation.base import GeneratedProfile, profile_from_tokens, stop_token_ids
+from lpt_core.generation.base import GeneratedProfile, finished_profile, profile_from_tokens, stop_token_ids
 from lpt_core.generation.vllm_engine import colocated_engine, engine_device_options, vllm_for_device
 
 log = logging.getLogger(__name__)
@@ -134,12 +134,11 @@ class VLLMGenerator:
         return profiles
 
     def _profile(self, completion: Any) -> GeneratedProfile:
-        profile = profile_from_tokens(
-            self.tokenizer, completion.token_ids, set(self._stop_ids), finish=self.gen_cfg.finish_profiles
-        )
+        profile = profile_from_tokens(self.tokenizer, completion.token_ids, set(self._stop_ids), finish=False)
         # finish_reason is "stop" for an end token, "length" for max_tokens; it is the authority
-        # whether or not vLLM kept the stop token in token_ids.
-        return dataclasses.replace(profile, finished=completion.finish_reason == "stop")
+        # whether or not vLLM kept the stop token in token_ids, so the text is finished after it.
+        profile = dataclasses.replace(profile, finished=completion.finish_reason == "stop")
+        return finished_profile(profile) if self.gen_cfg.finish_profiles else profile
 
 
 def model_eos_ids(folder: Path) -> int | list[int] | None:

@@ -1,8 +1,8 @@
 """Readability signals of one profile: length, repetition, whether it is a finished text, and how
 much of it is not a profile.
 
-A profile is finished when it ends a sentence (lpt_core.generation.finishing.ends_sentence), and
-looping when fewer than LOOPING_BELOW of its word trigrams are distinct ("... horror, horror,
+A profile is finished when the model ended its turn or its text ends a sentence (a profile the
+token cap cut, trimmed by lpt_core.generation.finishing), and looping when fewer than LOOPING_BELOW of its word trigrams are distinct ("... horror, horror,
 horror ..."): the two shares issue 28 holds the product to.
 
 "Not about preferences" is text a reader would have to skip: chat-template tokens, anything the
@@ -37,7 +37,6 @@ class Readability:
 
     words: int
     distinct_trigram_ratio: float
-    ends_sentence: bool
     looping: bool
     non_preference_share: float
     copies_history: bool
@@ -53,6 +52,12 @@ def distinct_trigram_ratio(text: str) -> float:
     if not trigrams:
         return 1.0
     return len(set(trigrams)) / len(trigrams)
+
+
+def is_finished(text: str, ended_turn: bool) -> bool:
+    """Whether a profile is a finished text: the model ended its turn, or the text ends a sentence
+    (one the token cap cut and finishing trimmed, lpt_core.generation.finishing)."""
+    return ended_turn or ends_sentence(text)
 
 
 def is_looping(text: str) -> bool:
@@ -81,7 +86,6 @@ def readability(profile: str, history_titles: Sequence[str]) -> Readability:
     return Readability(
         words=len(WORD.findall(profile)),
         distinct_trigram_ratio=distinct_trigram_ratio(profile),
-        ends_sentence=ends_sentence(profile),
         looping=is_looping(profile),
         non_preference_share=non_preference_share(profile),
         copies_history=copies_history(profile, history_titles),

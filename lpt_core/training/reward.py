@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lpt_core.generation.finishing import finish_profile
+from lpt_core.generation.base import profile_from_tokens
 from lpt_core.retrieval import ItemIndex, TextEncoder
 
 RewardKind = Literal["ndcg", "mrr", "log_rank"]
@@ -125,13 +125,17 @@ def completion_text(completion: Any) -> str:
     )
 
 
-def on_finished_profiles(reward: RankReward) -> Callable[..., list[float]]:
-    """`reward` scoring each completion's finished text (lpt_core.generation.finishing), for TRL's
-    trainers, whose completions are the model's raw decodes: our own rollouts and generators
-    finish theirs before a reward reads them, so every trainer scores what a person would read."""
+def on_finished_profiles(reward: RankReward, tokenizer: Any, stop_ids: Sequence[int]) -> Callable[..., list[float]]:
+    """`reward` for TRL's trainers, scoring each completion's finished profile: TRL's completion
+    ids read as our rollouts read theirs (lpt_core.generation.base.profile_from_tokens: cut at the
+    first of `stop_ids`, decoded, finished), so every trainer scores the text a person would read."""
+    stop_set = set(stop_ids)
 
-    def finished_reward(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
-        return reward(prompts, [finish_profile(completion_text(c)) for c in completions], **columns)
+    def finished_reward(
+        prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]], **columns: Any
+    ) -> list[float]:
+        texts = [profile_from_tokens(tokenizer, ids, stop_set).text for ids in completion_ids]
+        return reward(prompts, texts, **columns)
 
     finished_reward.__name__ = reward.__name__
     return finished_reward

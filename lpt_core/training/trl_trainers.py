@@ -75,10 +75,11 @@ def run_trl_updates(
     config_class, trainer_class = (GRPOConfig, GRPOTrainer) if algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
     args = config_class(**_trainer_arguments(cfg, seed, output_dir, policy, tokenizer))
     collector = _MetricsCollector(on_update)
+    stop_ids = stop_token_ids(tokenizer, policy.generation_config.eos_token_id)
     with _stopping_at_end_of_turn(policy, tokenizer):
         trainer = trainer_class(
             model=policy,
-            reward_funcs=[on_finished_profiles(reward)],
+            reward_funcs=[on_finished_profiles(reward, tokenizer, stop_ids)],
             args=args,
             train_dataset=_dataset(examples),
             processing_class=tokenizer,
