@@ -115,9 +115,13 @@ def _test_prompts(recipe_name: str, windows: int, seed: int) -> pl.DataFrame:
 
 
 def greedy_ids(prompts: list[str], cap: int, dtype: str, batch_size: int) -> dict[str, list[int]]:
-    """Each prompt's greedy generated token ids (up to `cap`, through the first stop token), cached."""
+    """Each prompt's greedy generated token ids (up to `cap`, through the first stop token), cached;
+    a cache of a larger cap holds them too (their first `cap` ids)."""
     path = CACHE / f"profile_finishing_ids_{dtype}_{cap}.json"
-    known: dict[str, list[int]] = json.loads(path.read_text()) if path.is_file() else {}
+    known: dict[str, list[int]] = {}
+    for stored in sorted(CACHE.glob(f"profile_finishing_ids_{dtype}_*.json")):
+        if int(stored.stem.rsplit("_", 1)[1]) >= cap:
+            known |= {prompt: ids[:cap] for prompt, ids in json.loads(stored.read_text()).items()}
     missing = [p for p in prompts if p not in known]
     if missing:
         model, tokenizer = load_generator(GENERATOR, ModelsConfig(device="cpu", dtype=dtype))

@@ -74,6 +74,38 @@ def test_greedy_profiles_equal_the_transformers_backends_and_stop_at_the_end_of_
     assert [(p.text, p.finished) for p in forced] == [("enjoys comedies", True)] * len(prompts)
 
 
+@pytest.fixture(scope="module")
+def looping_folder(lm_folder, tmp_path_factory) -> Path:
+    """The tiny LM rewired to repeat " A slow-burn thriller. Toy Story with" to any prompt, without end."""
+    tokenizer = AutoTokenizer.from_pretrained(lm_folder)
+    model = AutoModelForCausalLM.from_pretrained(lm_folder, dtype=torch.float32)
+    reply = tokenizer(LOOPING_REPLY, add_special_tokens=False)["input_ids"]
+    force_reply(model, reply, end_id=reply[0])
+    folder = tmp_path_factory.mktemp("looping")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+LOOPING_REPLY = " A slow-burn thriller. Toy Story with"
+
+
+def test_vllm_finishes_a_cut_profile_and_a_loop_as_the_transformers_backend_does(lm_folder, looping_folder):
+    prompts = chat_prompts(AutoTokenizer.from_pretrained(lm_folder))[:2]
+    reply_tokens = len(AutoTokenizer.from_pretrained(lm_folder)(LOOPING_REPLY, add_special_tokens=False)["input_ids"])
+    # One reply's worth of tokens cuts a sentence; four loop it.
+    for cap in (reply_tokens, 4 * reply_tokens):
+        settings = GREEDY.model_copy(update={"max_new_tokens": cap})
+        expected = TransformersGenerator.load(str(looping_folder), MODELS, settings).generate(prompts)
+        raw = TransformersGenerator.load(str(looping_folder), MODELS, settings.model_copy(
+            update={"finish_profiles": False})).generate(prompts)
+
+        written = VLLMGenerator(str(looping_folder), MODELS, settings).generate(prompts)
+
+        assert [(p.text, p.finished) for p in written] == [(p.text, p.finished) for p in expected]
+        assert all(p.text.endswith(".") and len(p.text) < len(r.text) for p, r in zip(written, raw, strict=True))
+
+
 def test_seeded_sampling_repeats_whatever_the_batch(lm_folder):
     prompts = chat_prompts(AutoTokenizer.from_pretrained(lm_folder))
     sampled = GREEDY.model_copy(update={"do_sample": True, "temperature": 1.0, "seed": 3})
