@@ -106,12 +106,9 @@ def test_the_transformers_generator_cuts_a_loop(loaded):
     reply = _reply(tokenizer, " enjoys comedies,")
     force_reply(model, reply, end_id=reply[0])  # the reply's last token leads back to its first: a loop
 
-    raw = _generate(loaded, 6 * len(reply), finish_profiles=False)
-    finished = _generate(loaded, 6 * len(reply))
-
-    assert raw.count("enjoys comedies") >= 5 and is_looping(raw)
-    assert finished == finish_profile(raw, cut=True)
-    assert finished.count("comedies") == 1 and ends_sentence(finished)
+    assert _generate(loaded, 6 * len(reply), finish_profiles=False) == ", ".join(["enjoys comedies"] * 6) + ","
+    # "enjoys comedies enjoys" comes back a third time: closed before its second occurrence.
+    assert _generate(loaded, 6 * len(reply)) == "enjoys comedies."
 
 
 def test_rollouts_and_the_trl_reward_score_the_finished_profile(loaded):

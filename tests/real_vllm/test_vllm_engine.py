@@ -93,8 +93,11 @@ LOOPING_REPLY = " A slow-burn thriller. Toy Story with"
 def test_vllm_finishes_a_cut_profile_and_a_loop_as_the_transformers_backend_does(lm_folder, looping_folder):
     prompts = chat_prompts(AutoTokenizer.from_pretrained(lm_folder))[:2]
     reply_tokens = len(AutoTokenizer.from_pretrained(lm_folder)(LOOPING_REPLY, add_special_tokens=False)["input_ids"])
-    # One reply's worth of tokens cuts a sentence; four loop it.
-    for cap in (reply_tokens, 4 * reply_tokens):
+    # One reply's worth of tokens cuts its second sentence; four loop it ("A slow-burn thriller"
+    # comes back a third time, and the text is trimmed to the sentence before).
+    finished_at = {reply_tokens: "A slow-burn thriller.",
+                   4 * reply_tokens: "A slow-burn thriller. Toy Story with A slow-burn thriller."}
+    for cap, finished in finished_at.items():
         settings = GREEDY.model_copy(update={"max_new_tokens": cap})
         expected = TransformersGenerator.load(str(looping_folder), MODELS, settings).generate(prompts)
         raw = TransformersGenerator.load(str(looping_folder), MODELS, settings.model_copy(
@@ -103,7 +106,8 @@ def test_vllm_finishes_a_cut_profile_and_a_loop_as_the_transformers_backend_does
         written = VLLMGenerator(str(looping_folder), MODELS, settings).generate(prompts)
 
         assert [(p.text, p.finished) for p in written] == [(p.text, p.finished) for p in expected]
-        assert all(p.text.endswith(".") and len(p.text) < len(r.text) for p, r in zip(written, raw, strict=True))
+        assert [p.text for p in written] == [finished] * 2
+        assert [p.text for p in raw] == [LOOPING_REPLY.strip() + LOOPING_REPLY * (cap // reply_tokens - 1)] * 2
 
 
 def test_seeded_sampling_repeats_whatever_the_batch(lm_folder):
