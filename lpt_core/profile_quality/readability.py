@@ -2,8 +2,9 @@
 much of it is not a profile.
 
 A profile is finished when the model ended its turn or its text ends a sentence (a profile the
-token cap cut, trimmed by lpt_core.generation.finishing), and looping when fewer than LOOPING_BELOW of its word trigrams are distinct ("... horror, horror,
-horror ..."): the two shares issue 28 holds the product to.
+token cap cut, trimmed by lpt_core.generation.finishing), and looping when fewer than
+LOOPING_BELOW of its word trigrams are distinct ("... horror, horror, horror ..."): the two shares
+issue 28 holds the product to.
 
 "Not about preferences" is text a reader would have to skip: chat-template tokens, anything the
 model wrote after its turn should have ended (a new "user" turn, a second answer), and lines that
