@@ -16,6 +16,7 @@ from tiny_lm import build_tiny_lm, force_reply
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lpt_core.config import GenerationConfig, ModelsConfig, RLConfig
+from lpt_core.generation.finishing import finish_profile
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.generation.vllm_backend import VLLMGenerator
 from lpt_core.generation.vllm_engine import installed_build
@@ -160,7 +161,11 @@ def test_the_colocated_engine_writes_with_the_policys_current_weights_and_rebel_
     rollout = trainer.rollout(prompts)
     assert rollout.input_ids.shape[0] == 2 * len(prompts)
     samples = [ids[mask.bool()].tolist() for ids, mask in zip(rollout.input_ids, rollout.completion_mask)]
-    assert [tokenizer.decode(s, skip_special_tokens=True).strip() for s in samples] == [p.text for p in rollout.profiles]
+    # The profiles are the completion tokens' text, finished as every generated profile is.
+    decoded = [tokenizer.decode(s, skip_special_tokens=True).strip() for s in samples]
+    assert [finish_profile(text, cut=not p.finished) for text, p in zip(decoded, rollout.profiles, strict=True)] == [
+        p.text for p in rollout.profiles
+    ]
     assert trainer.rollout(prompts).profiles == rollout.profiles  # a rerun of an update samples the same
     examples = [RLExample(prompt, item, []) for prompt, item in zip(prompts, ITEMS)]
     metrics = trainer.update(examples)
