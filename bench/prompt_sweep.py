@@ -5,13 +5,17 @@ Every RL variant starts from the zero-shot writer and best-of-n can only select 
 samples, so the writer's own profiles bound what training has to work with. Same yardstick as
 bench/rl_sweep.py and best_of_n_sweep.py (the frozen base all-MiniLM-L6-v2 recommender, greedy
 profiles of --probe train users, NDCG with no cutoff of the next item and of the held-out later
-targets), for each setting name:repetition_penalty, where name is one of PROMPTS (the recipe's own
-prompt, or one that asks for the genres and themes the item texts are made of). Beside them, the
-no-LLM floor and reference on the same users: no profile at all (an empty query) and the raw
-history text as the query. Changes are against the first setting, with paired user-bootstrap
-95% intervals. Writes bench/results/prompt_sweep_<dtype><--suffix>.md and the .json beside it.
+targets), for each setting name:repetition_penalty[:max_new_tokens], where name is one of PROMPTS
+(the recipe's own prompt, or one that asks for the genres and themes the item texts are made of)
+and max_new_tokens defaults to the recipe's training.rl.max_new_tokens. Each setting gives two
+rows from one generation: the raw profiles (generation.finish_profiles off) and the same profiles
+finished (lpt_core.generation.finishing: loops cut, trimmed to the last complete sentence), with
+the shares that end a sentence and that loop. Beside them, the no-LLM floor and reference on the
+same users: no profile at all (an empty query) and the raw history text as the query. Changes are
+against the first row, with paired user-bootstrap 95% intervals. Writes
+bench/results/prompt_sweep_<dtype><--suffix>.md and the .json beside it.
 
-    python bench/prompt_sweep.py [--recipe full] [--settings recipe:1.0,genres:1.0,genres:1.2] [--probe 256]
+    python bench/prompt_sweep.py [--recipe full] [--settings recipe:1.0,genres:1.0,recipe:1.0:96] [--probe 256]
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ from rl_sweep import (
 
 from lpt_core import text
 from lpt_core.config import PromptConfig
+from lpt_core.generation.base import GeneratedProfile, finished_profile
 from lpt_core.profile_quality.copying import copy_share
-from lpt_core.profile_quality.readability import distinct_trigram_ratio
+from lpt_core.profile_quality.readability import distinct_trigram_ratio, is_finished, is_looping
 from lpt_core.training.rl import probe_set
 
 # Prompt overrides over the recipe's (None: the recipe's prompt as it is).
@@ -79,26 +84,29 @@ def main() -> None:
     rows: list[dict] = []
     base: dict[str, np.ndarray] | None = None
     for setting in args.settings.split(","):
-        name, penalty = _setting(setting)
+        name, penalty, max_new_tokens = _setting(setting, rl.max_new_tokens)
         yardstick, histories = _yardstick(bench, name, args)
         started = time.perf_counter()
-        profiles = yardstick.profiles(policy, tokenizer, rl.max_new_tokens, penalty)
+        raw = yardstick.generated(policy, tokenizer, max_new_tokens, penalty, finish=False)
         seconds = time.perf_counter() - started
-        scores = yardstick.per_text(profiles)
-        if base is None:
-            base = scores
-            references = _references(yardstick, histories, bench.catalog)
         titles = text.history_titles(histories, bench.catalog)
-        rows.append(_row(setting, scores, base, args.seed, profiles, titles, seconds))
-        print(json.dumps(rows[-1]), flush=True)
+        for label, generated in ((f"{setting} raw", raw), (f"{setting} finished", [finished_profile(p) for p in raw])):
+            profiles = [profile.text for profile in generated]
+            scores = yardstick.per_text(profiles)
+            if base is None:
+                base = scores
+                references = _references(yardstick, histories, bench.catalog)
+            rows.append(_row(label, scores, base, args.seed, generated, titles, seconds))
+            print(json.dumps(rows[-1]), flush=True)
         _write(args, rows, references, bench.dtype, base)
 
 
-def _setting(setting: str) -> tuple[str, float]:
+def _setting(setting: str, recipe_max_new_tokens: int) -> tuple[str, float, int]:
     fields = setting.split(":")
-    if len(fields) != 2 or fields[0] not in PROMPTS:
-        raise SystemExit(f"setting {setting!r}: expected name:repetition_penalty, name one of {sorted(PROMPTS)}")
-    return fields[0], float(fields[1])
+    if len(fields) not in (2, 3) or fields[0] not in PROMPTS:
+        raise SystemExit(f"setting {setting!r}: expected name:repetition_penalty[:max_new_tokens], "
+                         f"name one of {sorted(PROMPTS)}")
+    return fields[0], float(fields[1]), int(fields[2]) if len(fields) == 3 else recipe_max_new_tokens
 
 
 def _yardstick(bench: SweepSetup, name: str, args: argparse.Namespace) -> tuple[Yardstick, pl.DataFrame]:
@@ -121,12 +129,15 @@ def _references(yardstick: Yardstick, histories: pl.DataFrame, catalog: pl.DataF
             for name, queries in (("empty query (no profile)", [""] * len(lines)), ("raw history lines (no LLM)", lines))}
 
 
-def _row(setting: str, scores: dict, base: dict, seed: int, profiles: list[str], titles: list[list[str]],
-         seconds: float) -> dict:
+def _row(setting: str, scores: dict, base: dict, seed: int, generated: list[GeneratedProfile],
+         titles: list[list[str]], seconds: float) -> dict:
+    profiles = [profile.text for profile in generated]
     return {
         "setting": setting, **paired_change(base, scores, seed), "seconds": seconds,
         "words": float(np.mean([len(profile.split()) for profile in profiles])),
         "distinct_trigrams": float(np.mean([distinct_trigram_ratio(profile) for profile in profiles])),
+        "finished": float(np.mean([is_finished(profile.text, profile.finished) for profile in generated])),
+        "looping": float(np.mean([is_looping(profile) for profile in profiles])),
         "copy_share": copy_share(profiles, titles),
         "examples": profiles[:3],
     }
@@ -134,16 +145,18 @@ def _row(setting: str, scores: dict, base: dict, seed: int, profiles: list[str],
 
 def _table(rows: list[dict], references: dict[str, dict]) -> str:
     lines = [
-        "| setting (prompt:repetition penalty) | next-item NDCG, change [95%] | held-out NDCG, change [95%] "
-        "| words | distinct trigrams | copies history | s |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| setting (prompt:repetition penalty[:max new tokens]) | next-item NDCG, change [95%] "
+        "| held-out NDCG, change [95%] | words | distinct trigrams | finished | loops | copies history | s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         cells = [change_cell(row, key) for key in PROBE_KEYS]
+        # Older result files have no finished/looping shares.
+        shares = " | ".join(f"{row[key]:.0%}" if key in row else "" for key in ("finished", "looping"))
         lines.append(f"| {row['setting']} | {cells[0]} | {cells[1]} | {row['words']:.1f} "
-                     f"| {row['distinct_trigrams']:.2f} | {row['copy_share']:.0%} | {row['seconds']:.0f} |")
+                     f"| {row['distinct_trigrams']:.2f} | {shares} | {row['copy_share']:.0%} | {row['seconds']:.0f} |")
     for name, scores in references.items():
-        lines.append(f"| {name} | {scores[PROBE_KEYS[0]]:.4f} | {scores[PROBE_KEYS[1]]:.4f} | | | | |")
+        lines.append(f"| {name} | {scores[PROBE_KEYS[0]]:.4f} | {scores[PROBE_KEYS[1]]:.4f} | | | | | | |")
     return "\n".join(lines)
 
 
@@ -154,11 +167,14 @@ def _write(args: argparse.Namespace, rows: list[dict], references: dict, dtype: 
         "# Zero-shot profiles by prompt and decoding, on the RL sweep's yardstick (frozen base recommender)", "",
         f"`{command}`", "",
         f"Machine: {platform.processor() or platform.machine()}, {args.threads} threads, CPU flags: {_cpu_flags()}; "
-        f"model dtype {dtype}. Greedy profiles ({args.recipe} recipe's max_new_tokens) of "
+        f"model dtype {dtype}. Greedy profiles (max_new_tokens: the setting's, else the {args.recipe} recipe's) of "
         f"{len(base[PROBE_KEYS[0]])} train users' first windows, scored by the base all-MiniLM-L6-v2 over the "
         "whole catalogue (NDCG, no cutoff): the next item, and the mean over the user's held-out targets of "
         f"windows {args.held_out_from}+. Changes are against the first row on the same users, paired "
-        "user-bootstrap 95% intervals. Prompts: bench/prompt_sweep.py PROMPTS.",
+        "user-bootstrap 95% intervals. Prompts: bench/prompt_sweep.py PROMPTS. Raw: generation.finish_profiles "
+        "off; finished: the same profiles finished (lpt_core.generation.finishing). Finished (column): ended its "
+        "turn or ends a sentence, the quality report's finished share; loops: fewer than 70% of its word trigrams "
+        "distinct.",
         "", _table(rows, references), "", "First three probe profiles per setting:", "", *examples, "",
     ])
     name = f"prompt_sweep_{dtype}{args.suffix}"

@@ -39,6 +39,7 @@ from recommender_head import build_split
 
 from lpt_core import text
 from lpt_core.config import GenerationConfig, ModelsConfig, Recipe, RewardTargetsFrom, RLConfig, load_recipe
+from lpt_core.generation.base import GeneratedProfile
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype
 from lpt_core.profile_quality.intervals import user_bootstrap
@@ -204,15 +205,20 @@ class Yardstick:
         """Each probe user's two yardstick values for the policy's greedy profiles, in the probe's order."""
         return self.per_text(self.profiles(policy, tokenizer, max_new_tokens))
 
-    def profiles(self, policy, tokenizer, max_new_tokens: int, repetition_penalty: float = 1.0) -> list[str]:
-        """The policy's greedy profile of each probe user."""
+    def profiles(self, policy, tokenizer, max_new_tokens: int) -> list[str]:
+        """The policy's greedy (finished) profile of each probe user."""
+        return [profile.text for profile in self.generated(policy, tokenizer, max_new_tokens)]
+
+    def generated(self, policy, tokenizer, max_new_tokens: int, repetition_penalty: float = 1.0,
+                  finish: bool = True) -> list[GeneratedProfile]:
+        """The policy's greedy profile of each probe user, finished as generation.finish_profiles
+        does unless `finish` is False."""
         greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, batch_size=32,
-                                  repetition_penalty=repetition_penalty)
+                                  repetition_penalty=repetition_penalty, finish_profiles=finish)
         with torch.random.fork_rng(), merged_copy(policy) as merged:
-            profiles = TransformersGenerator(merged, tokenizer, greedy, model_id="yardstick").generate(
+            return TransformersGenerator(merged, tokenizer, greedy, model_id="yardstick").generate(
                 [example.prompt for example in self.probe]
             )
-        return [profile.text for profile in profiles]
 
     def per_text(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Each probe user's two yardstick values when `texts` (one per probe user) are the queries."""

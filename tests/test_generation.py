@@ -170,23 +170,27 @@ def test_store_regenerates_for_changed_prompt_decoding_or_model(loaded, tmp_path
     _, for_prompt = store.get_or_generate(changed_prompt, generator, decoding)
     _, for_decoding = store.get_or_generate(prompts, generator, decoding.model_copy(update={"seed": 7}))
     _, for_penalty = store.get_or_generate(prompts, generator, decoding.model_copy(update={"repetition_penalty": 1.3}))
+    _, for_raw = store.get_or_generate(prompts, generator, decoding.model_copy(update={"finish_profiles": False}))
     generator.model_id = "tiny-retrained"
     _, for_model = store.get_or_generate(prompts, generator, decoding)
 
-    assert (for_prompt, for_decoding, for_penalty, for_model) == (1, 3, 3, 3)
+    assert (for_prompt, for_decoding, for_penalty, for_raw, for_model) == (1, 3, 3, 3, 3)
     assert generator.calls[1] == [prompts[1] + " "]
 
 
 def test_a_setting_added_later_keeps_existing_store_keys_at_its_neutral_value(loaded, tmp_path):
     store = ProfileStore(tmp_path / "profiles.parquet")
-    store.get_or_generate(_prompts(loaded[1])[:1], _generator(loaded, max_new_tokens=4), GenerationConfig(max_new_tokens=4))
+    prompts = _prompts(loaded[1])[:1]
+    raw = GenerationConfig(max_new_tokens=4, finish_profiles=False)
+    store.get_or_generate(prompts, _generator(loaded, max_new_tokens=4, finish_profiles=False), raw)
+    store.get_or_generate(prompts, _generator(loaded, max_new_tokens=4), GenerationConfig(max_new_tokens=4))
 
-    # The decoding JSON that stores written before repetition_penalty existed hold: their profiles
-    # still match, so adding the setting did not make every stored profile stale.
-    assert pl.read_parquet(store.path)["decoding"].to_list() == [
-        '{"backend":"transformers","batch_size":16,"do_sample":false,"max_new_tokens":4,"seed":0,'
-        '"temperature":1.0,"top_p":1.0}'
-    ]
+    # The decoding JSON that stores written before repetition_penalty and finish_profiles existed
+    # hold: their profiles still match what they were (raw profiles), so adding a setting did not
+    # make every stored profile stale; finished profiles (the default) are new keys.
+    old = ('{"backend":"transformers","batch_size":16,"do_sample":false,"max_new_tokens":4,"seed":0,'
+           '"temperature":1.0,"top_p":1.0}')
+    assert pl.read_parquet(store.path)["decoding"].to_list() == [old, old.replace('false,', 'false,"finish_profiles":true,')]
 
 
 def test_interrupted_run_keeps_finished_chunks_and_a_readable_store(loaded, tmp_path):

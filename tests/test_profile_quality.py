@@ -20,7 +20,13 @@ from lpt_core.profile_quality.faithfulness import (
     mentioned_genres,
 )
 from lpt_core.profile_quality.intervals import user_bootstrap
-from lpt_core.profile_quality.readability import distinct_trigram_ratio, non_preference_share, readability
+from lpt_core.profile_quality.readability import (
+    distinct_trigram_ratio,
+    is_finished,
+    is_looping,
+    non_preference_share,
+    readability,
+)
 from lpt_core.profile_quality.report import ProfileVariant, QualitySettings, assess_profiles
 from lpt_core.profile_quality.simulated_reader import (
     NO_PROFILE,
@@ -87,6 +93,15 @@ def test_non_preference_share_counts_tokens_leftovers_and_field_lines():
 def test_readability_bundles_the_signals():
     signals = readability("Title: Heat\nLoves heists.", HISTORY)
     assert signals.words == 4 and signals.copies_history and signals.non_preference_share > 0
+    assert not signals.looping and readability("A mix of horror, horror, horror, horror, horror.", HISTORY).looping
+
+
+def test_a_profile_is_finished_when_the_model_ended_it_or_it_ends_a_sentence():
+    assert is_finished("Enjoys comedies", ended_turn=True)
+    assert is_finished("Enjoys comedies.", ended_turn=False)
+    assert not is_finished("Enjoys comedies and", ended_turn=False)
+    # A loop: 7 of 10 trigrams distinct is not looping, 6 of 10 is.
+    assert not is_looping("a b c d e f g a b c d e") and is_looping("a b c d e f a b c d e f")
 
 
 # --- faithfulness ----------------------------------------------------------------------------
@@ -347,6 +362,9 @@ def test_report_ranks_an_informative_profile_variant_above_a_vague_one(tmp_path)
     assert scores["zero_shot"]["non_preference_share"]["mean"] > 0.3
     assert scores["trained"]["non_preference_share"]["mean"] == 0.0
     assert scores["trained"]["finished"]["mean"] == 1.0
+    # Issue 28's shares: the vague profiles were cut by the cap without ending a sentence.
+    assert scores["trained"]["finished_text"]["mean"] == 1.0 and scores["zero_shot"]["finished_text"]["mean"] == 0.0
+    assert scores["trained"]["looping"]["mean"] == 0.0
     assert "trained - zero_shot" in report.numbers["differences"]
     tags = report.numbers["registry_tags"]["trained"]
     assert set(tags) >= {"lpt.quality.reader_accuracy", "lpt.quality.steerability_add", "lpt.quality.reader_chance"}

@@ -64,7 +64,9 @@ def force_reply(model: PreTrainedModel, reply_ids: Sequence[int], end_id: int) -
     With the attention and MLP outputs zeroed, the final hidden state is the normalised embedding
     of the last token, so the next token depends on the last token only: a lookup table. Every
     token not in the reply maps to the reply's first token; each reply token maps to the next;
-    the last maps to `end_id`. Orthonormal embeddings make each lookup exact.
+    the last maps to `end_id`. Orthonormal embeddings make each lookup exact. An `end_id` that is
+    one of the reply's tokens makes the reply loop until max_new_tokens (a token then has two
+    predecessors, so the lm_head rows add their directions).
     """
     inner = model.model
     hidden = model.config.hidden_size
@@ -77,11 +79,11 @@ def force_reply(model: PreTrainedModel, reply_ids: Sequence[int], end_id: int) -
         inner.norm.weight.fill_(1.0)
         inner.embed_tokens.weight.copy_(default_direction.expand_as(inner.embed_tokens.weight))
         model.lm_head.weight.zero_()
-        model.lm_head.weight[reply_ids[0]] = default_direction
+        model.lm_head.weight[reply_ids[0]] += default_direction
         for position, token_id in enumerate(reply_ids):
             inner.embed_tokens.weight[token_id] = reply_directions[position]
             next_id = reply_ids[position + 1] if position + 1 < len(reply_ids) else end_id
-            model.lm_head.weight[next_id] = reply_directions[position]
+            model.lm_head.weight[next_id] += reply_directions[position]
 
 
 def _build_tokenizer() -> PreTrainedTokenizerFast:

@@ -2,14 +2,20 @@
 
 A generator turns chat-formatted prompts into profiles. Backends differ in engine (transformers on
 any device, vLLM on CUDA) but agree on this contract: one profile per prompt, in prompt order,
-stopped at the chat turn's end token, text without that token.
+stopped at the chat turn's end token, text without that token, finished by
+lpt_core.generation.finishing (loops cut, trimmed to a complete sentence) unless the decoding
+settings turn that off. Both backends and the training rollouts read generated ids through
+`profile_from_tokens`, so they finish a profile identically.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from lpt_core.generation.finishing import finish_profile
 
 # Tokens that close an assistant turn in common chat templates (ChatML, Gemma, Llama 3, Phi).
 # Tokenizers often name a different token as eos (SmolLM2's GGUF: <|endoftext|>), so stopping on
@@ -19,8 +25,9 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>")
 
 @dataclass(frozen=True)
 class GeneratedProfile:
-    """A generated profile. `num_tokens` counts the profile's tokens, not the end-of-turn token;
-    `finished` is True when the model ended its turn, False when max_new_tokens cut it."""
+    """A generated profile. `num_tokens` counts the tokens generated for it (before any finishing
+    trimmed its text), not the end-of-turn token; `finished` is True when the model ended its
+    turn, False when max_new_tokens cut it (its text may still end a sentence once trimmed)."""
 
     text: str
     num_tokens: int
@@ -52,8 +59,12 @@ def stop_token_ids(tokenizer: Any, extra_eos: int | Sequence[int] | None = None)
     return sorted(set(ids))
 
 
-def profile_from_tokens(tokenizer: Any, token_ids: Sequence[int], stop_ids: set[int]) -> GeneratedProfile:
-    """Cut generated ids at the first stop token and decode the rest into a stripped profile."""
+def profile_from_tokens(
+    tokenizer: Any, token_ids: Sequence[int], stop_ids: set[int], *, finish: bool = True
+) -> GeneratedProfile:
+    """Cut generated ids at the first stop token and decode the rest into a stripped profile,
+    finished (lpt_core.generation.finishing) unless `finish` is False (GenerationConfig.finish_profiles).
+    Rollouts keep the default: a reward scores the text a person would read."""
     for position, token_id in enumerate(token_ids):
         if token_id in stop_ids:
             kept, finished = list(token_ids[:position]), True
@@ -61,7 +72,14 @@ def profile_from_tokens(tokenizer: Any, token_ids: Sequence[int], stop_ids: set[
     else:
         kept, finished = list(token_ids), False
     text = tokenizer.decode(kept, skip_special_tokens=True).strip()
-    return GeneratedProfile(text=text, num_tokens=len(kept), finished=finished)
+    profile = GeneratedProfile(text=text, num_tokens=len(kept), finished=finished)
+    return finished_profile(profile) if finish else profile
+
+
+def finished_profile(profile: GeneratedProfile) -> GeneratedProfile:
+    """`profile` with its text finished (lpt_core.generation.finishing), cut by the cap or not as
+    its `finished` flag says."""
+    return dataclasses.replace(profile, text=finish_profile(profile.text, cut=not profile.finished))
 
 
 def check_batch_tokenizer(tokenizer: Any) -> None:

@@ -137,7 +137,7 @@ class TransformersGenerator:
             raise GenerationCancelled(f"generation cancelled after {seconds:.1f} s")
         stop_ids = set(self._stop_ids)
         profiles = [
-            profile_from_tokens(self.tokenizer, row, stop_ids)
+            profile_from_tokens(self.tokenizer, row, stop_ids, finish=self.gen_cfg.finish_profiles)
             for row in output[:, prompt_width:].tolist()
         ]
         _log_batch_speed(profiles, prompt_width, seconds)

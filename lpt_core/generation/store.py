@@ -101,7 +101,7 @@ def profile_key(prompt: str, model_id: str, decoding_json: str) -> str:
 
 # Decoding settings added after stores were first written, with the value that decodes as before:
 # left out of the key at that value, so existing stores keep their profiles.
-_ADDED_SETTINGS_NEUTRAL = {"repetition_penalty": 1.0}
+_ADDED_SETTINGS_NEUTRAL = {"repetition_penalty": 1.0, "finish_profiles": False}
 
 
 def _canonical_json(decoding: GenerationConfig) -> str:

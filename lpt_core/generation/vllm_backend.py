@@ -19,7 +19,7 @@ from typing import Any
 
 from lpt_core import models
 from lpt_core.config import GenerationConfig, ModelsConfig
-from lpt_core.generation.base import GeneratedProfile, profile_from_tokens, stop_token_ids
+from lpt_core.generation.base import GeneratedProfile, finished_profile, profile_from_tokens, stop_token_ids
 from lpt_core.generation.vllm_engine import colocated_engine, engine_device_options, vllm_for_device
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class VLLMGenerator:
             AutoTokenizer.from_pretrained(folder, local_files_only=True),
             gen_cfg,
             model_id=f"{model_name}@{models.weights_fingerprint(folder)}",
-            eos_ids=_model_eos_ids(folder),
+            eos_ids=model_eos_ids(folder),
         )
 
     @classmethod
@@ -134,13 +134,15 @@ class VLLMGenerator:
         return profiles
 
     def _profile(self, completion: Any) -> GeneratedProfile:
-        profile = profile_from_tokens(self.tokenizer, completion.token_ids, set(self._stop_ids))
+        profile = profile_from_tokens(self.tokenizer, completion.token_ids, set(self._stop_ids), finish=False)
         # finish_reason is "stop" for an end token, "length" for max_tokens; it is the authority
-        # whether or not vLLM kept the stop token in token_ids.
-        return dataclasses.replace(profile, finished=completion.finish_reason == "stop")
+        # whether or not vLLM kept the stop token in token_ids, so the text is finished after it.
+        profile = dataclasses.replace(profile, finished=completion.finish_reason == "stop")
+        return finished_profile(profile) if self.gen_cfg.finish_profiles else profile
 
 
-def _model_eos_ids(folder: Path) -> int | list[int] | None:
+def model_eos_ids(folder: Path) -> int | list[int] | None:
+    """The end ids in the model folder's generation_config.json (an int, a list, or None)."""
     from transformers import GenerationConfig as HFGenerationConfig
 
     try:

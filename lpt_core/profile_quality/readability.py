@@ -1,4 +1,10 @@
-"""Readability signals of one profile: length, repetition, and how much of it is not a profile.
+"""Readability signals of one profile: length, repetition, whether it is a finished text, and how
+much of it is not a profile.
+
+A profile is finished when the model ended its turn or its text ends a sentence (a profile the
+token cap cut, trimmed by lpt_core.generation.finishing), and looping when fewer than
+LOOPING_BELOW of its word trigrams are distinct ("... horror, horror, horror ..."): the two shares
+issue 28 holds the product to.
 
 "Not about preferences" is text a reader would have to skip: chat-template tokens, anything the
 model wrote after its turn should have ended (a new "user" turn, a second answer), and lines that
@@ -13,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lpt_core.generation.finishing import WORD, ends_sentence
 from lpt_core.profile_quality.copying import FIELD_LINE, copies_history
 
 # Turn-end markers of common chat templates (ChatML, Llama 3, Gemma, Phi, Llama 2/Mistral).
@@ -21,7 +28,8 @@ TURN_END = re.compile(r"<\|im_end\|>|<\|eot_id\|>|<end_of_turn>|<\|end\|>|<\|end
 TEMPLATE_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>|<(?:start|end)_of_turn>|</?s>|\[/?INST\]")
 # Fragments of the compact "lines" history layout: "Heat (1995) [Action, Crime]: rated 4.0/5".
 COPIED_FRAGMENT = re.compile(r"\(\d{4}\)\s*\[[^\]\n]*\]|rated \d+(?:\.\d+)?/5")
-WORD = re.compile(r"\w+(?:['-]\w+)*")
+# A profile whose distinct word trigram ratio is below this loops.
+LOOPING_BELOW = 0.7
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class Readability:
 
     words: int
     distinct_trigram_ratio: float
+    looping: bool
     non_preference_share: float
     copies_history: bool
 
@@ -44,6 +53,17 @@ def distinct_trigram_ratio(text: str) -> float:
     if not trigrams:
         return 1.0
     return len(set(trigrams)) / len(trigrams)
+
+
+def is_finished(text: str, ended_turn: bool) -> bool:
+    """Whether a profile is a finished text: the model ended its turn, or the text ends a sentence
+    (one the token cap cut and finishing trimmed, lpt_core.generation.finishing)."""
+    return ended_turn or ends_sentence(text)
+
+
+def is_looping(text: str) -> bool:
+    """Whether `text` repeats itself: fewer than LOOPING_BELOW of its word trigrams distinct."""
+    return distinct_trigram_ratio(text) < LOOPING_BELOW
 
 
 def non_preference_share(text: str) -> float:
@@ -67,6 +87,7 @@ def readability(profile: str, history_titles: Sequence[str]) -> Readability:
     return Readability(
         words=len(WORD.findall(profile)),
         distinct_trigram_ratio=distinct_trigram_ratio(profile),
+        looping=is_looping(profile),
         non_preference_share=non_preference_share(profile),
         copies_history=copies_history(profile, history_titles),
     )

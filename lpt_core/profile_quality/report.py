@@ -44,6 +44,8 @@ SCORES: dict[str, str] = {
     "names_genre": "Share naming a genre",
     "words": "Words",
     "distinct_trigram_ratio": "Distinct trigram ratio",
+    "finished_text": "Share finished (ended its turn or ends a sentence)",
+    "looping": "Share looping (distinct trigrams < 0.7)",
     "copies_history": "Share copying the history",
     "finished": "Share finished at end of turn",
 }
@@ -278,6 +280,10 @@ def _readability(
         "names_genre": np.array([float(bool(g.mentioned)) for g in groundings]),
         "words": np.array([float(s.words) for s in signals]),
         "distinct_trigram_ratio": np.array([s.distinct_trigram_ratio for s in signals]),
+        "finished_text": np.array(
+            [float(readability.is_finished(p, ended)) for p, ended in zip(variant.profiles, variant.finished)]
+        ),
+        "looping": np.array([float(s.looping) for s in signals]),
         "copies_history": np.array([float(s.copies_history) for s in signals]),
         "finished": np.array(variant.finished, dtype=np.float64),
     }

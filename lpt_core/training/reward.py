@@ -19,10 +19,12 @@ policy must not be paid for text the recommender never read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+from lpt_core.generation.base import profile_from_tokens
 
 if TYPE_CHECKING:  # the retrieval stack (faiss) is the caller's: the trainers that take a reward
     # import this module where faiss is not installed (the GPU check)
@@ -124,3 +126,19 @@ def completion_text(completion: Any) -> str:
         "completion must be a string or a list of {'role', 'content'} messages, "
         f"got {type(completion).__name__}: {completion!r:.80}"
     )
+
+
+def on_finished_profiles(reward: RankReward, tokenizer: Any, stop_ids: Sequence[int]) -> Callable[..., list[float]]:
+    """`reward` for TRL's trainers, scoring each completion's finished profile: TRL's completion
+    ids read as our rollouts read theirs (lpt_core.generation.base.profile_from_tokens: cut at the
+    first of `stop_ids`, decoded, finished), so every trainer scores the text a person would read."""
+    stop_set = set(stop_ids)
+
+    def finished_reward(
+        prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Sequence[int]], **columns: Any
+    ) -> list[float]:
+        texts = [profile_from_tokens(tokenizer, ids, stop_set).text for ids in completion_ids]
+        return reward(prompts, texts, **columns)
+
+    finished_reward.__name__ = reward.__name__
+    return finished_reward

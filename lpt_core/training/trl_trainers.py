@@ -24,7 +24,7 @@ from transformers import PrinterCallback, TrainerCallback
 from lpt_core.config import RLConfig
 from lpt_core.generation.base import stop_token_ids
 from lpt_core.training.examples import RLExample, reward_columns
-from lpt_core.training.reward import RankReward
+from lpt_core.training.reward import RankReward, on_finished_profiles
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -75,10 +75,11 @@ def run_trl_updates(
     config_class, trainer_class = (GRPOConfig, GRPOTrainer) if algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
     args = config_class(**_trainer_arguments(cfg, seed, output_dir, policy, tokenizer))
     collector = _MetricsCollector(on_update)
+    stop_ids = stop_token_ids(tokenizer, policy.generation_config.eos_token_id)
     with _stopping_at_end_of_turn(policy, tokenizer):
         trainer = trainer_class(
             model=policy,
-            reward_funcs=[reward],
+            reward_funcs=[on_finished_profiles(reward, tokenizer, stop_ids)],
             args=args,
             train_dataset=_dataset(examples),
             processing_class=tokenizer,

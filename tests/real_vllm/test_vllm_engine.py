@@ -16,6 +16,7 @@ from tiny_lm import build_tiny_lm, force_reply
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lpt_core.config import GenerationConfig, ModelsConfig, RLConfig
+from lpt_core.generation.finishing import finish_profile
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.generation.vllm_backend import VLLMGenerator
 from lpt_core.generation.vllm_engine import installed_build
@@ -74,6 +75,42 @@ def test_greedy_profiles_equal_the_transformers_backends_and_stop_at_the_end_of_
     assert [(p.text, p.finished) for p in forced] == [("enjoys comedies", True)] * len(prompts)
 
 
+@pytest.fixture(scope="module")
+def looping_folder(lm_folder, tmp_path_factory) -> Path:
+    """The tiny LM rewired to repeat " A slow-burn thriller. Toy Story with" to any prompt, without end."""
+    tokenizer = AutoTokenizer.from_pretrained(lm_folder)
+    model = AutoModelForCausalLM.from_pretrained(lm_folder, dtype=torch.float32)
+    reply = tokenizer(LOOPING_REPLY, add_special_tokens=False)["input_ids"]
+    force_reply(model, reply, end_id=reply[0])
+    folder = tmp_path_factory.mktemp("looping")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+LOOPING_REPLY = " A slow-burn thriller. Toy Story with"
+
+
+def test_vllm_finishes_a_cut_profile_and_a_loop_as_the_transformers_backend_does(lm_folder, looping_folder):
+    prompts = chat_prompts(AutoTokenizer.from_pretrained(lm_folder))[:2]
+    reply_tokens = len(AutoTokenizer.from_pretrained(lm_folder)(LOOPING_REPLY, add_special_tokens=False)["input_ids"])
+    # One reply's worth of tokens cuts its second sentence; four loop it ("A slow-burn thriller"
+    # comes back a third time, and the text is trimmed to the sentence before).
+    finished_at = {reply_tokens: "A slow-burn thriller.",
+                   4 * reply_tokens: "A slow-burn thriller. Toy Story with A slow-burn thriller."}
+    for cap, finished in finished_at.items():
+        settings = GREEDY.model_copy(update={"max_new_tokens": cap})
+        expected = TransformersGenerator.load(str(looping_folder), MODELS, settings).generate(prompts)
+        raw = TransformersGenerator.load(str(looping_folder), MODELS, settings.model_copy(
+            update={"finish_profiles": False})).generate(prompts)
+
+        written = VLLMGenerator(str(looping_folder), MODELS, settings).generate(prompts)
+
+        assert [(p.text, p.finished) for p in written] == [(p.text, p.finished) for p in expected]
+        assert [p.text for p in written] == [finished] * 2
+        assert [p.text for p in raw] == [LOOPING_REPLY.strip() + LOOPING_REPLY * (cap // reply_tokens - 1)] * 2
+
+
 def test_seeded_sampling_repeats_whatever_the_batch(lm_folder):
     prompts = chat_prompts(AutoTokenizer.from_pretrained(lm_folder))
     sampled = GREEDY.model_copy(update={"do_sample": True, "temperature": 1.0, "seed": 3})
@@ -124,7 +161,11 @@ def test_the_colocated_engine_writes_with_the_policys_current_weights_and_rebel_
     rollout = trainer.rollout(prompts)
     assert rollout.input_ids.shape[0] == 2 * len(prompts)
     samples = [ids[mask.bool()].tolist() for ids, mask in zip(rollout.input_ids, rollout.completion_mask)]
-    assert [tokenizer.decode(s, skip_special_tokens=True).strip() for s in samples] == [p.text for p in rollout.profiles]
+    # The profiles are the completion tokens' text, finished as every generated profile is.
+    decoded = [tokenizer.decode(s, skip_special_tokens=True).strip() for s in samples]
+    assert [finish_profile(text, cut=not p.finished) for text, p in zip(decoded, rollout.profiles, strict=True)] == [
+        p.text for p in rollout.profiles
+    ]
     assert trainer.rollout(prompts).profiles == rollout.profiles  # a rerun of an update samples the same
     examples = [RLExample(prompt, item, []) for prompt, item in zip(prompts, ITEMS)]
     metrics = trainer.update(examples)
