@@ -75,13 +75,17 @@ def build_parts(root: Path, encoder_seed: int = 0, encoder_topics: Sequence[str]
     return ServableParts(recipe, root / "adapter", encoder_dir, root / "index", catalog)
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """Saved, then the training-side folders deleted: every later load proves self-containment."""
-    root = tmp_path_factory.mktemp("servable")
+def self_contained_model(root: Path) -> Path:
+    """A servable model saved under `root`, then its training-side folders deleted: every later
+    load proves self-containment."""
     saved = save_servable_model(build_parts(root / "parts"), root / "model")
     shutil.rmtree(root / "parts")
     return saved
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return self_contained_model(tmp_path_factory.mktemp("servable"))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ as it is in a server, so no other test's model may be loaded beside it."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import threading
 import time
@@ -13,17 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_serving import build_parts
+from test_serving import self_contained_model
 
-from lpt_core.serving.pyfunc_model import MAX_ROWS_PER_REQUEST, save_servable_model
+from lpt_core.serving.pyfunc_model import MAX_ROWS_PER_REQUEST
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("servable")
-    saved = save_servable_model(build_parts(root / "parts"), root / "model")
-    shutil.rmtree(root / "parts")
-    return saved
+    return self_contained_model(tmp_path_factory.mktemp("servable"))
 
 
 def test_sigterm_cancels_a_prediction_in_flight_and_answers_503(model_dir):
