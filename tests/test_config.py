@@ -115,15 +115,12 @@ def test_valid_names_pass_and_a_baseline_may_be_a_trained_variant(tmp_path):
 
 def test_the_methods_a_recipe_may_list_are_the_registered_ones():
     """config reads the method names from lpt_core.evaluation_methods; baselines registers each."""
-    from lpt_core import config
     from lpt_core.baselines import METHODS, register
     from lpt_core.evaluation_methods import EVALUATION_METHODS
-    from lpt_core.models import DEFAULT_MODELS
 
     assert set(METHODS) == set(EVALUATION_METHODS)
     with pytest.raises(ValueError, match="add its name to EVALUATION_METHODS"):
         register("not_listed")(lambda ctx: None)
-    assert set(config.PACKAGED_MODELS) == set(DEFAULT_MODELS)
 
 
 def test_the_recipe_and_the_variants_load_without_torch():
