@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lpt_core import evaluation_methods
 from lpt_core.config import ItemHeadConfig
 from lpt_core.recommenders import HistoryScorer, target_ranks
 from lpt_core.retrieval import ItemIndex, TextEncoder, ranks_in_chunks
@@ -80,9 +81,12 @@ METHODS: dict[str, Method] = {}
 
 
 def register(name: str) -> Callable[[Method], Method]:
-    """Add a method to METHODS under `name`."""
+    """Add a method to METHODS under `name`, one of the names lpt_core.evaluation_methods lists
+    (the config accepts exactly those in evaluation.methods)."""
 
     def add(method: Method) -> Method:
+        if name not in evaluation_methods.EVALUATION_METHODS:
+            raise ValueError(f"method {name!r}: add its name to EVALUATION_METHODS in lpt_core/evaluation_methods.py")
         if name in METHODS:
             raise ValueError(f"a method named {name!r} is already registered")
         METHODS[name] = method

@@ -61,7 +61,7 @@ def _train(args: argparse.Namespace) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from lpt_core.config import load_recipe
     from lpt_core.training import distributed
-    from lpt_core.training.variants import train_variant
+    from lpt_core.training.alternation import train_variant
 
     distributed.init_process_group()
     recipe = load_recipe(args.recipe)

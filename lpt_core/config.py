@@ -26,10 +26,14 @@ from pydantic import (
     model_validator,
 )
 
+from lpt_core import evaluation_methods
+from lpt_core.evaluation_methods import HEAD_METHODS
+from lpt_core.merging import deep_merge
 from lpt_core.metrics import metric_cutoff
 from lpt_core.paths import resolve_repo_path
 from lpt_core.rl_algorithms import RL_ALGORITHMS
 from lpt_core.sources import SOURCES
+from lpt_core.training.variants import VARIANTS
 
 # The recipe's allowed data sources: exactly those lpt_core.sources describes.
 SourceName = Literal[tuple(SOURCES)]  # type: ignore[valid-type]
@@ -38,19 +42,9 @@ RLAlgorithmName = Literal[tuple(RL_ALGORITHMS)]  # type: ignore[valid-type]
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
-# The names a recipe may use, copied from their registries so that loading a recipe imports
-# neither torch nor the registries (which import this module); tests/test_config.py checks each
-# copy against its registry, so a name added there and forgotten here fails a test.
-EVALUATION_METHODS = (  # lpt_core.baselines.METHODS
-    "random", "popularity", "last_item_text", "history_text", "profile", "profile_mean", "sasrec", "item_knn",
-)
-TRAINING_VARIANTS = (  # lpt_core.training.variants.VARIANTS
-    "langptune_rebel", "langptune_grpo", "langptune_rloo", "best_of_n", "langptune_bon", "cl_only", "rl_only",
-    "langptune_item_bias", "langptune_head", "langptune_hybrid", "best_of_n_hybrid",
-)
-PACKAGED_MODELS = ("smollm2-135m-instruct", "all-minilm-l6-v2")  # lpt_core.models.DEFAULT_MODELS
-# The evaluation rows that fit an item-side head on train examples (lpt_core.baselines).
-HEAD_METHODS = ("history_text_head", "profile_head")
+# The packaged default models: `lpt fetch` puts each in the models folder under its name, and
+# lpt_core.models loads it from there.
+PACKAGED_MODELS = ("smollm2-135m-instruct", "all-minilm-l6-v2")
 
 
 class RecipeError(ValueError):
@@ -269,7 +263,7 @@ class EvaluationConfig(_Strict):
     @field_validator("methods")
     @classmethod
     def _methods_registered(cls, methods: tuple[str, ...]) -> tuple[str, ...]:
-        return _one_of(methods, (*EVALUATION_METHODS, *HEAD_METHODS), "evaluation method(s)")
+        return _one_of(methods, evaluation_methods.EVALUATION_METHODS, "evaluation method(s)")
 
     @model_validator(mode="after")
     def _profile_mean_needs_samples(self) -> EvaluationConfig:
@@ -444,7 +438,7 @@ class TrainingConfig(_Strict):
     @field_validator("variants")
     @classmethod
     def _variants_known(cls, variants: tuple[str, ...]) -> tuple[str, ...]:
-        return _one_of(variants, TRAINING_VARIANTS, "training variant(s)")
+        return _one_of(variants, tuple(VARIANTS), "training variant(s)")
 
 
 class SASRecGrid(_Strict):
@@ -599,14 +593,6 @@ def read_yaml(stream: str | IO[str]) -> object:
     return yaml.load(stream, Loader=_UniqueKeyLoader)
 
 
-def deep_merge(base: dict, overrides: dict) -> dict:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _describe(exc: ValidationError) -> str:

@@ -17,8 +17,9 @@ import polars as pl
 
 from lpt_core import text
 from lpt_core.baselines import EvalContext, HeadTraining, evaluate_methods, rank_with_fitted_head
-from lpt_core.config import HEAD_METHODS, EvaluationConfig, ModelsConfig
+from lpt_core.config import EvaluationConfig, ModelsConfig
 from lpt_core.dislikes import encode_profiles
+from lpt_core.evaluation_methods import HEAD_METHODS
 from lpt_core.models import load_encoder
 from lpt_core.profile_quality.report import ProfileVariant
 from lpt_core.profiles import first_train_users, joined_profiles, profiles_for

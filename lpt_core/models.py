@@ -18,16 +18,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from lpt_core import atomic, paths
-from lpt_core.config import ModelsConfig
+from lpt_core.config import PACKAGED_MODELS, ModelsConfig
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-DEFAULT_MODELS: dict[str, str] = {
-    "smollm2-135m-instruct": "smollm2-135m-instruct",
-    "all-minilm-l6-v2": "all-minilm-l6-v2",
-}
 
 # Weight formats other than safetensors are pickles (arbitrary code on load): never fetched.
 _UNSAFE_WEIGHT_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.gguf"]
@@ -46,7 +42,7 @@ def resolve_model(name: str) -> Path:
     Tried in order: a packaged default name, an existing local folder (as given, then relative to
     the repository root), a .gguf file (converted once into the models cache), a hub id.
     """
-    if name in DEFAULT_MODELS:
+    if name in PACKAGED_MODELS:
         return _packaged_default(name)
     for candidate in _local_candidates(name):
         if candidate.is_dir():
@@ -203,7 +199,7 @@ def _align_special_tokens(tokenizer: PreTrainedTokenizerBase, config: object) ->
 
 
 def _packaged_default(name: str) -> Path:
-    folder = paths.models_dir() / DEFAULT_MODELS[name]
+    folder = paths.models_dir() / name
     if not folder.is_dir():
         raise ModelError(
             f"model {name!r} is a packaged default but {folder} does not exist: run `make setup`"
@@ -251,7 +247,7 @@ def _looks_like_path(name: str) -> bool:
 def _hub_snapshot(name: str) -> Path:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
         raise ModelError(
-            f"model {name!r} is neither a packaged default ({', '.join(DEFAULT_MODELS)}), "
+            f"model {name!r} is neither a packaged default ({', '.join(PACKAGED_MODELS)}), "
             "a local folder nor a .gguf file, and HF_HUB_OFFLINE=1 forbids a hub download"
         )
     from huggingface_hub import snapshot_download

@@ -27,12 +27,13 @@ PLOTTED = (("ndcg", "NDCG"), ("recall", "Recall"))
 class EvaluationReport:
     table_markdown: str
     numbers: dict  # JSON-able; layout in build_report
+    methods: dict[str, dict[str, Interval]]  # numbers["methods"], typed: method -> metric -> interval
 
     def flat_metrics(self) -> dict[str, float]:
         """{"<method>.<metric>": mean} for trackers that take flat metric names."""
         return {
-            f"{method}.{metric}": interval["mean"]
-            for method, metrics in self.numbers["methods"].items()
+            f"{method}.{metric}": interval.mean
+            for method, metrics in self.methods.items()
             for metric, interval in metrics.items()
         }
 
@@ -104,7 +105,7 @@ def build_report(
         "methods": _as_numbers(result.methods),
         "differences": _as_numbers(result.differences),
     }
-    return EvaluationReport(_tables(result, ks), numbers)
+    return EvaluationReport(_tables(result, ks), numbers, result.methods)
 
 
 def _as_numbers(intervals: dict[str, dict[str, Interval]]) -> dict:

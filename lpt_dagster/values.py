@@ -15,6 +15,8 @@ from typing import Any
 
 import pydantic
 
+from lpt_core.metrics import Interval
+
 
 @dataclass(frozen=True)
 class ItemIndexInfo:
@@ -107,26 +109,24 @@ class TrainedIndexes(_PerVariant):
 
 @dataclass(frozen=True)
 class EvaluationReport:
-    """evaluation_report: the report's numbers (lpt_core.report's JSON, also in folder/report.json)."""
+    """evaluation_report: every row's metrics with their bootstrap intervals (the whole report, with
+    its settings and differences, is in folder/report.json)."""
 
     folder: Path
-    numbers: dict[str, Any]
+    methods: dict[str, dict[str, Interval]]  # row (method or variant) -> metric ("ndcg@10") -> interval
 
     def means(self, method: str) -> dict[str, float]:
         """A method's mean of every metric (none for a method not in the report)."""
-        return {name: interval["mean"] for name, interval in self.numbers["methods"].get(method, {}).items()}
+        return {name: interval.mean for name, interval in self.methods.get(method, {}).items()}
 
 
 @dataclass(frozen=True)
 class QualityReport:
-    """profile_quality_report: the report's numbers (also in folder/report.json)."""
+    """profile_quality_report: the key quality numbers of each variant as model-registry tags (the
+    whole report is in folder/report.json)."""
 
     folder: Path
-    numbers: dict[str, Any]
-
-    def registry_tags(self, variant: str) -> dict[str, str]:
-        """The key quality numbers of a variant, as tags for its registered model version."""
-        return self.numbers.get("registry_tags", {}).get(variant, {})
+    registry_tags: dict[str, dict[str, str]]  # variant -> tag ("lpt.quality.<score>") -> value
 
 
 @dataclass(frozen=True)

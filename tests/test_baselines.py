@@ -7,10 +7,11 @@ import polars as pl
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from lpt_core import baselines
+from lpt_core import baselines, evaluation_methods
 from lpt_core.baselines import METHODS, EvalContext, HeadTraining, evaluate_methods, register
-from lpt_core.config import ItemHeadConfig
+from lpt_core.config import EvaluationConfig, ItemHeadConfig
 from lpt_core.data.schemas import EXAMPLES
+from lpt_core.report import build_report
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.item_head import TextRows, popularity_prior
 
@@ -187,14 +188,24 @@ def test_missing_inputs_and_unknown_methods_are_named(ctx):
         evaluate_methods(ctx, ["no_such_method"])
 
 
-def test_a_new_method_is_one_decorated_function(ctx, monkeypatch):
+def test_a_new_report_row_is_one_decorated_function_and_its_name(ctx, monkeypatch):
+    """docs/extending.md, "Add a report row", done as it says: the function decorated with
+    @register("name") and the name in lpt_core/evaluation_methods.py; a recipe may then list it
+    and it is a row of the report."""
     monkeypatch.setattr(baselines, "METHODS", dict(METHODS))
+    with pytest.raises(ValueError, match="add its name to EVALUATION_METHODS"):
+        register("always_last")(lambda context: None)
+    monkeypatch.setattr(evaluation_methods, "EVALUATION_METHODS", (*evaluation_methods.EVALUATION_METHODS, "always_last"))
 
     @register("always_last")
     def always_last(context: EvalContext) -> np.ndarray:
         return np.full(context.examples.height, float(len(context.index)))
 
-    assert evaluate_methods(ctx, ["always_last"])["always_last"].tolist() == [40.0] * len(ROWS)
+    methods = EvaluationConfig(methods=("profile", "always_last")).methods
+    ranks = evaluate_methods(ctx, methods)
+    assert ranks["always_last"].tolist() == [40.0] * len(ROWS)
+    report = build_report(ranks, ctx.examples["user_id"].to_list(), ks=(10,), samples=20, confidence=0.9, seed=0)
+    assert report.methods["always_last"]["recall@10"].mean == 0.0
     with pytest.raises(ValueError, match="already registered"):
         register("always_last")(always_last)
 

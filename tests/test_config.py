@@ -1,5 +1,8 @@
 """Recipes: typed, strict, with errors that name the file and the field."""
 
+import subprocess
+import sys
+
 import pytest
 from pydantic import ValidationError
 
@@ -110,16 +113,28 @@ def test_valid_names_pass_and_a_baseline_may_be_a_trained_variant(tmp_path):
     assert recipe.evaluation.baseline == "cl_only"
 
 
-def test_name_lists_match_their_registries():
-    """config.py keeps light copies of the registries' names (no torch at recipe load)."""
-    from lpt_core import config
-    from lpt_core.baselines import METHODS
-    from lpt_core.models import DEFAULT_MODELS
-    from lpt_core.training.variants import VARIANTS
+def test_the_methods_a_recipe_may_list_are_the_registered_ones():
+    """config reads the method names from lpt_core.evaluation_methods; baselines registers each."""
+    from lpt_core.baselines import METHODS, register
+    from lpt_core.evaluation_methods import EVALUATION_METHODS
 
-    assert set(config.EVALUATION_METHODS) <= set(METHODS) <= {*config.EVALUATION_METHODS, *config.HEAD_METHODS}
-    assert set(config.TRAINING_VARIANTS) == set(VARIANTS)
-    assert set(config.PACKAGED_MODELS) == set(DEFAULT_MODELS)
+    assert set(METHODS) == set(EVALUATION_METHODS)
+    with pytest.raises(ValueError, match="add its name to EVALUATION_METHODS"):
+        register("not_listed")(lambda ctx: None)
+
+
+def test_the_recipe_and_the_variants_load_without_torch():
+    """The recipe checks training.variants against the registry itself, so that registry loads
+    where torch does not (a fresh interpreter in which importing torch fails)."""
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        "from lpt_core.config import TrainingConfig\n"
+        "from lpt_core.training.variants import VARIANTS\n"
+        "assert TrainingConfig(variants=tuple(VARIANTS)).variants == tuple(VARIANTS)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1]
 
 
 def test_an_item_head_and_an_in_batch_item_bias_are_not_both_learned():

@@ -10,8 +10,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from lpt_core.data import schemas
+from lpt_core.metrics import Interval
 from lpt_dagster import values
-from lpt_dagster.io_manager import LocalFilesIOManager
+from lpt_dagster.io_manager import LocalFilesIOManager, TableSchemaError
 from lpt_dagster.resources import WorkspaceResource
 
 
@@ -21,7 +23,6 @@ def one_of_each(root: Path) -> list[object]:
         adapter_dir=root / "training" / "a" / "adapter", base_model="SmolLM2", trains_generator=True,
         checkpoint=root / "training" / "a" / "round_0", training_hash="abc123", mlflow_run_id="run1",
     )
-    report = {"methods": {"a": {"ndcg@10": {"mean": 0.25, "low": 0.1, "high": 0.4}}}, "registry_tags": {"a": {"t": "1"}}}
     return [
         values.ItemIndexInfo(folder=root / "item_index", items=30, dim=8, kind="flat", encoder="e5"),
         values.BaselineModels(
@@ -35,8 +36,10 @@ def one_of_each(root: Path) -> list[object]:
         values.TrainedIndexes({
             "a": values.TrainedIndex(folder=root / "ix", encoder_dir=root / "enc", has_item_bias=True, has_item_head=False),
         }),
-        values.EvaluationReport(folder=root / "evaluation_report", numbers=report),
-        values.QualityReport(folder=root / "profile_quality_report", numbers=report),
+        values.EvaluationReport(folder=root / "evaluation_report",
+                                methods={"a": {"ndcg@10": Interval(mean=0.25, low=0.1, high=0.4)}}),
+        values.QualityReport(folder=root / "profile_quality_report",
+                             registry_tags={"a": {"lpt.quality.reader_accuracy": "0.5000"}}),
         values.RegisteredModel(model_name="langptune", version="2", model_uri="models:/langptune/2", variant="a",
                                run_id="run2"),
     ]
@@ -76,15 +79,38 @@ def test_per_variant_values_and_reports_are_read_by_attribute(tmp_path):
     assert by_type[values.TrainedRecommenders]["a"].item_head is None
     assert by_type[values.EvaluationReport].means("a") == {"ndcg@10": 0.25}
     assert by_type[values.EvaluationReport].means("absent") == {}
-    assert by_type[values.QualityReport].registry_tags("a") == {"t": "1"}
+    assert by_type[values.EvaluationReport].methods["a"]["ndcg@10"].high == 0.4
+    assert by_type[values.QualityReport].registry_tags["a"] == {"lpt.quality.reader_accuracy": "0.5000"}
+
+
+def test_the_reports_metrics_load_back_typed(tmp_path):
+    """The registry reads the reports' numbers by attribute: each interval loads back an Interval."""
+    manager = manager_at(tmp_path)
+    report = next(value for value in one_of_each(tmp_path) if isinstance(value, values.EvaluationReport))
+    store(manager, "evaluation_report", report)
+    loaded = load(manager, "evaluation_report")
+    assert isinstance(loaded.methods["a"]["ndcg@10"], Interval)
+    assert loaded.means("a") == {"ndcg@10": 0.25}
 
 
 def test_tables_are_parquet(tmp_path):
     manager = manager_at(tmp_path)
     frame = pl.DataFrame({"user_id": ["u1", "u2"], "n": [1, 2]})
-    manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey("user_examples")), frame)
-    assert load(manager, "user_examples").equals(frame)
-    assert (tmp_path / "user_examples.parquet").is_file()
+    store(manager, "zero_shot_profiles", frame)  # a table without a canonical schema
+    assert load(manager, "zero_shot_profiles").equals(frame)
+    assert (tmp_path / "zero_shot_profiles.parquet").is_file()
+
+
+def test_a_table_asset_is_written_only_in_its_canonical_schema(tmp_path):
+    manager = manager_at(tmp_path)
+    items = schemas.empty(schemas.ITEMS).with_columns(pl.lit("t").alias("text"))  # extra columns are allowed
+    store(manager, "item_catalog", items)
+    assert load(manager, "item_catalog").schema == items.schema
+    wrong = schemas.empty(schemas.INTERACTIONS).with_columns(pl.col("rating").cast(pl.Float64)).drop("review")
+    with pytest.raises(TableSchemaError, match=r"asset raw_interactions: .*rating: expected Float32, found Float64; "
+                                               r"review: expected String, found missing"):
+        store(manager, "raw_interactions", wrong)
+    assert not (tmp_path / "raw_interactions.parquet").exists()
 
 
 @pytest.mark.parametrize(

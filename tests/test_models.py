@@ -23,7 +23,7 @@ from lpt_core.models import (
 )
 
 CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
-REAL_SMOLLM2 = paths.models_dir() / models.DEFAULT_MODELS["smollm2-135m-instruct"]
+REAL_SMOLLM2 = paths.models_dir() / "smollm2-135m-instruct"
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_packaged_default_not_fetched_says_run_make_setup(work_dir):
 
 
 def test_packaged_default_resolves_to_its_folder_once_fetched(work_dir, tiny_folder):
-    folder = work_dir / "models" / models.DEFAULT_MODELS["smollm2-135m-instruct"]
+    folder = work_dir / "models" / "smollm2-135m-instruct"
     folder.parent.mkdir(parents=True)
     folder.symlink_to(tiny_folder)
     assert resolve_model("smollm2-135m-instruct") == folder

@@ -51,5 +51,16 @@ def conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
     return frame.select([pl.col(name).cast(dtype, strict=True) for name, dtype in schema.items()])
 
 
+def schema_mismatches(frame: pl.DataFrame, schema: pl.Schema) -> list[str]:
+    """Each of the schema's columns that `frame` lacks or holds with another dtype, as
+    "column: expected <dtype>, found <dtype or missing>". Columns beyond the schema are allowed: a
+    later step may add its own (item_catalog adds the item text) beside the canonical ones."""
+    return [
+        f"{name}: expected {dtype}, found {frame.schema.get(name, 'missing')}"
+        for name, dtype in schema.items()
+        if frame.schema.get(name) != dtype
+    ]
+
+
 def empty(schema: pl.Schema) -> pl.DataFrame:
     return pl.DataFrame(schema=schema)

@@ -51,6 +51,7 @@ from lpt_core.config import Recipe, RLConfig, TrainingConfig
 from lpt_core.data.splitting import train_item_counts
 from lpt_core.generation.base import ProfileGenerator
 from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype, resolve_model, weights_fingerprint
+from lpt_core.paths import Outputs
 from lpt_core.profiles import first_users
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training import distributed
@@ -58,6 +59,7 @@ from lpt_core.training.checkpoints import PhaseCheckpoint, latest_phase, phase_f
 from lpt_core.training.contrastive import ItemBias, train_recommender
 from lpt_core.training.item_head import ItemHead, TextRows, build_item_index, fit_head_on_texts
 from lpt_core.training.policy import load_adapter_weights, make_policy, merged_copy, policy_models
+from lpt_core.training.variants import get_variant
 
 log = logging.getLogger(__name__)
 
@@ -530,4 +532,22 @@ def _result(checkpoint: PhaseCheckpoint, resumed_from: str | None) -> TrainingRe
         item_head=checkpoint.item_head_path,
         history=list(checkpoint.state.get("history", [])),
         resumed_from=resumed_from,
+    )
+
+
+def train_variant(
+    recipe: Recipe,
+    name: str,
+    data: TrainingData,
+    outputs: Outputs,
+    callbacks: TrainingCallbacks | None = None,
+    checkpoints: Path | None = None,
+) -> TrainingResult:
+    """Train (or resume) variant `name` of `recipe` as the pipeline does: its checkpoints under
+    outputs.training(name) (or `checkpoints`), its profiles through the outputs' profile store, so
+    the training asset and `lpt train` pick up each other's finished phases."""
+    variant = get_variant(name)
+    return train_alternating(
+        variant.recipe_for(recipe), variant.schedule, data, checkpoints or outputs.training(name), callbacks,
+        profile_store=outputs.profile_store,
     )

@@ -9,15 +9,15 @@ not silently replaced: the training asset logs it and shows it in its metadata.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lpt_core.config import Recipe, RecipeError, RLConfig, deep_merge
-from lpt_core.paths import Outputs
+from lpt_core.merging import deep_merge
 from lpt_core.rl_algorithms import RL_ALGORITHMS
 
+# The config checks a recipe's training.variants against VARIANTS, so this module imports neither
+# the config (which imports it) nor torch: the recipe's own types are read from the recipe.
 if TYPE_CHECKING:
-    from lpt_core.training.alternation import TrainingCallbacks, TrainingData, TrainingResult
+    from lpt_core.config import Recipe
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ class TrainingVariant:
         # passes, say, in a GRPO variant) do not apply to this one, so they go back to defaults
         # rather than fail the variant's validation.
         for name in RL_ALGORITHMS[rl["algorithm"]].unused_settings:
-            rl[name] = RLConfig.model_fields[name].default
-        return Recipe.model_validate(merged)
+            rl[name] = type(recipe.training.rl).model_fields[name].default
+        return type(recipe).model_validate(merged)
 
     def overridden_settings(self, recipe: Recipe) -> dict[str, tuple[Any, Any]]:
         """The recipe's settings this variant replaces with another value, by dotted key:
@@ -145,26 +145,5 @@ VARIANTS: dict[str, TrainingVariant] = {
 
 def get_variant(name: str) -> TrainingVariant:
     if name not in VARIANTS:
-        raise RecipeError(f"training.variants: unknown variant {name!r} (known: {', '.join(VARIANTS)})")
+        raise KeyError(f"unknown training variant {name!r} (known: {', '.join(VARIANTS)})")
     return VARIANTS[name]
-
-
-def train_variant(
-    recipe: Recipe,
-    name: str,
-    data: TrainingData,
-    outputs: Outputs,
-    callbacks: TrainingCallbacks | None = None,
-    checkpoints: Path | None = None,
-) -> TrainingResult:
-    """Train (or resume) variant `name` of `recipe` as the pipeline does: its checkpoints under
-    outputs.training(name) (or `checkpoints`), its profiles through the outputs' profile store, so
-    the training asset and `lpt train` pick up each other's finished phases."""
-    # Imported here: the variants' names and recipes are read where torch is not needed.
-    from lpt_core.training.alternation import train_alternating
-
-    variant = get_variant(name)
-    return train_alternating(
-        variant.recipe_for(recipe), variant.schedule, data, checkpoints or outputs.training(name), callbacks,
-        profile_store=outputs.profile_store,
-    )

@@ -97,4 +97,4 @@ def evaluation_report(
             "mlflow_run": mlflow.link(run),
         }
     )
-    return EvaluationReport(folder=files["json"].parent, numbers=report.numbers)
+    return EvaluationReport(folder=files["json"].parent, methods=report.methods)

@@ -8,7 +8,7 @@ import polars as pl
 
 from lpt_core.evaluation import quality_variant, variant_profiles
 from lpt_core.models import load_generator
-from lpt_core.profile_quality.report import QualitySettings, assess_profiles, plot_quality
+from lpt_core.profile_quality.report import QualitySettings, assess_profiles, plot_quality, registry_tags
 from lpt_core.profile_quality.simulated_reader import LikelihoodJudge
 from lpt_core.profiles import assessed_examples
 from lpt_core.sources import data_source
@@ -35,7 +35,7 @@ def profile_quality_report(
     trained_item_index: TrainedIndexes,
 ) -> QualityReport:
     """Simulated-reader accuracy, genre faithfulness, steerability and readability of every
-    variant's profiles, with user-level intervals; `registry_tags` holds the key numbers per variant."""
+    variant's profiles, with user-level intervals; the value holds each variant's key numbers as registry tags."""
     cfg = recipe.get()
     quality, ev = cfg.quality, cfg.evaluation
     examples = assessed_examples(user_examples, ev.split, quality.max_users)
@@ -70,4 +70,4 @@ def profile_quality_report(
         "report_folder": dg.MetadataValue.path(str(files["json"].parent)),
         "mlflow_run": mlflow.link(run),
     })
-    return QualityReport(folder=files["json"].parent, numbers=report.numbers)
+    return QualityReport(folder=files["json"].parent, registry_tags=registry_tags(report.numbers))

@@ -90,7 +90,7 @@ def registered_model(
             version = register_challenger(mlflow.tracker.client, model_dir, lineage, cfg.registry.model_name)
     # The profile quality report's key numbers for this variant (reader accuracy, grounding,
     # steerability) travel with the version, next to its ranking metrics.
-    for key, value in profile_quality_report.registry_tags(variant).items():
+    for key, value in profile_quality_report.registry_tags[variant].items():
         mlflow.tracker.client.set_model_version_tag(version.name, version.version, key, value)
     model_uri = f"models:/{version.name}/{version.version}"
     context.add_output_metadata(

@@ -15,11 +15,11 @@ from lpt_core.models import load_encoder
 from lpt_core.profiles import EXAMPLE_KEYS, joined_profiles, write_profiles
 from lpt_core.retrieval import TextEncoder
 from lpt_core.tracking import RunHandle
-from lpt_core.training.alternation import TrainingData
+from lpt_core.training.alternation import TrainingData, train_variant
 from lpt_core.training.curves import CURVE_KEYS, save_training_curves
 from lpt_core.training.item_head import ItemHead, build_item_index
 from lpt_core.training.policy import trained_profile_writer
-from lpt_core.training.variants import get_variant, train_variant
+from lpt_core.training.variants import get_variant
 from lpt_dagster.assets.profiles import GPU_POOL, progress_logger, shared_profile_store
 from lpt_dagster.lineage import TrackedTable, catalog_table, example_splits, log_tables, read_tables, written
 from lpt_dagster.metadata import frame_preview, png_markdown

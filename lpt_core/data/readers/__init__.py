@@ -19,6 +19,7 @@ from typing import Literal
 import polars as pl
 
 from lpt_core.config import DataConfig
+from lpt_core.data import schemas
 from lpt_core.data.errors import DataError
 from lpt_core.paths import resolve_repo_path
 from lpt_core.sources import data_source
@@ -174,6 +175,26 @@ def unique_items(items: pl.DataFrame, bad_rows: BadRows, id_name: str) -> pl.Dat
     unique = items.unique("item_id", keep="first", maintain_order=True)
     bad_rows.skip(f"repeated {id_name} (first kept)", items.height - unique.height)
     return unique
+
+
+def items_from_ids(interactions: pl.DataFrame) -> pl.DataFrame:
+    """The items of a source that has no item file: one row per item id (first seen first), the id
+    as its title, every other canonical column missing. For any reader whose source has none."""
+    item_ids = interactions.select("item_id").unique(maintain_order=True)
+    return item_ids.select(
+        *(
+            pl.col("item_id").alias(name) if name in ("item_id", "title") else missing_value(dtype).alias(name)
+            for name, dtype in schemas.ITEMS.items()
+        )
+    )
+
+
+def missing_value(dtype: pl.DataType) -> pl.Expr:
+    """A canonical column's value where the source has none: null, or an empty list of text (the
+    categories, which later steps read as a list)."""
+    if dtype == pl.List(pl.String):
+        return pl.lit([], dtype=dtype)
+    return pl.lit(None, dtype=dtype)
 
 
 def text_times(column: pl.Expr) -> pl.Expr:

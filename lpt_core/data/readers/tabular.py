@@ -24,6 +24,8 @@ from lpt_core.data.readers import (
     BadRows,
     RawData,
     cast_or_report,
+    items_from_ids,
+    missing_value,
     require_files,
     skip_blank_rows,
     text_times,
@@ -67,7 +69,7 @@ def read_tabular(
     accounts = [interactions_bad.account(rows, interactions.height)]
     quarantines = [interactions_bad.frame()]
     if items_path is None:
-        items = _items_from_ids(interactions)
+        items = items_from_ids(interactions)
     else:
         items_bad = BadRows(Path(items_path), bad_rows)
         items, rows = _read_table(Path(items_path), schemas.ITEMS, ITEMS_REQUIRED, column_map, csv_format, items_bad)
@@ -77,22 +79,6 @@ def read_tabular(
     return RawData(
         interactions=interactions, items=items, quarantine=pl.concat(quarantines), accounts=tuple(accounts)
     )
-
-
-def _items_from_ids(interactions: pl.DataFrame) -> pl.DataFrame:
-    item_ids = interactions.select("item_id").unique(maintain_order=True)
-    return item_ids.select(
-        *(
-            pl.col("item_id").alias(name) if name in ("item_id", "title") else _null(dtype).alias(name)
-            for name, dtype in schemas.ITEMS.items()
-        )
-    )
-
-
-def _null(dtype: pl.DataType) -> pl.Expr:
-    if dtype == pl.List(pl.String):
-        return pl.lit([], dtype=dtype)
-    return pl.lit(None, dtype=dtype)
 
 
 def _load(path: Path, separator: str | None) -> tuple[pl.DataFrame, int]:
@@ -134,7 +120,7 @@ def _read_table(
         elif name in required:
             raise DataError(path, _missing_column(source, frame.columns), field=name)
         else:
-            columns.append(_null(dtype).alias(name))
+            columns.append(missing_value(dtype).alias(name))
     timestamp_source = column_map.get("timestamp", "timestamp")
     dates = "timestamp" in schema and _holds_dates(frame, timestamp_source)
     if dates:  # converted as dates, then to epoch milliseconds
@@ -188,7 +174,7 @@ def _canonical_source(
     if name == "categories":
         if dtype == pl.String:
             column = column.str.split(CATEGORY_SEPARATOR).list.eval(pl.element().str.strip_chars())
-        return column.fill_null(_null(pl.List(pl.String)))
+        return column.fill_null(missing_value(pl.List(pl.String)))
     if csv_format.decimal_comma and dtype == pl.String and target.is_float():
         return column.str.replace(",", ".", literal=True)
     return column
