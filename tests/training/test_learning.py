@@ -10,7 +10,7 @@ The writers' reward is the pipeline's RankReward over an index of a one-word cat
 tiny encoder: every profile is ranked against 30 genre words and paid by the rank of "musical".
 The encoder's word-piece embeddings place some words' (and word pieces') profiles nearer
 "musical" than others, so what the writer must learn is which of its words to write; the random
-tiny LM starts at a reward near chance (0.36, "musical" around rank 9 of 30).
+tiny LM starts far below the reward of 1 that "musical" ranked first would pay.
 
 The margins are set from bench/learning_margins.py (results in bench/results/learning_margins.md):
 each trainer's gain over seeds 0-4, with the update intact and with it broken. Each margin sits
@@ -22,7 +22,6 @@ recommenders' loss negated): every test must then fail.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,9 +136,6 @@ def writer_examples(tokenizer: Any) -> list[RLExample]:
     ]
 
 
-WriterTraining = Callable[[Any, Any, list[RLExample], Any, int, Path], object]
-
-
 def writer_gain(
     trainer: str, lm_folder: Path, encoder: TextEncoder, seed: int, scratch: Path, broken: bool = False
 ) -> Gain:
@@ -151,7 +147,7 @@ def writer_gain(
     reward = catalogue_reward(encoder)
     training_reward = NegatedReward(reward) if broken else reward
     cfg = BEST_OF_N if trainer == "best_of_n" else {"rebel": REBEL, "grpo": GRPO, "rloo": RLOO}[trainer]
-    policy = make_policy(model, REBEL if trainer == "best_of_n" else cfg)
+    policy = make_policy(model, REBEL)  # every writer trainer here has RLConfig's default LoRA
     probe = RewardProbe(examples, policy, tokenizer, reward, MAX_NEW_TOKENS)
     start = probe()
     if trainer == "best_of_n":
