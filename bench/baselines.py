@@ -2,8 +2,8 @@
 with their test-user metrics beside popularity's, all ranked by the shared rank_targets.
 
 Uses the pipeline's processed split (.lpt/outputs/{user_examples,cleaned_histories,item_catalog}
-.parquet) when present, otherwise builds it from data/raw/ml-100k with the quick recipe (without
-the prompt-length filter, which needs the generator's tokenizer). The default budget is the quick
+.parquet) when present, otherwise builds it from data/raw/ml-100k with the quick recipe as the data
+assets do (lpt_core.data.preparation; the recipe's tokenizers must be fetched). The default budget is the quick
 recipe's (tuning.BaselineSearch); `--trials 1 --epochs 5` is a fast smoke run. One torch thread by
 default: on this oversubscribed 2-core machine it is ~10x faster than two. Figures are noisy.
 
@@ -22,9 +22,7 @@ import numpy as np
 import polars as pl
 
 from lpt_core.config import load_recipe
-from lpt_core.data.cleaning import clean
-from lpt_core.data.readers import read_raw
-from lpt_core.data.splitting import split_users
+from lpt_core.data.preparation import prepare_data
 from lpt_core.metrics import summarise
 from lpt_core.paths import outputs_dir
 from lpt_core.recommenders.scoring import target_ranks
@@ -44,10 +42,9 @@ def load_split() -> tuple[pl.DataFrame, pl.DataFrame, list[str], str]:
     if all(path.is_file() for path in files):
         histories, examples, catalog = (pl.read_parquet(path) for path in files)
         return histories, examples, catalog["item_id"].to_list(), f"pipeline outputs in {folder}"
-    recipe = load_recipe("quick")
-    histories, _, _ = clean(read_raw(recipe.data), recipe.data)
-    split = split_users(histories, recipe.split)
-    return histories, split.examples, split.catalog_item_ids.to_list(), "built from data/raw with the quick recipe"
+    cleaned, split = prepare_data(load_recipe("quick"))
+    return (cleaned.interactions, split.examples, split.catalog["item_id"].to_list(),
+            "built from data/raw with the quick recipe")
 
 
 def timed(label: str, step: Callable[[], T]) -> tuple[T, float]:

@@ -19,11 +19,11 @@ import time
 import numpy as np
 import polars as pl
 import torch
-from recommender_head import build_split
 from rl_sweep import RESULTS, _cpu_flags, command_line
 
 from lpt_core import text
 from lpt_core.config import GenerationConfig, ModelsConfig, load_recipe
+from lpt_core.data.preparation import prepare_data
 from lpt_core.generation.base import GeneratedProfile, profile_from_tokens, stop_token_ids
 from lpt_core.generation.finishing import WORD
 from lpt_core.generation.hf_backend import hf_generation_config
@@ -105,7 +105,8 @@ def _test_prompts(recipe_name: str, windows: int, seed: int) -> pl.DataFrame:
     """The recipe's test examples with their prompts: all of them, or a seeded sample of `windows`
     where the recipe has several windows per user."""
     recipe = load_recipe(recipe_name)
-    _, examples, catalog = build_split(recipe)
+    split = prepare_data(recipe)[1]
+    examples, catalog = split.examples, split.catalog
     test = examples.filter(pl.col("split") == "test")
     if recipe.split.windows_per_user > 1 and test.height > windows:
         test = test.sample(windows, seed=seed).sort("user_id", "window")

@@ -3,8 +3,8 @@ NDCG@10 / Recall@10 of the raw history text as the query, ranked by the frozen e
 (untrained) and through a linear and a hybrid head fitted on the train rows' history texts (early
 stopping on every val row), beside popularity. Catalogue, split and ranking are the pipeline's.
 
-The split is built from data/raw with the recipe (default `full`) by the same lpt_core calls as
-the data assets (lpt_dagster/assets/data.py); the encoder is the recipe's (all-MiniLM-L6-v2).
+The split is built from data/raw with the recipe (default `full`) by the call the data assets make
+(lpt_core.data.preparation); the encoder is the recipe's (all-MiniLM-L6-v2).
 The head settings are the recipe's evaluation.head, its kind set per row. Writes the table to
 bench/results/recommender_head.md.
 
@@ -28,36 +28,16 @@ import torch
 
 from lpt_core import text
 from lpt_core.baselines import EvalContext, evaluate_methods
-from lpt_core.config import Recipe, load_recipe
-from lpt_core.data.cleaning import clean
-from lpt_core.data.readers import read_raw
-from lpt_core.data.splitting import drop_long_prompts, split_users, train_item_counts
+from lpt_core.config import load_recipe
+from lpt_core.data.preparation import prepare_data
+from lpt_core.data.splitting import train_item_counts
 from lpt_core.metrics import summarise
-from lpt_core.models import load_encoder, load_tokenizer
+from lpt_core.models import load_encoder
 from lpt_core.profiles import first_train_users
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.item_head import HeadExamples, fit_item_head
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recommender_head.md"
-
-
-def build_split(recipe: Recipe) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(cleaned interactions, examples, catalogue with texts), as the data assets make them."""
-    encoder_tokenizer = load_tokenizer(recipe.models.encoder)
-    generator_tokenizer = load_tokenizer(recipe.models.generator)
-
-    def item_tokens(items: pl.DataFrame) -> pl.Series:
-        texts = text.item_texts(items).to_list()
-        return pl.Series("tokens", text.token_counts(texts, encoder_tokenizer, add_special_tokens=True))
-
-    interactions, items, _ = clean(read_raw(recipe.data), recipe.data, item_token_counts=item_tokens)
-    split = split_users(interactions, recipe.split)
-    prompts = text.build_prompts(split.examples, items, generator_tokenizer, recipe.prompt, recipe.data.source)
-    prompt_tokens = pl.Series("tokens", text.token_counts(prompts, generator_tokenizer))
-    split, _ = drop_long_prompts(split, prompt_tokens, recipe.data.max_prompt_tokens)
-    catalog = items.filter(pl.col("item_id").is_in(split.catalog_item_ids.implode()))
-    catalog = catalog.with_columns(text.item_texts(catalog).alias("text")).sort("item_id")
-    return interactions, split.examples, catalog
 
 
 def cached(
@@ -87,11 +67,12 @@ def main() -> None:
     recipe = load_recipe(args.recipe)
     started = time.perf_counter()
 
-    interactions, examples, catalog = build_split(recipe)
+    cleaned, split = prepare_data(recipe)
+    examples, catalog = split.examples, split.catalog
     frames = {"train": first_train_users(examples, args.train_users),
               **{name: examples.filter(pl.col("split") == name) for name in ("val", "test")}}
     # Popularity and the head's popularity prior count every train user's interactions, as the report does.
-    item_counts = train_item_counts(interactions, examples)
+    item_counts = train_item_counts(cleaned.interactions, examples)
     encoder = TextEncoder(load_encoder(recipe.models.encoder, recipe.models))
 
     def embed() -> dict[str, np.ndarray]:

@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from recommender_head import build_split
 
 from lpt_core import text
 from lpt_core.config import GenerationConfig, ModelsConfig, Recipe, RewardTargetsFrom, RLConfig, load_recipe
+from lpt_core.data.preparation import prepare_data
 from lpt_core.generation.base import GeneratedProfile
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import load_encoder, load_generator, load_tokenizer, pick_dtype
@@ -94,7 +94,8 @@ class SweepSetup:
     @classmethod
     def build(cls, recipe_name: str, dtype: str | None, probe: int, held_out_from: int) -> SweepSetup:
         recipe = load_recipe(recipe_name)
-        _, examples, catalog = build_split(recipe)
+        split = prepare_data(recipe)[1]
+        examples, catalog = split.examples, split.catalog
         rows = _first_window_prompts(examples.filter(pl.col("split") == "train"), catalog, recipe)
         models = recipe.models.model_copy(update={"device": "cpu", **({"dtype": dtype} if dtype else {})})
         encoder = TextEncoder(load_encoder(recipe.models.encoder, ModelsConfig(device="cpu", dtype="float32")))

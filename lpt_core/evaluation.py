@@ -1,6 +1,8 @@
 """The two reports' inputs, made from the pipeline's tables: what the evaluation report's methods
 rank with (popularity counts, the head rows, each trained variant's own profiles, recommender and
-index) and each variant the profile quality report assesses.
+index) and each variant the profile quality report assesses; and the evaluation report itself,
+every method and trained variant ranked on one context (`evaluate`), as the evaluation_report
+asset makes it.
 
 Apart from lpt_core.baselines, which ranks and runs without polars (the GPU benchmark machine has
 none); everything here reads polars tables.
@@ -9,22 +11,97 @@ none); everything here reads polars tables.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
 
 from lpt_core import text
 from lpt_core.baselines import EvalContext, HeadTraining, evaluate_methods, rank_with_fitted_head
-from lpt_core.config import EvaluationConfig, ModelsConfig
+from lpt_core.config import EvaluationConfig, ModelsConfig, Recipe
+from lpt_core.data.splitting import train_item_counts
 from lpt_core.dislikes import encode_profiles
 from lpt_core.evaluation_methods import HEAD_METHODS
-from lpt_core.models import load_encoder
-from lpt_core.profile_quality.report import ProfileVariant
-from lpt_core.profiles import first_train_users, joined_profiles, profiles_for
+from lpt_core.models import load_encoder, load_generator
+from lpt_core.profile_quality.report import ProfileVariant, QualityReport, QualitySettings, assess_profiles
+from lpt_core.profile_quality.simulated_reader import LikelihoodJudge
+from lpt_core.profiles import first_train_users, joined_profiles, profiles_for, sampled_profiles_for
+from lpt_core.recommenders import load_baseline_models
+from lpt_core.report import EvaluationReport, build_report
 from lpt_core.retrieval import ItemIndex, TextEncoder
+from lpt_core.sources import data_source
 from lpt_core.training.item_head import TextRows
+from lpt_core.training.variants import get_variant
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationTables:
+    """The pipeline's tables the evaluation report reads (each the asset of the same name)."""
+
+    user_examples: pl.DataFrame
+    cleaned_histories: pl.DataFrame
+    item_catalog: pl.DataFrame
+    zero_shot_profiles: pl.DataFrame
+    sampled_profiles: pl.DataFrame
+    trained_profiles: pl.DataFrame
+
+
+class TrainedRanker(Protocol):
+    """Where a trained variant's recommender is: its catalogue index and its encoder folders."""
+
+    @property
+    def folder(self) -> Path: ...
+
+    @property
+    def encoder_dir(self) -> Path: ...
+
+
+def evaluation_context(recipe: Recipe, tables: EvaluationTables, index_dir: Path, baselines_dir: Path) -> EvalContext:
+    """What every method of the report ranks evaluation.split's examples with: the base index
+    (item_index's folder), the recipe's encoder, the history baselines saved in `baselines_dir`,
+    the train split's popularity, the zero-shot and sampled profiles and the head rows."""
+    ev = recipe.evaluation
+    examples = tables.user_examples.filter(pl.col("split") == ev.split)
+    catalog = tables.item_catalog
+    index = ItemIndex.load(index_dir)
+    return EvalContext(
+        examples=examples,
+        index=index,
+        encoder=TextEncoder(load_encoder(recipe.models.encoder, recipe.models)),
+        item_text=dict(zip(catalog["item_id"].to_list(), catalog["text"].to_list())),
+        train_item_counts=train_item_counts(tables.cleaned_histories, tables.user_examples),
+        seed=ev.seed,
+        history_texts=text.history_texts(examples, catalog),
+        profiles=profiles_for(examples, tables.zero_shot_profiles),
+        sampled_profiles=sampled_profiles_for(examples, tables.sampled_profiles),
+        models=load_baseline_models(baselines_dir, index.item_ids.tolist()),
+        head_training=head_training(ev, tables.user_examples, catalog, tables.zero_shot_profiles),
+    )
+
+
+def evaluate(
+    recipe: Recipe, tables: EvaluationTables, index_dir: Path, baselines_dir: Path, trained: Mapping[str, TrainedRanker]
+) -> EvaluationReport:
+    """The evaluation report: every method of evaluation.methods and every trained variant (its
+    own profiles, recommender and index; and under profile_head's recommender when that row is
+    reported and the variant trains its writer), with paired bootstrap intervals."""
+    ev = recipe.evaluation
+    ctx = evaluation_context(recipe, tables, index_dir, baselines_dir)
+    ranks = evaluate_methods(ctx, ev.methods)
+    for name, ranker in trained.items():
+        ranks[name] = trained_variant_ranks(
+            ctx, recipe.models, name, ranker.folder, ranker.encoder_dir, tables.trained_profiles
+        )
+        if "profile_head" in ev.methods and get_variant(name).trains_generator:
+            ranks[under_profile_head_name(name)] = trained_profiles_under_profile_head(ctx, name, tables.trained_profiles)
+    return build_report(
+        ranks, ctx.examples["user_id"].to_list(), ks=ev.ks, samples=ev.bootstrap_samples,
+        confidence=ev.confidence, seed=ev.seed, baseline=ev.baseline,
+        title=f"{recipe.name}: {ev.split} split, {ctx.examples.height} examples, {len(ctx.index.item_ids)} items",
+    )
 
 
 def head_training(
@@ -71,6 +148,32 @@ def trained_profiles_under_profile_head(ctx: EvalContext, variant: str, trained_
     two fits differ, the difference between those rows mixes the two effects.)"""
     texts = profiles_for(ctx.examples, variant_profiles(trained_profiles, variant), f"trained_profiles ({variant})")
     return rank_with_fitted_head(ctx, "profile", texts)
+
+
+def assess_quality(
+    recipe: Recipe, examples: pl.DataFrame, item_catalog: pl.DataFrame, zero_shot_profiles: pl.DataFrame,
+    trained_profiles: pl.DataFrame, index_dir: Path, trained: Mapping[str, TrainedRanker],
+) -> QualityReport:
+    """The profile quality report of `examples` (lpt_core.profiles.assessed_examples): the
+    zero-shot profiles with the base recommender (item_index's folder, the recipe's encoder) and
+    every trained variant's with its own, judged by the recipe's quality.judge."""
+    quality, ev = recipe.quality, recipe.evaluation
+    variants = [quality_variant("zero_shot", examples, zero_shot_profiles, index_dir, recipe.models.encoder,
+                                recipe.models)]
+    for name, ranker in trained.items():
+        variants.append(quality_variant(
+            name, examples, variant_profiles(trained_profiles, name), ranker.folder, ranker.encoder_dir, recipe.models
+        ))
+    model, tokenizer = load_generator(quality.judge, recipe.models)
+    judge = LikelihoodJudge(
+        model, tokenizer, data_source(recipe.data.source).reader_question, batch_size=quality.judge_batch_size
+    )
+    settings = QualitySettings(
+        candidates=quality.candidates, edits_per_user=quality.edits_per_user, seed=quality.seed,
+        bootstrap_samples=ev.bootstrap_samples, confidence=ev.confidence, source=recipe.data.source,
+    )
+    title = f"{recipe.name}: profile quality, {ev.split} split, judge {quality.judge}"
+    return assess_profiles(variants, examples, item_catalog, judge, settings, title=title)
 
 
 def quality_variant(

@@ -23,15 +23,18 @@ import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 
 from lpt_core.metrics import metric_cutoff
+from lpt_core.recommenders import save_baseline_models
 from lpt_core.recommenders.item_knn import ItemKNN, Similarity
 from lpt_core.recommenders.sasrec import SASRecConfig, fit_sasrec
 from lpt_core.recommenders.scoring import HistoryScorer, validation_metric
-from lpt_core.recommenders.sequences import BaselineData
+from lpt_core.recommenders.sequences import BaselineData, baseline_data
 
 
 @dataclass(frozen=True)
@@ -229,3 +232,45 @@ def pinned_overrides(results: Mapping[str, SearchResult]) -> dict:
             "knn_similarities": [knn["similarity"]],
         }
     }
+
+
+@dataclass(frozen=True)
+class TunedBaselines:
+    """Both baselines tuned on the validation users and saved: each search's result, the seconds
+    the searches took, and each chosen model's folder."""
+
+    results: dict[str, SearchResult]
+    metric: str  # the validation metric the searches chose by
+    seconds: float
+    model_files: dict[str, Path]
+
+    @property
+    def chosen(self) -> dict[str, dict]:
+        return {name: result.settings for name, result in self.results.items()}
+
+    @property
+    def val_metrics(self) -> dict[str, float]:
+        return {name: result.metric for name, result in self.results.items()}
+
+    @property
+    def overrides(self) -> dict:
+        return pinned_overrides(self.results)
+
+
+def tune_and_save_baselines(
+    cleaned_histories: pl.DataFrame, user_examples: pl.DataFrame, item_catalog: pl.DataFrame,
+    search: BaselineSearch, folder: Path, on_trial: Callable[[str, Trial], None] | None = None,
+) -> TunedBaselines:
+    """The baseline_models step: fit both baselines on the train users' sequences over the
+    catalogue, choose their settings on the val users (`tune_baselines`), and save the chosen
+    models in `folder` with the settings and the recipe override that pins them."""
+    data = baseline_data(cleaned_histories, user_examples, item_catalog["item_id"].to_list())
+    started = time.perf_counter()
+    results = tune_baselines(data, search, on_trial=on_trial)
+    seconds = time.perf_counter() - started
+    chosen = {name: result.settings for name, result in results.items()}
+    files = save_baseline_models(
+        folder, {name: result.model for name, result in results.items()}, data.item_ids,
+        {"chosen": chosen, "metric": search.metric, "recipe_overrides": pinned_overrides(results)},
+    )
+    return TunedBaselines(results, search.metric, seconds, {name: files[name] for name in results})

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
     from mlflow.tracking import MlflowClient
 
+    from lpt_core.serving.pyfunc_model import ServableParts
+
 MODEL_NAME = "langptune"
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -122,6 +124,26 @@ def register_challenger(
         description=f"variant {lineage.variant}, orchestration run {lineage.orchestration_run_id}",
     )
     client.set_registered_model_alias(model_name, CHALLENGER, version.version)
+    return version
+
+
+def register_servable(
+    client: MlflowClient,
+    parts: ServableParts,
+    lineage: Lineage,
+    model_name: str = MODEL_NAME,
+    version_tags: Mapping[str, str] | None = None,
+) -> ModelVersion:
+    """Save `parts` as one self-contained pyfunc model and register it as the challenger with its
+    lineage (`register_challenger`); `version_tags` (the profile quality report's key numbers)
+    travel with the version too."""
+    from lpt_core.serving.pyfunc_model import save_servable_model
+
+    with tempfile.TemporaryDirectory(prefix="lpt-registered-model-") as scratch:
+        model_dir = save_servable_model(parts, Path(scratch) / "model")
+        version = register_challenger(client, model_dir, lineage, model_name)
+    for key, value in (version_tags or {}).items():
+        client.set_model_version_tag(version.name, version.version, key, value)
     return version
 
 

@@ -5,12 +5,8 @@ import dataclasses
 import dagster as dg
 import polars as pl
 
-from lpt_core import text
-from lpt_core.config import Recipe
-from lpt_core.data.cleaning import clean
+from lpt_core.data.preparation import clean_raw_data, split_cleaned_data
 from lpt_core.data.readers import TIMESTAMP_UNITS, InputAccount, RawData, read_raw
-from lpt_core.data.splitting import Split, drop_long_prompts, split_users
-from lpt_core.models import load_tokenizer
 from lpt_core.paths import resolve_repo_path
 from lpt_core.tracking import frame_digest
 from lpt_dagster.failures import user_errors_as_failures
@@ -103,16 +99,6 @@ def _input_accounts(context: dg.AssetExecutionContext) -> tuple[InputAccount, ..
     return tuple(InputAccount(**account) for account in accounts.value) if accounts else ()
 
 
-def _item_token_counter(cfg: Recipe):
-    tokenizer = load_tokenizer(cfg.models.encoder)
-
-    def count(items: pl.DataFrame) -> pl.Series:
-        texts = text.item_texts(items).to_list()
-        return pl.Series("tokens", text.token_counts(texts, tokenizer, add_special_tokens=True))
-
-    return count
-
-
 @dg.multi_asset(
     group_name=GROUP,
     can_subset=True,
@@ -132,7 +118,8 @@ def cleaned_data(
     raw = RawData(
         interactions=raw_interactions, items=raw_items, quarantine=pl.DataFrame(), accounts=_input_accounts(context)
     )
-    interactions, items, report = clean(raw, cfg.data, item_token_counts=_item_token_counter(cfg))
+    cleaned = clean_raw_data(raw, cfg)
+    interactions, items, report = cleaned.interactions, cleaned.items, cleaned.report
     context.log.info("cleaning:\n%s", report.to_markdown())
     with mlflow.asset_run(context, cfg, "cleaned_histories") as run:
         log_tables(run, [
@@ -161,12 +148,6 @@ def cleaned_data(
     yield from selected_outputs(context, histories, kept_items)
 
 
-def _prompt_token_counts(cfg: Recipe, split: Split, items: pl.DataFrame) -> pl.Series:
-    tokenizer = load_tokenizer(cfg.models.generator)
-    prompts = text.build_prompts(split.examples, items, tokenizer, cfg.prompt, cfg.data.source)
-    return pl.Series("tokens", text.token_counts(prompts, tokenizer))
-
-
 @dg.multi_asset(
     group_name=GROUP,
     can_subset=True,
@@ -183,12 +164,8 @@ def split_data(
     cleaned_items: pl.DataFrame,
 ):
     cfg = recipe.get()
-    split = split_users(cleaned_histories, cfg.split)
-    split, too_long = drop_long_prompts(
-        split, _prompt_token_counts(cfg, split, cleaned_items), cfg.data.max_prompt_tokens
-    )
-    catalog = cleaned_items.filter(pl.col("item_id").is_in(split.catalog_item_ids.implode()))
-    catalog = catalog.with_columns(text.item_texts(catalog).alias("text")).sort("item_id")
+    prepared = split_cleaned_data(cleaned_histories, cleaned_items, cfg)
+    split, catalog, too_long = prepared.split, prepared.catalog, prepared.prompts_too_long
     stats = split.stats()
     context.log.info("split statistics: %s", stats)
     with mlflow.asset_run(context, cfg, "user_examples") as run:

@@ -7,10 +7,11 @@ import dagster as dg
 import polars as pl
 
 from lpt_core import text
+from lpt_core.catalog_index import base_catalog_index
 from lpt_core.config import Recipe
 from lpt_core.generation import make_generator
 from lpt_core.generation.store import ProfileStore
-from lpt_core.models import load_encoder, load_tokenizer
+from lpt_core.models import load_tokenizer
 from lpt_core.profiles import (
     EXAMPLE_KEYS,
     profile_train_users,
@@ -18,11 +19,11 @@ from lpt_core.profiles import (
     select_profile_examples,
     write_profiles,
 )
-from lpt_core.retrieval import ItemIndex, TextEncoder
-from lpt_dagster.lineage import TrackedTable, catalog_table, example_splits, log_tables, read_tables, written
+from lpt_dagster.lineage import TrackedTable, example_splits, log_tables, read_tables, written
 from lpt_dagster.metadata import frame_preview
+from lpt_dagster.recording import record_item_index
 from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
-from lpt_dagster.values import ItemIndexInfo, fields_json
+from lpt_dagster.values import ItemIndexInfo
 
 GROUP = "profiles"
 # GPU-heavy steps share this pool; dagster.yaml limits it to one at a time.
@@ -157,17 +158,10 @@ def item_index(
 ) -> ItemIndexInfo:
     """Embeddings of every catalogue item's text and a faiss index over them (exact by default)."""
     cfg = recipe.get()
-    encoder = TextEncoder(load_encoder(cfg.models.encoder, cfg.models))
-    started = time.perf_counter()
-    embeddings = encoder.encode(item_catalog["text"].to_list(), progress=progress_logger(context, "item texts"))
-    seconds = time.perf_counter() - started
-    index = ItemIndex.build(item_catalog["item_id"].to_list(), embeddings, kind=cfg.evaluation.index_kind)
-    folder = workspace.outputs.folder("item_index")
-    index.save(folder)
-    info = ItemIndexInfo(folder=folder, items=len(index.item_ids), dim=int(embeddings.shape[1]),
-                         kind=cfg.evaluation.index_kind, encoder=cfg.models.encoder)
-    with mlflow.asset_run(context, cfg, "item_index") as run:
-        run.log_metrics({"items": info.items, "encode_seconds": seconds, "items_per_second": info.items / seconds})
-        log_tables(run, [catalog_table(item_catalog)])
-    context.add_output_metadata({**fields_json(info), "encode_seconds": seconds, "mlflow_run": mlflow.link(run)})
+    kind = cfg.evaluation.index_kind
+    built = base_catalog_index(item_catalog, cfg.models, kind, progress=progress_logger(context, "item texts"))
+    folder = built.index.save(workspace.outputs.folder("item_index"))
+    info = ItemIndexInfo(folder=folder, items=built.items, dim=built.encoder.dimension, kind=kind,
+                         encoder=cfg.models.encoder)
+    record_item_index(context, mlflow, cfg, info, built, item_catalog)
     return info

@@ -1,16 +1,14 @@
 """The served model: the chosen trained variant as one MLflow pyfunc model, registered with its
 lineage as the `challenger`, and the blocking check that makes it `champion` only on a win."""
 
-import tempfile
-from pathlib import Path
-
 import dagster as dg
 import polars as pl
 
-from lpt_core.serving.pyfunc_model import ServableParts, save_servable_model
-from lpt_core.serving.registry import Lineage, gate_challenger, register_challenger
+from lpt_core.serving.pyfunc_model import ServableParts
+from lpt_core.serving.registry import gate_challenger, register_servable
 from lpt_core.training.variants import get_variant
-from lpt_dagster.lineage import catalog_table, example_splits, log_tables, profile_tables, read_tables
+from lpt_dagster.lineage import catalog_table, example_splits, profile_tables, read_tables
+from lpt_dagster.recording import record_registered_model, registering_run
 from lpt_dagster.resources import MlflowResource, RecipeResource
 from lpt_dagster.values import (
     EvaluationReport,
@@ -62,7 +60,6 @@ def registered_model(
         index_dir=trained_item_index[variant].folder,
         catalog=item_catalog,
     )
-    metrics = evaluation_report.means(variant)
     # The examples it trained on and was evaluated (and is gated) on, its catalogue and profiles,
     # and the data the examples were made from (read here for its digests).
     inputs = [
@@ -71,38 +68,16 @@ def registered_model(
         *profile_tables({"trained_profiles": trained_profiles}),
         *read_tables(raw_interactions=raw_interactions, raw_items=raw_items, cleaned_histories=cleaned_histories),
     ]
-    with mlflow.asset_run(context, cfg, "registered_model") as run:
-        run.set_tags({"lpt.variant": variant})
-        run.log_metrics(metrics)
-        lineage = Lineage(
-            orchestration_run_id=context.run_id,
-            recipe_hash=parts.recipe.content_hash(),
-            variant=variant,
-            training_hash=training.training_hash,
-            checkpoint=str(training.checkpoint),
-            training_run_id=training.mlflow_run_id,
-            registering_run_id=run.run_id,
-            data_digests=log_tables(run, inputs),
-            metrics=metrics,
-        )
-        with tempfile.TemporaryDirectory(prefix="lpt-registered-model-") as scratch:
-            model_dir = save_servable_model(parts, Path(scratch) / "model")
-            version = register_challenger(mlflow.tracker.client, model_dir, lineage, cfg.registry.model_name)
-    # The profile quality report's key numbers for this variant (reader accuracy, grounding,
-    # steerability) travel with the version, next to its ranking metrics.
-    for key, value in profile_quality_report.registry_tags[variant].items():
-        mlflow.tracker.client.set_model_version_tag(version.name, version.version, key, value)
-    model_uri = f"models:/{version.name}/{version.version}"
-    context.add_output_metadata(
-        {
-            "model_uri": model_uri,
-            "variant": variant,
-            "lineage": dg.MetadataValue.json(lineage.tags()),
-            "mlflow_run": mlflow.link(run),
-        }
-    )
-    return RegisteredModel(model_name=version.name, version=str(version.version), model_uri=model_uri,
-                           variant=variant, run_id=run.run_id)
+    metrics = evaluation_report.means(variant)
+    with registering_run(context, mlflow, cfg, variant, parts, training, metrics, inputs) as (run, lineage):
+        # The profile quality report's key numbers for this variant (reader accuracy, grounding,
+        # steerability) travel with the version, next to its ranking metrics.
+        version = register_servable(mlflow.tracker.client, parts, lineage, cfg.registry.model_name,
+                                    version_tags=profile_quality_report.registry_tags[variant])
+    registered = RegisteredModel(model_name=version.name, version=str(version.version),
+                                 model_uri=f"models:/{version.name}/{version.version}", variant=variant, run_id=run.run_id)
+    record_registered_model(context, mlflow, run, registered, lineage)
+    return registered
 
 
 @dg.asset_check(
