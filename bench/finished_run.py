@@ -9,9 +9,9 @@ from pathlib import Path
 
 import polars as pl
 
+from lpt_core.catalog_index import base_catalog_index
 from lpt_core.config import Recipe, load_recipe
 from lpt_core.data.splitting import train_item_counts
-from lpt_core.models import load_encoder
 from lpt_core.retrieval import ItemIndex, TextEncoder
 
 
@@ -46,8 +46,8 @@ class FinishedRun:
 
     def base_recommender(self) -> tuple[TextEncoder, ItemIndex]:
         """The recipe's frozen encoder and the plain cosine index of the catalogue's item texts."""
-        encoder = TextEncoder(load_encoder(self.recipe.models.encoder, self.recipe.models))
-        return encoder, ItemIndex.build(self.catalog["item_id"].to_list(), encoder.encode(self.catalog["text"].to_list()))
+        built = base_catalog_index(self.catalog, self.recipe.models)
+        return built.encoder, built.index
 
 
 def run_arguments(description: str) -> argparse.ArgumentParser:

@@ -37,12 +37,11 @@ import numpy as np
 import polars as pl
 import torch
 
+from lpt_core.catalog_index import base_catalog_index
 from lpt_core.config import load_recipe
 from lpt_core.data.splitting import train_item_counts
 from lpt_core.evaluation import head_training
 from lpt_core.generation.factory import make_generator
-from lpt_core.models import load_encoder
-from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.alternation import TrainingData, rl_rows
 from lpt_core.training.examples import rl_examples
 from lpt_core.training.item_head import fit_head_on_texts
@@ -67,8 +66,8 @@ def main() -> None:
               for name in ("user_examples", "item_catalog", "cleaned_items", "cleaned_histories", "zero_shot_profiles")}
     examples, catalog = tables["user_examples"], tables["item_catalog"]
 
-    encoder = TextEncoder(load_encoder(recipe.models.encoder, recipe.models))
-    base = ItemIndex.build(catalog["item_id"].to_list(), encoder.encode(catalog["text"].to_list()))
+    built = base_catalog_index(catalog, recipe.models)
+    encoder, base = built.encoder, built.index
     train, val = head_training(ev, examples, catalog, tables["zero_shot_profiles"]).rows["profile"]
     counts = train_item_counts(tables["cleaned_histories"], examples)
     fitted = fit_head_on_texts(encoder, base, train, val, ev.head, ev.seed, item_counts=counts)

@@ -37,6 +37,7 @@ import polars as pl
 import torch
 
 from lpt_core import text
+from lpt_core.catalog_index import index_catalog
 from lpt_core.config import GenerationConfig, ModelsConfig, Recipe, RewardTargetsFrom, RLConfig, load_recipe
 from lpt_core.data.preparation import prepare_data
 from lpt_core.generation.base import GeneratedProfile
@@ -99,7 +100,7 @@ class SweepSetup:
         rows = _first_window_prompts(examples.filter(pl.col("split") == "train"), catalog, recipe)
         models = recipe.models.model_copy(update={"device": "cpu", **({"dtype": dtype} if dtype else {})})
         encoder = TextEncoder(load_encoder(recipe.models.encoder, ModelsConfig(device="cpu", dtype="float32")))
-        index = ItemIndex.build(catalog["item_id"].to_list(), encoder.encode(catalog["text"].to_list()))
+        index = index_catalog(catalog, encoder).index
         yardstick = Yardstick(probe_set(_first_windows(rows, 1), probe), _held_out(rows, held_out_from),
                               RankReward(encoder, index, kind="ndcg"))
         picked = str(pick_dtype(models.dtype, torch.device("cpu"))).removeprefix("torch.")
