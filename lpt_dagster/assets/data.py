@@ -1,43 +1,16 @@
 """Data assets: raw tables -> cleaned histories -> user examples (train/val/test) + item catalogue."""
 
-import dataclasses
-
 import dagster as dg
 import polars as pl
 
 from lpt_core.data.preparation import clean_raw_data, split_cleaned_data
-from lpt_core.data.readers import TIMESTAMP_UNITS, InputAccount, RawData, read_raw
-from lpt_core.paths import resolve_repo_path
-from lpt_core.tracking import frame_digest
+from lpt_core.data.readers import InputAccount, RawData, read_raw
 from lpt_dagster.failures import user_errors_as_failures
-from lpt_dagster.lineage import TrackedTable, catalog_table, example_splits, log_tables, read_tables, written
-from lpt_dagster.metadata import figure_markdown, frame_preview, histogram_figure
+from lpt_dagster.recording import record_cleaned_data, record_raw_data, record_split
 from lpt_dagster.resources import MlflowResource, RecipeResource
 from lpt_dagster.subsets import selected_outputs
 
 GROUP = "data"
-
-
-def _table_stats(frame: pl.DataFrame) -> dict[str, int]:
-    return {
-        "rows": frame.height,
-        "users": frame["user_id"].n_unique() if "user_id" in frame.columns else 0,
-        "items": frame["item_id"].n_unique() if "item_id" in frame.columns else 0,
-    }
-
-
-def _accounting(raw: RawData) -> dict[str, int]:
-    """Totals over the input files: every row read is kept, quarantined or skipped."""
-    return {
-        "input_rows": sum(a.rows for a in raw.accounts),
-        "quarantined_rows": sum(a.quarantined for a in raw.accounts),
-        "skipped_rows": sum(sum(a.skipped.values()) for a in raw.accounts),
-        "optional_values_read_as_null": sum(sum(a.nulled.values()) for a in raw.accounts),
-        **{
-            f"timestamps_read_as_{unit}": sum(a.timestamp_units.get(unit, 0) for a in raw.accounts)
-            for unit in TIMESTAMP_UNITS
-        },
-    }
 
 
 @dg.multi_asset(
@@ -58,36 +31,11 @@ def raw_data(context: dg.AssetExecutionContext, recipe: RecipeResource, mlflow: 
     cfg = recipe.get()
     with user_errors_as_failures():
         raw: RawData = read_raw(cfg.data)
-    source = str(resolve_repo_path(cfg.data.path))
-    accounting = _accounting(raw)
-    for account in raw.accounts:
-        if account.skipped or account.nulled:
-            context.log.warning(
-                "%s: skipped %s; optional values read as null %s", account.file, account.skipped, account.nulled
-            )
-    with mlflow.asset_run(context, cfg, "raw_data") as run:
-        log_tables(run, written([TrackedTable("raw_interactions", raw.interactions, source, "raw"),
-                                 TrackedTable("raw_items", raw.items, source, "raw")]))
-        run.log_metrics({"raw_interactions": raw.interactions.height, **accounting})
-    quarantine_meta = {
-        **accounting,
-        "input_accounts": dg.MetadataValue.json([dataclasses.asdict(a) for a in raw.accounts]),
-        "quarantine_preview": frame_preview(raw.quarantine),
-    }
+    interactions_metadata, items_metadata = record_raw_data(context, mlflow, cfg, raw)
     yield from selected_outputs(
         context,
-        dg.Output(
-            raw.interactions,
-            output_name="raw_interactions",
-            metadata={**_table_stats(raw.interactions), **quarantine_meta, "source": source,
-                      "digest": frame_digest(raw.interactions), "preview": frame_preview(raw.interactions),
-                      "mlflow_run": mlflow.link(run)},
-        ),
-        dg.Output(
-            raw.items,
-            output_name="raw_items",
-            metadata={"rows": raw.items.height, "digest": frame_digest(raw.items), "preview": frame_preview(raw.items)},
-        ),
+        dg.Output(raw.interactions, output_name="raw_interactions", metadata=interactions_metadata),
+        dg.Output(raw.items, output_name="raw_items", metadata=items_metadata),
     )
 
 
@@ -119,33 +67,13 @@ def cleaned_data(
         interactions=raw_interactions, items=raw_items, quarantine=pl.DataFrame(), accounts=_input_accounts(context)
     )
     cleaned = clean_raw_data(raw, cfg)
-    interactions, items, report = cleaned.interactions, cleaned.items, cleaned.report
-    context.log.info("cleaning:\n%s", report.to_markdown())
-    with mlflow.asset_run(context, cfg, "cleaned_histories") as run:
-        log_tables(run, [
-            *read_tables(raw_interactions=raw_interactions, raw_items=raw_items),
-            *written([TrackedTable("cleaned_histories", interactions, "raw_interactions", "cleaned"),
-                      TrackedTable("cleaned_items", items, "raw_items", "cleaned")]),
-        ])
-        run.log_metrics({"cleaned_interactions": interactions.height, "cleaned_items": items.height})
-        run.log_text(report.to_markdown(), "cleaning_report.md")
-    per_user = interactions.group_by("user_id").len()["len"]
-    histories = dg.Output(
-        interactions,
-        output_name="cleaned_histories",
-        metadata={
-            **_table_stats(interactions),
-            "cleaning_steps": dg.MetadataValue.md(report.to_markdown()),
-            "interactions_per_user": figure_markdown(
-                histogram_figure(per_user, "Interactions per user after cleaning", "interactions")
-            ),
-            "digest": frame_digest(interactions),
-            "preview": frame_preview(interactions),
-            "mlflow_run": mlflow.link(run),
-        },
+    context.log.info("cleaning:\n%s", cleaned.report.to_markdown())
+    histories_metadata, items_metadata = record_cleaned_data(context, mlflow, cfg, raw, cleaned)
+    yield from selected_outputs(
+        context,
+        dg.Output(cleaned.interactions, output_name="cleaned_histories", metadata=histories_metadata),
+        dg.Output(cleaned.items, output_name="cleaned_items", metadata=items_metadata),
     )
-    kept_items = dg.Output(items, output_name="cleaned_items", metadata={"rows": items.height, "preview": frame_preview(items)})
-    yield from selected_outputs(context, histories, kept_items)
 
 
 @dg.multi_asset(
@@ -165,28 +93,9 @@ def split_data(
 ):
     cfg = recipe.get()
     prepared = split_cleaned_data(cleaned_histories, cleaned_items, cfg)
-    split, catalog, too_long = prepared.split, prepared.catalog, prepared.prompts_too_long
-    stats = split.stats()
-    context.log.info("split statistics: %s", stats)
-    with mlflow.asset_run(context, cfg, "user_examples") as run:
-        log_tables(run, [
-            *read_tables(cleaned_histories=cleaned_histories, cleaned_items=cleaned_items),
-            *written([*example_splits(split.examples, source="cleaned_histories"),
-                      catalog_table(catalog, source="cleaned_items")]),
-        ])
-        run.log_dict(stats, "split_stats.json")
-        run.log_metrics({"prompts_too_long": too_long, "catalog_items": catalog.height})
-    history_lengths = split.examples["history_item_ids"].list.len()
-    examples = dg.Output(
-        split.examples,
-        output_name="user_examples",
-        metadata={
-            "split_stats": dg.MetadataValue.json(stats),
-            "prompts_too_long_dropped": too_long,
-            "history_length": figure_markdown(histogram_figure(history_lengths, "History length", "items")),
-            "preview": frame_preview(split.examples),
-            "mlflow_run": mlflow.link(run),
-        },
+    examples_metadata, catalog_metadata = record_split(context, mlflow, cfg, cleaned_histories, cleaned_items, prepared)
+    yield from selected_outputs(
+        context,
+        dg.Output(prepared.examples, output_name="user_examples", metadata=examples_metadata),
+        dg.Output(prepared.catalog, output_name="item_catalog", metadata=catalog_metadata),
     )
-    catalogue = dg.Output(catalog, output_name="item_catalog", metadata={"items": catalog.height, "preview": frame_preview(catalog)})
-    yield from selected_outputs(context, examples, catalogue)

@@ -7,7 +7,6 @@ import polars as pl
 from lpt_core.serving.pyfunc_model import ServableParts
 from lpt_core.serving.registry import gate_challenger, register_servable
 from lpt_core.training.variants import get_variant
-from lpt_dagster.lineage import catalog_table, example_splits, profile_tables, read_tables
 from lpt_dagster.recording import record_registered_model, registering_run
 from lpt_dagster.resources import MlflowResource, RecipeResource
 from lpt_dagster.values import (
@@ -60,18 +59,12 @@ def registered_model(
         index_dir=trained_item_index[variant].folder,
         catalog=item_catalog,
     )
-    # The examples it trained on and was evaluated (and is gated) on, its catalogue and profiles,
-    # and the data the examples were made from (read here for its digests).
-    inputs = [
-        *example_splits(user_examples, ("train", "val", cfg.evaluation.split)),
-        catalog_table(item_catalog),
-        *profile_tables({"trained_profiles": trained_profiles}),
-        *read_tables(raw_interactions=raw_interactions, raw_items=raw_items, cleaned_histories=cleaned_histories),
-    ]
+    # The data the examples were made from, read here for its digests.
+    data = {"raw_interactions": raw_interactions, "raw_items": raw_items, "cleaned_histories": cleaned_histories}
     metrics = evaluation_report.means(variant)
-    with registering_run(context, mlflow, cfg, variant, parts, training, metrics, inputs) as (run, lineage):
-        # The profile quality report's key numbers for this variant (reader accuracy, grounding,
-        # steerability) travel with the version, next to its ranking metrics.
+    with registering_run(context, mlflow, cfg, parts, training, metrics, user_examples, trained_profiles, data) as (
+        run, lineage
+    ):
         version = register_servable(mlflow.tracker.client, parts, lineage, cfg.registry.model_name,
                                     version_tags=profile_quality_report.registry_tags[variant])
     registered = RegisteredModel(model_name=version.name, version=str(version.version),
