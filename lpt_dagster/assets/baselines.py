@@ -6,7 +6,7 @@ import polars as pl
 
 from lpt_core.recommenders.tuning import BaselineSearch, tune_and_save_baselines
 from lpt_dagster.assets.profiles import GPU_POOL
-from lpt_dagster.recording import record_baselines, trial_logger
+from lpt_dagster.recording.baselines import record_baselines, trial_logger
 from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.values import BaselineModels
 

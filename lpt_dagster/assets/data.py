@@ -6,7 +6,7 @@ import polars as pl
 from lpt_core.data.preparation import clean_raw_data, split_cleaned_data
 from lpt_core.data.readers import InputAccount, RawData, read_raw
 from lpt_dagster.failures import user_errors_as_failures
-from lpt_dagster.recording import record_cleaned_data, record_raw_data, record_split
+from lpt_dagster.recording.data import record_cleaned_data, record_raw_data, record_split
 from lpt_dagster.resources import MlflowResource, RecipeResource
 from lpt_dagster.subsets import selected_outputs
 

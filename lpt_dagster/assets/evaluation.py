@@ -7,7 +7,7 @@ import polars as pl
 
 from lpt_core.evaluation import EvaluationTables, evaluate
 from lpt_dagster.assets.profiles import GPU_POOL
-from lpt_dagster.recording import record_evaluation_report
+from lpt_dagster.recording.reports import record_evaluation_report
 from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.values import BaselineModels, EvaluationReport, ItemIndexInfo, TrainedIndexes
 

@@ -1,27 +1,16 @@
 """Profile and retrieval assets: zero-shot profiles from the generator, item embeddings + index."""
 
-
 import time
+from functools import partial
 
 import dagster as dg
 import polars as pl
 
-from lpt_core import text
 from lpt_core.catalog_index import base_catalog_index
 from lpt_core.config import Recipe
-from lpt_core.generation import make_generator
 from lpt_core.generation.store import ProfileStore
-from lpt_core.models import load_tokenizer
-from lpt_core.profiles import (
-    EXAMPLE_KEYS,
-    profile_train_users,
-    sampling_configs,
-    select_profile_examples,
-    write_profiles,
-)
-from lpt_dagster.lineage import TrackedTable, example_splits, log_tables, read_tables, written
-from lpt_dagster.metadata import frame_preview
-from lpt_dagster.recording import record_item_index
+from lpt_core.profile_writing import write_sampled_profiles, write_zero_shot_profiles
+from lpt_dagster.recording.profiles import record_item_index, record_sampled_profiles, record_zero_shot_profiles
 from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.values import ItemIndexInfo
 
@@ -46,19 +35,6 @@ def shared_profile_store(workspace: WorkspaceResource, cfg: Recipe) -> ProfileSt
     return ProfileStore(workspace.outputs.profile_store, chunk_size=4 * cfg.generation.batch_size)
 
 
-def _samples_markdown(profiles: pl.DataFrame, examples: pl.DataFrame, items: pl.DataFrame, count: int = 3) -> str:
-    """A few evaluation users' histories next to their profiles: people want to read them."""
-    is_eval = (profiles["split"] != "train").arg_true()[:count]
-    blocks = []
-    histories = text.history_texts(examples[is_eval], items)
-    for row, history in zip(profiles[is_eval].iter_rows(named=True), histories):
-        blocks.append(
-            f"### user {row['user_id']} ({row['split']})\n\n**History**\n\n```\n{history}\n```\n\n"
-            f"**Profile** ({row['num_tokens']} tokens)\n\n> {row['profile']}\n"
-        )
-    return "\n".join(blocks)
-
-
 @dg.asset(group_name=GROUP, pool=GPU_POOL)
 def zero_shot_profiles(
     context: dg.AssetExecutionContext,
@@ -76,35 +52,11 @@ def zero_shot_profiles(
     inputs reuses them, a changed prompt, model or decoding setting regenerates only what changed.
     """
     cfg = recipe.get()
-    examples = select_profile_examples(user_examples, profile_train_users(cfg.evaluation))
-    generator = make_generator(cfg.models.generator, cfg.models, cfg.generation)
-    store = shared_profile_store(workspace, cfg)
-    started = time.perf_counter()
-    profiles, fresh = write_profiles(
-        examples, cleaned_items, generator, store, cfg, progress=progress_logger(context, "profiles")
+    written_profiles = write_zero_shot_profiles(
+        user_examples, cleaned_items, cfg, shared_profile_store(workspace, cfg), progress_logger(context, "profiles")
     )
-    seconds = time.perf_counter() - started
-    samples = _samples_markdown(profiles, examples, cleaned_items)
-    summary = {
-        "profiles": profiles.height,
-        "newly_generated": fresh,
-        "mean_tokens": float(profiles["num_tokens"].mean() or 0.0),
-        "share_finished_at_end_of_turn": float(profiles["finished"].mean() or 0.0),
-        "generation_seconds": seconds,
-    }
-    with mlflow.asset_run(context, cfg, "zero_shot_profiles") as run:
-        run.log_metrics(summary)
-        run.log_text(samples, "profile_samples.md")
-        log_tables(run, [
-            *example_splits(user_examples),
-            *read_tables(cleaned_items=cleaned_items),
-            *written([TrackedTable("zero_shot_profiles", profiles, "user_examples", "profiles")]),
-        ])
-    context.add_output_metadata(
-        {**summary, "model": generator.model_id, "samples": dg.MetadataValue.md(samples),
-         "preview": frame_preview(profiles), "mlflow_run": mlflow.link(run)}
-    )
-    return profiles
+    record_zero_shot_profiles(context, mlflow, cfg, written_profiles, user_examples, cleaned_items)
+    return written_profiles.profiles
 
 
 @dg.asset(group_name=GROUP, pool=GPU_POOL)
@@ -119,32 +71,10 @@ def sampled_profiles(
     """evaluation.sampled_profiles profiles per evaluated example, sampled from the untrained
     generator, for the report's "profile_mean" row (none when the recipe asks for none)."""
     cfg = recipe.get()
-    ev = cfg.evaluation
-    examples = user_examples.filter(pl.col("split") == ev.split)
-    frames = [pl.DataFrame(schema={**dict(examples.select(EXAMPLE_KEYS).schema), "sample": pl.Int32, "profile": pl.String})]
-    if ev.sampled_profiles:
-        tokenizer = load_tokenizer(cfg.models.generator)
-        prompts = text.build_prompts(examples, cleaned_items, tokenizer, cfg.prompt, cfg.data.source)
-        store = shared_profile_store(workspace, cfg)
-        for sample, gen_cfg in enumerate(sampling_configs(cfg.generation, ev.sampled_profiles, ev.sample_temperature)):
-            generator = make_generator(cfg.models.generator, cfg.models, gen_cfg)
-            generated, _ = store.get_or_generate(
-                prompts, generator, gen_cfg, progress=progress_logger(context, f"sample {sample + 1}/{ev.sampled_profiles}")
-            )
-            frames.append(examples.select(EXAMPLE_KEYS).with_columns(
-                pl.lit(sample, dtype=pl.Int32).alias("sample"),
-                pl.Series("profile", [g.text for g in generated], dtype=pl.String),
-            ))
-    profiles = pl.concat(frames)
-    summary = {"samples_per_example": ev.sampled_profiles, "profiles": profiles.height}
-    with mlflow.asset_run(context, cfg, "sampled_profiles") as run:
-        run.log_metrics(summary)
-        log_tables(run, [
-            *example_splits(user_examples, [ev.split]),
-            *read_tables(cleaned_items=cleaned_items),
-            *written([TrackedTable("sampled_profiles", profiles, "user_examples", "profiles")]),
-        ])
-    context.add_output_metadata({**summary, "preview": frame_preview(profiles), "mlflow_run": mlflow.link(run)})
+    profiles = write_sampled_profiles(
+        user_examples, cleaned_items, cfg, shared_profile_store(workspace, cfg), partial(progress_logger, context)
+    )
+    record_sampled_profiles(context, mlflow, cfg, profiles, user_examples, cleaned_items)
     return profiles
 
 

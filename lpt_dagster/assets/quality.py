@@ -11,7 +11,7 @@ from lpt_core.profile_quality.report import registry_tags
 from lpt_core.profiles import assessed_examples
 from lpt_dagster.assets.profiles import GPU_POOL
 from lpt_dagster.lineage import EXAMPLES_ASSET, TrackedTable, catalog_table, profile_tables
-from lpt_dagster.recording import record_quality_report
+from lpt_dagster.recording.reports import record_quality_report
 from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.values import ItemIndexInfo, QualityReport, TrainedIndexes
 

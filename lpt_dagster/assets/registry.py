@@ -7,7 +7,7 @@ import polars as pl
 from lpt_core.serving.pyfunc_model import ServableParts
 from lpt_core.serving.registry import gate_challenger, register_servable
 from lpt_core.training.variants import get_variant
-from lpt_dagster.recording import record_registered_model, registering_run
+from lpt_dagster.recording.registry import gate_check_result, record_registered_model, registering_run
 from lpt_dagster.resources import MlflowResource, RecipeResource
 from lpt_dagster.values import (
     EvaluationReport,
@@ -89,26 +89,4 @@ def beats_champion(
         mlflow.tracker.client, registered_model.version, examples, model_name=registered_model.model_name,
         samples=cfg.evaluation.bootstrap_samples, confidence=cfg.evaluation.confidence, seed=cfg.evaluation.seed,
     )
-    numbers = {
-        "promoted": decision.promoted,
-        "challenger_version": decision.challenger_version,
-        "champion_version": decision.champion_version or "none",
-        "users": decision.n_users,
-    }
-    if decision.difference is not None:
-        numbers.update({
-            "metric": decision.metric,
-            "challenger_mean": decision.challenger.mean,
-            "champion_mean": decision.champion.mean,
-            "difference": decision.difference.mean,
-            "difference_low": decision.difference.low,
-            "difference_high": decision.difference.high,
-        })
-    # A challenger that does not win is a decision, not a failure: WARN marks the check failed in
-    # the UI without failing the run (nothing is downstream of the registry to hold back).
-    return dg.AssetCheckResult(
-        passed=decision.promoted,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=decision.reason,
-        metadata={**numbers, "decision": dg.MetadataValue.json(decision.as_dict())},
-    )
+    return gate_check_result(decision)

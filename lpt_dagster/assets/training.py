@@ -11,21 +11,21 @@ import dagster as dg
 import polars as pl
 
 from lpt_core.catalog_index import trained_catalog_index
-from lpt_core.profiles import EXAMPLE_KEYS, joined_profiles, write_profiles
+from lpt_core.profile_writing import write_trained_profiles
 from lpt_core.training.alternation import TrainingData, train_variant
-from lpt_core.training.policy import trained_profile_writer
-from lpt_core.training.variants import get_variant
 from lpt_dagster.assets.profiles import GPU_POOL, progress_logger, shared_profile_store
-from lpt_dagster.lineage import TrackedTable, catalog_table, example_splits, log_tables, read_tables, written
-from lpt_dagster.metadata import frame_preview
-from lpt_dagster.recording import record_trained_indexes, tracked_training, training_metadata
+from lpt_dagster.lineage import catalog_table, example_splits, read_tables
+from lpt_dagster.recording.training import (
+    record_trained_indexes,
+    record_trained_profiles,
+    tracked_training,
+    training_metadata,
+)
 from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.subsets import selected_outputs
 from lpt_dagster.values import TrainedGenerators, TrainedIndex, TrainedIndexes, TrainedRecommenders, fields_json
 
 GROUP = "training"
-# What trained_profiles keeps of each variant's profiles, beside EXAMPLE_KEYS and the variant name.
-PROFILE_COLUMNS = ("profile", "num_tokens", "finished")
 
 
 @dg.multi_asset(
@@ -90,36 +90,12 @@ def trained_profiles(
     """Every variant's profiles of the evaluation users. CL only keeps the base LLM, so its
     profiles are the zero-shot ones; the others are written by the merged trained generator."""
     cfg = recipe.get()
-    examples = user_examples.filter(pl.col("split") == cfg.evaluation.split)
-    store = shared_profile_store(workspace, cfg)
-    frames = []
-    for name, generator in trained_generator.variants.items():
-        if not generator.trains_generator:
-            profiles = joined_profiles(examples, zero_shot_profiles, "zero_shot_profiles", PROFILE_COLUMNS)
-        else:
-            writer = trained_profile_writer(
-                get_variant(name).recipe_for(cfg), generator.adapter_dir, model_id=f"{name}@{generator.checkpoint.name}"
-            )
-            profiles, fresh = write_profiles(
-                examples, cleaned_items, writer, store, cfg, progress=progress_logger(context, f"{name} profiles")
-            )
-            context.log.info(f"{name}: {fresh} profiles generated, {profiles.height - fresh} reused")
-        frames.append(profiles.select(*EXAMPLE_KEYS, *PROFILE_COLUMNS).with_columns(pl.lit(name).alias("variant")))
-    result = pl.concat(frames)
-    per_variant = result.group_by("variant").agg(
-        pl.col("num_tokens").mean().alias("mean_tokens"), pl.col("finished").mean().alias("share_finished_at_end_of_turn")
-    ).sort("variant")
-    with mlflow.asset_run(context, cfg, "trained_profiles") as run:
-        run.log_metrics(_per_variant_metrics(per_variant))
-        log_tables(run, [
-            *example_splits(user_examples, [cfg.evaluation.split]),
-            *read_tables(cleaned_items=cleaned_items, zero_shot_profiles=zero_shot_profiles),
-            *written([TrackedTable("trained_profiles", result, "trained_generator", "profiles")]),
-        ])
-    context.add_output_metadata(
-        {"per_variant": frame_preview(per_variant), "preview": frame_preview(result), "mlflow_run": mlflow.link(run)}
+    profiles, fresh = write_trained_profiles(
+        user_examples, cleaned_items, zero_shot_profiles, cfg, trained_generator.variants,
+        shared_profile_store(workspace, cfg), partial(progress_logger, context),
     )
-    return result
+    record_trained_profiles(context, mlflow, cfg, profiles, fresh, user_examples, cleaned_items, zero_shot_profiles)
+    return profiles
 
 
 @dg.asset(group_name=GROUP, pool=GPU_POOL)
@@ -146,13 +122,3 @@ def trained_item_index(
     trained = TrainedIndexes(indexes)
     record_trained_indexes(context, mlflow, cfg, trained, built, item_catalog)
     return trained
-
-
-def _per_variant_metrics(per_variant: pl.DataFrame) -> dict[str, float]:
-    """One row per variant as metrics named <variant>.<column>."""
-    return {
-        f"{row['variant']}.{column}": value
-        for row in per_variant.iter_rows(named=True)
-        for column, value in row.items()
-        if column != "variant"
-    }
