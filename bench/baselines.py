@@ -3,9 +3,10 @@ with their test-user metrics beside popularity's, all ranked by the shared rank_
 
 Uses the pipeline's processed split (.lpt/outputs/{user_examples,cleaned_histories,item_catalog}
 .parquet) when present, otherwise builds it from data/raw/ml-100k with the quick recipe as the data
-assets do (lpt_core.data.preparation; the recipe's tokenizers must be fetched). The default budget is the quick
-recipe's (tuning.BaselineSearch); `--trials 1 --epochs 5` is a fast smoke run. One torch thread by
-default: on this oversubscribed 2-core machine it is ~10x faster than two. Figures are noisy.
+assets do (lpt_core.data.preparation; the recipe's tokenizers must be fetched). The default budget
+is the quick recipe's (tuning.BaselineSearch); `--trials 1 --epochs 5` is a fast smoke run. One
+torch thread by default: on this oversubscribed 2-core machine it is ~10x faster than two. Figures
+are noisy.
 
     python bench/baselines.py [--trials N] [--epochs N] [--threads N]
 """
