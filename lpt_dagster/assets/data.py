@@ -67,7 +67,6 @@ def cleaned_data(
         interactions=raw_interactions, items=raw_items, quarantine=pl.DataFrame(), accounts=_input_accounts(context)
     )
     cleaned = clean_raw_data(raw, cfg)
-    context.log.info("cleaning:\n%s", cleaned.report.to_markdown())
     histories_metadata, items_metadata = record_cleaned_data(context, mlflow, cfg, raw, cleaned)
     yield from selected_outputs(
         context,

@@ -37,6 +37,5 @@ def evaluation_report(
     )
     report = evaluate(cfg, tables, item_index.folder, baseline_models.folder, trained_item_index.variants)
     files = report.save(workspace.outputs.folder("evaluation_report"))
-    context.log.info("evaluation report:\n%s", report.table_markdown)
     record_evaluation_report(context, mlflow, cfg, report, files, tables)
     return EvaluationReport(folder=files["json"].parent, methods=report.methods)

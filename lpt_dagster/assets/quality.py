@@ -10,7 +10,6 @@ from lpt_core.evaluation import assess_quality
 from lpt_core.profile_quality.report import registry_tags
 from lpt_core.profiles import assessed_examples
 from lpt_dagster.assets.profiles import GPU_POOL
-from lpt_dagster.lineage import EXAMPLES_ASSET, TrackedTable, catalog_table, profile_tables
 from lpt_dagster.recording.reports import record_quality_report
 from lpt_dagster.resources import MlflowResource, RecipeResource, WorkspaceResource
 from lpt_dagster.values import ItemIndexInfo, QualityReport, TrainedIndexes
@@ -39,9 +38,5 @@ def profile_quality_report(
         cfg, examples, item_catalog, zero_shot_profiles, trained_profiles, item_index.folder, trained_item_index.variants
     )
     files = report.save(workspace.outputs.folder("profile_quality_report"))
-    context.log.info("profile quality report:\n%s", report.markdown())
-    assessed = TrackedTable("assessed_examples", examples, EXAMPLES_ASSET, cfg.evaluation.split)
-    profiles = profile_tables({"zero_shot_profiles": zero_shot_profiles, "trained_profiles": trained_profiles})
-    record_quality_report(context, mlflow, cfg, report, files, examples,
-                          [assessed, catalog_table(item_catalog), *profiles])
+    record_quality_report(context, mlflow, cfg, report, files, examples, item_catalog, zero_shot_profiles, trained_profiles)
     return QualityReport(folder=files["json"].parent, registry_tags=registry_tags(report.numbers))

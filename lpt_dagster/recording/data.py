@@ -51,6 +51,7 @@ def record_cleaned_data(
     """cleaned_data: the tables read and written and the cleaning report; returns the metadata of
     cleaned_histories and of cleaned_items."""
     interactions, items, report = cleaned.interactions, cleaned.items, cleaned.report
+    context.log.info("cleaning:\n%s", report.to_markdown())
     with mlflow.asset_run(context, recipe, "cleaned_histories") as run:
         log_tables(run, [
             *read_tables(raw_interactions=raw.interactions, raw_items=raw.items),

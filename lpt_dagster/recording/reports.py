@@ -13,7 +13,15 @@ from lpt_core.evaluation import EvaluationTables
 from lpt_core.profile_quality.report import QualityReport, plot_quality
 from lpt_core.report import EvaluationReport
 from lpt_core.tracking import RunHandle
-from lpt_dagster.lineage import TrackedTable, catalog_table, example_splits, log_tables, profile_tables, read_tables
+from lpt_dagster.lineage import (
+    EXAMPLES_ASSET,
+    TrackedTable,
+    catalog_table,
+    example_splits,
+    log_tables,
+    profile_tables,
+    read_tables,
+)
 from lpt_dagster.metadata import figure_markdown, png_markdown
 from lpt_dagster.resources import MlflowResource
 
@@ -23,6 +31,7 @@ def record_evaluation_report(
     files: Mapping[str, Path], tables: EvaluationTables,
 ) -> None:
     """evaluation_report: its table, plot and size, every row's metrics and its files."""
+    context.log.info("evaluation report:\n%s", report.table_markdown)
     split = recipe.evaluation.split
     examples = tables.user_examples.filter(pl.col("split") == split)
     read = [
@@ -47,11 +56,18 @@ def record_evaluation_report(
 
 def record_quality_report(
     context: dg.AssetExecutionContext, mlflow: MlflowResource, recipe: Recipe, report: QualityReport,
-    files: Mapping[str, Path], examples: pl.DataFrame, tables: Iterable[TrackedTable],
+    files: Mapping[str, Path], examples: pl.DataFrame, item_catalog: pl.DataFrame, zero_shot_profiles: pl.DataFrame,
+    trained_profiles: pl.DataFrame,
 ) -> None:
     """profile_quality_report: its table, plot, genre samples and size, every variant's scores and
-    its files."""
-    run = _log_report(context, mlflow, recipe, "profile_quality_report", report.flat_metrics(), files, tables)
+    its files; `examples` are the assessed rows."""
+    context.log.info("profile quality report:\n%s", report.markdown())
+    read = [
+        TrackedTable("assessed_examples", examples, EXAMPLES_ASSET, recipe.evaluation.split),
+        catalog_table(item_catalog),
+        *profile_tables({"zero_shot_profiles": zero_shot_profiles, "trained_profiles": trained_profiles}),
+    ]
+    run = _log_report(context, mlflow, recipe, "profile_quality_report", report.flat_metrics(), files, read)
     context.add_output_metadata({
         "table": dg.MetadataValue.md(report.markdown()),
         "plot": figure_markdown(plot_quality(report.numbers)),
