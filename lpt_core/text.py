@@ -71,19 +71,22 @@ def build_prompts(
 
     The result ends with the assistant turn opened (add_generation_prompt), ready for generation.
     """
+    return [
+        chat_prompt(history, tokenizer, prompt, source)
+        for history in history_texts(examples, items, prompt.history_format)
+    ]
+
+
+def chat_prompt(history: str, tokenizer: Any, prompt: PromptConfig, source: str) -> str:
+    """One history's text (history_texts) as a chat-formatted prompt, the assistant turn opened."""
     instruction = instruction_for(prompt, source)
+    if prompt.instruction_position == "before":
+        content = f"{instruction}\n\n{history}"
+    else:
+        content = f"{history}\n\n{instruction}"
     system = [{"role": "system", "content": prompt.system}] if prompt.system else []
-    prompts = []
-    for history in history_texts(examples, items, prompt.history_format):
-        if prompt.instruction_position == "before":
-            content = f"{instruction}\n\n{history}"
-        else:
-            content = f"{history}\n\n{instruction}"
-        messages = [*system, {"role": "user", "content": content}]
-        prompts.append(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        )
-    return prompts
+    messages = [*system, {"role": "user", "content": content}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def token_counts(
