@@ -164,11 +164,12 @@ def _check_writer(recipe: Recipe, folder: Path, found: _Findings) -> None:
     if context is None:
         found.fact("models.generator: its config names no context length; prompt + profile not checked against it")
         return
-    for field, new_tokens in _generation_lengths(recipe).items():
+    lengths = _generation_lengths(recipe)
+    for field, new_tokens in lengths.items():
         if limit + new_tokens > context:
             found.problem(field, f"{new_tokens} new tokens after a prompt of up to {limit} (data.max_prompt_tokens) "
                                  f"= {limit + new_tokens}, over the writer's context of {context} tokens")
-    longest = max(_generation_lengths(recipe).values())
+    longest = max(lengths.values())
     if limit + longest <= context:
         found.fact(f"models.generator: prompt {limit} + profile {longest} tokens fit its context of {context}")
 
@@ -176,7 +177,11 @@ def _check_writer(recipe: Recipe, folder: Path, found: _Findings) -> None:
 def _check_chat_template(field: str, name: str, found: _Findings) -> PreTrainedTokenizerBase | None:
     from lpt_core.models import load_tokenizer
 
-    tokenizer = load_tokenizer(name)
+    try:
+        tokenizer = load_tokenizer(name)
+    except (OSError, ValueError) as exc:  # transformers' errors for missing or unreadable files
+        found.problem(field, f"{name!r}: its tokenizer does not load: {exc}")
+        return None
     if not getattr(tokenizer, "chat_template", None):
         found.problem(field, f"{name!r} has no chat template (chat_template.jinja or tokenizer_config.json): "
                              "prompts are built with the model's own template, so use an instruction-tuned model")
@@ -259,7 +264,12 @@ def _check_encoder_window(recipe: Recipe, found: _Findings) -> None:
     warning: with short item texts, as MovieLens', nothing is cut)."""
     from lpt_core.models import load_encoder
 
-    window = int(load_encoder(recipe.models.encoder, recipe.models.model_copy(update={"device": "cpu"})).max_seq_length)
+    try:
+        encoder = load_encoder(recipe.models.encoder, recipe.models.model_copy(update={"device": "cpu"}))
+    except (OSError, ValueError) as exc:  # transformers' errors for missing or unreadable files
+        found.problem("models.encoder", f"{recipe.models.encoder!r} does not load as a sentence-transformers model: {exc}")
+        return
+    window = int(encoder.max_seq_length)
     limit = recipe.data.max_item_tokens
     if limit > window:
         found.warning("data.max_item_tokens", f"{limit} is over the encoder's window of {window} tokens "

@@ -12,7 +12,7 @@ import pytest
 from tiny_lm import build_tiny_lm
 
 from lpt_core.cli import main
-from lpt_core.config import load_recipe
+from lpt_core.config import Recipe, load_recipe
 from lpt_core.recipe_checks import check_recipe
 
 # Gemma's chat template refuses a system turn in these words (google/gemma-2b-it).
@@ -52,7 +52,7 @@ def on_tiny_models(writer_2k, tiny_encoder_folder, amazon_sample) -> dict:
     }
 
 
-def _paper(overrides: dict, **changes: dict) -> object:
+def _paper(overrides: dict, **changes: dict) -> Recipe:
     """The paper recipe with `overrides`, each keyword's section updated by its dict."""
     merged = {**overrides}
     for section, values in changes.items():
@@ -138,9 +138,9 @@ def test_prompt_and_profile_past_the_writers_context_are_caught(on_tiny_models, 
 def test_a_system_turn_the_writers_template_refuses_is_named(on_tiny_models, writer_2k, tmp_path):
     gemma_like = shutil.copytree(writer_2k, tmp_path / "gemma_like")
     (gemma_like / "chat_template.jinja").write_text(GEMMA_LIKE_TEMPLATE, encoding="utf-8")
-    overrides = {**on_tiny_models, "models": {**on_tiny_models["models"], "generator": str(gemma_like)}}
-    assert check_recipe(_paper(overrides)).ok  # the paper recipe has no system turn
-    check = check_recipe(_paper(overrides, prompt={"system": "You write user profiles."}))
+    writer = {"generator": str(gemma_like)}
+    assert check_recipe(_paper(on_tiny_models, models=writer)).ok  # the paper recipe has no system turn
+    check = check_recipe(_paper(on_tiny_models, models=writer, prompt={"system": "You write user profiles."}))
     assert _fields(check) == ["prompt.system"]
     assert "System role not supported" in check.problems[0].message
 
@@ -148,8 +148,17 @@ def test_a_system_turn_the_writers_template_refuses_is_named(on_tiny_models, wri
 def test_a_writer_without_a_chat_template_is_named(on_tiny_models, writer_2k, tmp_path):
     base = shutil.copytree(writer_2k, tmp_path / "base_lm")
     (base / "chat_template.jinja").unlink()
-    overrides = {**on_tiny_models, "models": {**on_tiny_models["models"], "generator": str(base)}}
-    check = check_recipe(_paper(overrides))
+    check = check_recipe(_paper(on_tiny_models, models={"generator": str(base)}))
     assert _fields(check) == ["models.generator"]
     assert "has no chat template" in check.problems[0].message
 
+
+
+def test_a_writer_folder_without_a_tokenizer_is_named(on_tiny_models, writer_2k, tmp_path):
+    weights_only = tmp_path / "weights_only"
+    weights_only.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(writer_2k / name, weights_only / name)
+    check = check_recipe(_paper(on_tiny_models, models={"generator": str(weights_only)}))
+    assert _fields(check) == ["models.generator"]
+    assert "its tokenizer does not load" in check.problems[0].message
