@@ -112,7 +112,7 @@ def _check_recipe(args: argparse.Namespace) -> int:
     except RecipeError as exc:
         print(exc, file=sys.stderr)
         return 1
-    check = check_recipe(recipe)
+    check = check_recipe(recipe, read_data=args.data)
     print(check.to_text())
     return 0 if check.ok else 1
 
@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     check.add_argument("recipe", help="recipe name (configs/NAME.yaml) or path")
     check.add_argument("--overrides", help='YAML merged over the recipe, e.g. "models: {generator: /models/gemma-2b-it}"')
+    check.add_argument("--data", action="store_true",
+                       help="also read, clean and split the data and measure every prompt (minutes on a full dump)")
     check.set_defaults(run=_check_recipe)
     _add_profile_page_command(commands)
     args = parser.parse_args(argv)

@@ -80,19 +80,24 @@ class _Findings:
         self.problems.append(Problem(field, message))
 
 
-def check_recipe(recipe: Recipe) -> RecipeCheck:
-    """Check everything about `recipe` that needs neither a GPU nor reading the data (see above)."""
+def check_recipe(recipe: Recipe, read_data: bool = False) -> RecipeCheck:
+    """Check everything about `recipe` that needs neither a GPU nor reading the data (see above).
+
+    `read_data` also reads, cleans and splits the data as the pipeline does and measures every
+    example's prompt against data.max_prompt_tokens (minutes on a full Amazon dump)."""
     found = _Findings()
     _check_data_files(recipe, found)
     writer = _local_model("models.generator", recipe.models.generator, found)
     encoder = _local_model("models.encoder", recipe.models.encoder, found)
     judge = _local_model("quality.judge", recipe.quality.judge, found)
-    if writer is not None:
-        _check_writer(recipe, writer, found)
+    writer_tokenizer = _check_writer(recipe, writer, found) if writer is not None else None
     if judge is not None:
         _check_chat_template("quality.judge", recipe.quality.judge, found)
     if encoder is not None:
         _check_encoder_window(recipe, found)
+    data_found = not any(problem.field.startswith("data.") for problem in found.problems)
+    if read_data and data_found and writer_tokenizer is not None and encoder is not None:
+        _check_prompts_on_data(recipe, writer_tokenizer, found)
     return RecipeCheck(recipe.name, tuple(found.facts), tuple(found.warnings), tuple(found.problems))
 
 
@@ -132,18 +137,19 @@ def _local_model(field: str, name: str, found: _Findings) -> Path | None:
     return folder
 
 
-def _check_writer(recipe: Recipe, folder: Path, found: _Findings) -> None:
+def _check_writer(recipe: Recipe, folder: Path, found: _Findings) -> PreTrainedTokenizerBase | None:
     """The writer's chat template renders the recipe's prompt, and the prompt and the profiles fit
-    the writer's context and data.max_prompt_tokens."""
+    the writer's context and data.max_prompt_tokens. Returns the writer's tokenizer where its
+    template takes the recipe's prompt."""
     tokenizer = _check_chat_template("models.generator", recipe.models.generator, found)
     if tokenizer is None:
-        return
+        return None
     try:
         fixed = _prompt_tokens(recipe, tokenizer, "")
         shortest = _prompt_tokens(recipe, tokenizer, _shortest_history(recipe))
     except _TemplateRefused as refused:
         found.problem(refused.field, refused.message)
-        return
+        return None
     limit = recipe.data.max_prompt_tokens
     history_len = recipe.split.history_len
     if shortest > limit:
@@ -163,7 +169,7 @@ def _check_writer(recipe: Recipe, folder: Path, found: _Findings) -> None:
     context = _context_length(folder)
     if context is None:
         found.fact("models.generator: its config names no context length; prompt + profile not checked against it")
-        return
+        return tokenizer
     lengths = _generation_lengths(recipe)
     for field, new_tokens in lengths.items():
         if limit + new_tokens > context:
@@ -172,6 +178,7 @@ def _check_writer(recipe: Recipe, folder: Path, found: _Findings) -> None:
     longest = max(lengths.values())
     if limit + longest <= context:
         found.fact(f"models.generator: prompt {limit} + profile {longest} tokens fit its context of {context}")
+    return tokenizer
 
 
 def _check_chat_template(field: str, name: str, found: _Findings) -> PreTrainedTokenizerBase | None:
@@ -280,3 +287,40 @@ def _check_encoder_window(recipe: Recipe, found: _Findings) -> None:
     if longest > window:
         found.warning("models.encoder", f"profiles of up to {longest} writer tokens can exceed its window of "
                                         f"{window} tokens: it reads only their beginning")
+
+
+def _check_prompts_on_data(recipe: Recipe, tokenizer: Any, found: _Findings) -> None:
+    """Read, clean and split the data as the pipeline's data steps do, and measure every example's
+    prompt: a limit that drops every user is a problem, otherwise the spread is reported."""
+    from lpt_core import text
+    from lpt_core.data.cleaning import clean
+    from lpt_core.data.errors import DataError
+    from lpt_core.data.readers import read_raw
+    from lpt_core.data.splitting import split_users
+    from lpt_core.models import load_tokenizer
+
+    try:
+        raw = read_raw(recipe.data)
+    except DataError as exc:
+        items_path = recipe.data.items_path
+        named = items_path is not None and Path(exc.path).resolve() == resolve_repo_path(items_path).resolve()
+        found.problem("data.items_path" if named else "data.path", str(exc))
+        return
+    item_tokens = text.item_token_counter(load_tokenizer(recipe.models.encoder))
+    interactions, items, _ = clean(raw, recipe.data, item_token_counts=item_tokens)
+    examples = split_users(interactions, recipe.split).examples
+    if examples.is_empty():
+        found.problem("data.path", f"no example is left after cleaning ({recipe.data.k_core}-core) and the split "
+                                   f"({recipe.split.history_len} history items and a next new item per user)")
+        return
+    counts = text.prompt_token_counts(examples, items, tokenizer, recipe.prompt, recipe.data.source)
+    limit = recipe.data.max_prompt_tokens
+    over = int((counts > limit).sum())
+    summary = (f"{examples.height} examples of {examples['user_id'].n_unique()} users; prompt tokens median "
+               f"{int(counts.median())}, 95th percentile {int(counts.quantile(0.95))}, max {counts.max()}; "
+               f"{over} over data.max_prompt_tokens {limit}")
+    if over == len(counts):
+        found.problem("data.max_prompt_tokens", f"every example's prompt is over the limit ({summary}): every "
+                                                "user would be dropped at the split")
+    else:
+        found.fact(f"data: {summary} (those are dropped at the split)")

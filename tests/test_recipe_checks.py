@@ -162,3 +162,45 @@ def test_a_writer_folder_without_a_tokenizer_is_named(on_tiny_models, writer_2k,
     check = check_recipe(_paper(on_tiny_models, models={"generator": str(weights_only)}))
     assert _fields(check) == ["models.generator"]
     assert "its tokenizer does not load" in check.problems[0].message
+
+
+def _write_histories(folder: Path, review: str, users: int = 12, items: int = 6) -> dict:
+    """An Amazon-format dump where every user reviewed every item, one after the other (a 5-core
+    that survives cleaning), and the data overrides that point the recipe at it."""
+    reviews, meta = folder / "reviews.jsonl", folder / "meta.jsonl"
+    start = 1588687728923
+    reviews.write_text("".join(
+        json.dumps({"user_id": f"U{u}", "parent_asin": f"P{i}", "rating": 4.0, "text": review,
+                    "timestamp": start + 1000 * (items * u + i)}) + "\n"
+        for u in range(users) for i in range(items)
+    ), encoding="utf-8")
+    meta.write_text("".join(
+        json.dumps({"parent_asin": f"P{i}", "title": f"Film {i}", "categories": ["Drama"],
+                    "description": ["A slow-burn thriller."]}) + "\n"
+        for i in range(items)
+    ), encoding="utf-8")
+    return {"path": str(reviews), "items_path": str(meta)}
+
+
+def test_reading_the_data_measures_every_prompt(on_tiny_models, tmp_path):
+    data = _write_histories(tmp_path, "A slow-burn thriller with a great cast.")
+    check = check_recipe(_paper(on_tiny_models, data=data), read_data=True)
+    assert check.ok, check.to_text()
+    assert "data: 12 examples of 12 users; prompt tokens median" in check.to_text()
+    assert "0 over data.max_prompt_tokens 1024" in check.to_text()
+
+
+def test_reading_the_data_catches_prompts_all_over_the_limit(on_tiny_models, tmp_path):
+    # Four long reviews per history: every prompt is over 1,024 tokens, every user would be dropped.
+    data = _write_histories(tmp_path, "Too long, and the ending fell flat for me. " * 40)
+    check = check_recipe(_paper(on_tiny_models, data=data), read_data=True)
+    assert _fields(check) == ["data.max_prompt_tokens"]
+    assert "every example's prompt is over the limit (12 examples of 12 users" in check.problems[0].message
+
+
+def test_reading_the_data_names_the_file_that_does_not_read(on_tiny_models, tmp_path):
+    data = _write_histories(tmp_path, "Fine.")
+    Path(data["path"]).write_text("not json\n", encoding="utf-8")
+    check = check_recipe(_paper(on_tiny_models, data={**data, "bad_rows": "error"}), read_data=True)
+    assert _fields(check) == ["data.path"]
+    assert f"{data['path']}:1" in check.problems[0].message

@@ -6,10 +6,9 @@ import dagster as dg
 import polars as pl
 
 from lpt_core import text
-from lpt_core.config import Recipe
 from lpt_core.data.cleaning import clean
 from lpt_core.data.readers import TIMESTAMP_UNITS, InputAccount, RawData, read_raw
-from lpt_core.data.splitting import Split, drop_long_prompts, split_users
+from lpt_core.data.splitting import drop_long_prompts, split_users
 from lpt_core.models import load_tokenizer
 from lpt_core.paths import resolve_repo_path
 from lpt_core.tracking import frame_digest
@@ -103,16 +102,6 @@ def _input_accounts(context: dg.AssetExecutionContext) -> tuple[InputAccount, ..
     return tuple(InputAccount(**account) for account in accounts.value) if accounts else ()
 
 
-def _item_token_counter(cfg: Recipe):
-    tokenizer = load_tokenizer(cfg.models.encoder)
-
-    def count(items: pl.DataFrame) -> pl.Series:
-        texts = text.item_texts(items).to_list()
-        return pl.Series("tokens", text.token_counts(texts, tokenizer, add_special_tokens=True))
-
-    return count
-
-
 @dg.multi_asset(
     group_name=GROUP,
     can_subset=True,
@@ -132,7 +121,8 @@ def cleaned_data(
     raw = RawData(
         interactions=raw_interactions, items=raw_items, quarantine=pl.DataFrame(), accounts=_input_accounts(context)
     )
-    interactions, items, report = clean(raw, cfg.data, item_token_counts=_item_token_counter(cfg))
+    item_token_counts = text.item_token_counter(load_tokenizer(cfg.models.encoder))
+    interactions, items, report = clean(raw, cfg.data, item_token_counts=item_token_counts)
     context.log.info("cleaning:\n%s", report.to_markdown())
     with mlflow.asset_run(context, cfg, "cleaned_histories") as run:
         log_tables(run, [
@@ -161,12 +151,6 @@ def cleaned_data(
     yield from selected_outputs(context, histories, kept_items)
 
 
-def _prompt_token_counts(cfg: Recipe, split: Split, items: pl.DataFrame) -> pl.Series:
-    tokenizer = load_tokenizer(cfg.models.generator)
-    prompts = text.build_prompts(split.examples, items, tokenizer, cfg.prompt, cfg.data.source)
-    return pl.Series("tokens", text.token_counts(prompts, tokenizer))
-
-
 @dg.multi_asset(
     group_name=GROUP,
     can_subset=True,
@@ -184,9 +168,10 @@ def split_data(
 ):
     cfg = recipe.get()
     split = split_users(cleaned_histories, cfg.split)
-    split, too_long = drop_long_prompts(
-        split, _prompt_token_counts(cfg, split, cleaned_items), cfg.data.max_prompt_tokens
+    prompt_tokens = text.prompt_token_counts(
+        split.examples, cleaned_items, load_tokenizer(cfg.models.generator), cfg.prompt, cfg.data.source
     )
+    split, too_long = drop_long_prompts(split, prompt_tokens, cfg.data.max_prompt_tokens)
     catalog = cleaned_items.filter(pl.col("item_id").is_in(split.catalog_item_ids.implode()))
     catalog = catalog.with_columns(text.item_texts(catalog).alias("text")).sort("item_id")
     stats = split.stats()
