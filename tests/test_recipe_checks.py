@@ -12,7 +12,7 @@ import pytest
 from tiny_lm import build_tiny_lm
 
 from lpt_core.cli import main
-from lpt_core.config import Recipe, load_recipe
+from lpt_core.config import CONFIGS_DIR, Recipe, load_recipe
 from lpt_core.recipe_checks import check_recipe
 
 # Gemma's chat template refuses a system turn in these words (google/gemma-2b-it).
@@ -75,6 +75,20 @@ def test_the_paper_recipe_is_the_reference_configuration():
     assert (rl.lora_r, rl.lora_alpha, rl.learning_rate, rl.beta, rl.updates_per_round, rl.prompts_per_update) == (
         1024, 2048, 1e-7, 0.2, 200, 64)
     assert (recipe.training.contrastive.steps_per_round, recipe.training.contrastive.learning_rate) == (800, 1e-7)
+
+
+def test_the_paper_recipe_splits_over_the_gpu_counts_its_docs_launch():
+    # docs/reproducing.md launches it with configs/accelerate/ddp.yaml on 1, 2, 4 or 8 GPUs; batches
+    # are global and must split evenly over the processes.
+    import yaml
+
+    launch = yaml.safe_load((CONFIGS_DIR / "accelerate" / "ddp.yaml").read_text(encoding="utf-8"))
+    assert launch["distributed_type"] == "MULTI_GPU"
+    assert "configs/accelerate/ddp.yaml" in (CONFIGS_DIR.parent / "docs" / "reproducing.md").read_text(encoding="utf-8")
+    recipe = load_recipe("paper")
+    for processes in (1, 2, 4, 8):
+        assert recipe.training.rl.prompts_per_update % processes == 0
+        assert recipe.training.contrastive.batch_size % processes == 0
 
 
 def test_the_paper_recipe_passes_its_checks_on_tiny_models_and_the_amazon_sample(on_tiny_models):
