@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from tiny_lm import build_tiny_lm
 
 from lpt_core.cli import main
@@ -80,8 +81,6 @@ def test_the_paper_recipe_is_the_reference_configuration():
 def test_the_paper_recipe_splits_over_the_gpu_counts_its_docs_launch():
     # docs/reproducing.md launches it with configs/accelerate/ddp.yaml on 1, 2, 4 or 8 GPUs; batches
     # are global and must split evenly over the processes.
-    import yaml
-
     launch = yaml.safe_load((CONFIGS_DIR / "accelerate" / "ddp.yaml").read_text(encoding="utf-8"))
     assert launch["distributed_type"] == "MULTI_GPU"
     assert "configs/accelerate/ddp.yaml" in (CONFIGS_DIR.parent / "docs" / "reproducing.md").read_text(encoding="utf-8")
