@@ -1,5 +1,5 @@
-"""`lpt`: the few commands that are not Dagster runs (set-up fetch, printing results, training
-one variant on several GPUs, the profile page)."""
+"""`lpt`: the few commands that are not Dagster runs (set-up fetch, printing results, checking a
+recipe before a run, training one variant on several GPUs, the profile page)."""
 
 from __future__ import annotations
 
@@ -96,6 +96,27 @@ def _materialised_training_data(recipe: Recipe, outputs: paths.Outputs) -> Train
     )
 
 
+def _check_recipe(args: argparse.Namespace) -> int:
+    """Validate a recipe and check what it names (paths, chat template, prompt lengths) on this
+    machine, without a GPU: lpt_core.recipe_checks."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from lpt_core.config import RecipeError, load_recipe, read_yaml
+    from lpt_core.recipe_checks import check_recipe
+
+    try:
+        overrides = read_yaml(args.overrides) if args.overrides else {}
+        if not isinstance(overrides, dict):
+            raise RecipeError(f"--overrides must be a YAML mapping, got: {args.overrides!r}")
+        recipe = load_recipe(args.recipe, overrides)
+    except RecipeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    check = check_recipe(recipe, read_data=args.data)
+    print(check.to_text())
+    return 0 if check.ok else 1
+
+
 def _profile_page(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -118,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--variant", default="langptune_rebel", help="a variant of lpt_core.training.variants")
     train.add_argument("--root", help="checkpoint folder (default: outputs/training/VARIANT, as Dagster)")
     train.set_defaults(run=_train)
+    check = commands.add_parser(
+        "check-recipe", help="validate a recipe and check its paths, chat template and prompt lengths (no GPU)"
+    )
+    check.add_argument("recipe", help="recipe name (configs/NAME.yaml) or path")
+    check.add_argument("--overrides", help='YAML merged over the recipe, e.g. "models: {generator: /models/gemma-2b-it}"')
+    check.add_argument("--data", action="store_true",
+                       help="also read, clean and split the data and measure every prompt (minutes on a full dump)")
+    check.set_defaults(run=_check_recipe)
     _add_profile_page_command(commands)
     args = parser.parse_args(argv)
     return args.run(args)

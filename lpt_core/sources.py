@@ -32,6 +32,8 @@ class DataSource:
     item_noun: str
     needs_items_path: bool = False
     needs_column_map: bool = False
+    # data.path names a folder (MovieLens' atomic files), not a file.
+    path_is_folder: bool = False
 
 
 SOURCES: dict[str, DataSource] = {
@@ -43,6 +45,7 @@ SOURCES: dict[str, DataSource] = {
             instruction=f"The user rated (out of 5) the following movies, listed from oldest to newest. {_SUMMARY_REQUEST}",
             reader_question="Which movie would this user watch next?",
             item_noun="movies",
+            path_is_folder=True,
         ),
         DataSource(
             name="amazon_2023",

@@ -7,7 +7,7 @@ a hand-written format, so any instruction-tuned model gets the turn markers it w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from lpt_core.config import PromptConfig
@@ -71,19 +71,22 @@ def build_prompts(
 
     The result ends with the assistant turn opened (add_generation_prompt), ready for generation.
     """
+    return [
+        chat_prompt(history, tokenizer, prompt, source)
+        for history in history_texts(examples, items, prompt.history_format)
+    ]
+
+
+def chat_prompt(history: str, tokenizer: Any, prompt: PromptConfig, source: str) -> str:
+    """One history's text (history_texts) as a chat-formatted prompt, the assistant turn opened."""
     instruction = instruction_for(prompt, source)
+    if prompt.instruction_position == "before":
+        content = f"{instruction}\n\n{history}"
+    else:
+        content = f"{history}\n\n{instruction}"
     system = [{"role": "system", "content": prompt.system}] if prompt.system else []
-    prompts = []
-    for history in history_texts(examples, items, prompt.history_format):
-        if prompt.instruction_position == "before":
-            content = f"{instruction}\n\n{history}"
-        else:
-            content = f"{history}\n\n{instruction}"
-        messages = [*system, {"role": "user", "content": content}]
-        prompts.append(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        )
-    return prompts
+    messages = [*system, {"role": "user", "content": content}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def token_counts(
@@ -95,6 +98,28 @@ def token_counts(
         return []
     encoded = tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]
     return [len(ids) for ids in encoded]
+
+
+def item_token_counter(tokenizer: Any) -> Callable[[pl.DataFrame], pl.Series]:
+    """The cleaning's item-length measure (lpt_core.data.cleaning.clean): each ITEMS row's text in
+    `tokenizer`'s tokens (the encoder's), special tokens included, as the encoder reads it."""
+
+    def count(items: pl.DataFrame) -> pl.Series:
+        import polars as pl
+
+        return pl.Series("tokens", token_counts(item_texts(items).to_list(), tokenizer, add_special_tokens=True))
+
+    return count
+
+
+def prompt_token_counts(
+    examples: pl.DataFrame, items: pl.DataFrame, tokenizer: Any, prompt: PromptConfig, source: str
+) -> pl.Series:
+    """Each EXAMPLES row's chat prompt (build_prompts) in the writer's tokens: what the split's
+    length filter (data.max_prompt_tokens) measures."""
+    import polars as pl
+
+    return pl.Series("tokens", token_counts(build_prompts(examples, items, tokenizer, prompt, source), tokenizer))
 
 
 def _item_text(row: dict[str, Any]) -> str:

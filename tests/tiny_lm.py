@@ -30,9 +30,10 @@ _TRAINING_TEXT = [
 ]
 
 
-def build_tiny_lm(folder: Path, head_dim: int = 16) -> Path:
-    """Write a 2-layer random LlamaForCausalLM (4 query heads, 2 KV heads of `head_dim`) and its
-    tokenizer (safetensors) into `folder`. vLLM's CPU attention needs a head_dim of 32 or more."""
+def build_tiny_lm(folder: Path, head_dim: int = 16, context: int = 1024) -> Path:
+    """Write a 2-layer random LlamaForCausalLM (4 query heads, 2 KV heads of `head_dim`, a context
+    of `context` tokens) and its tokenizer (safetensors) into `folder`. vLLM's CPU attention needs a
+    head_dim of 32 or more."""
     tokenizer = _build_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -41,7 +42,7 @@ def build_tiny_lm(folder: Path, head_dim: int = 16) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=1024,
+        max_position_embeddings=context,
         # Larger than the usual 0.02 so that logits are well separated: greedy choices in tests
         # should not flip on float rounding differences between padded and unpadded batches.
         initializer_range=0.5,

@@ -46,12 +46,7 @@ class SplitData:
 
 def clean_raw_data(raw: RawData, recipe: Recipe) -> CleanedData:
     """Clean per recipe.data, items too long for the recipe's encoder dropped."""
-    tokenizer = load_tokenizer(recipe.models.encoder)
-
-    def item_token_counts(items: pl.DataFrame) -> pl.Series:
-        texts = text.item_texts(items).to_list()
-        return pl.Series("tokens", text.token_counts(texts, tokenizer, add_special_tokens=True))
-
+    item_token_counts = text.item_token_counter(load_tokenizer(recipe.models.encoder))
     return CleanedData(*clean(raw, recipe.data, item_token_counts=item_token_counts))
 
 
@@ -60,7 +55,10 @@ def split_cleaned_data(cleaned_histories: pl.DataFrame, cleaned_items: pl.DataFr
     tokens) is over data.max_prompt_tokens, and give the catalogue its item texts."""
     split = split_users(cleaned_histories, recipe.split)
     split, too_long = drop_long_prompts(
-        split, _prompt_token_counts(split.examples, cleaned_items, recipe), recipe.data.max_prompt_tokens
+        split,
+        text.prompt_token_counts(split.examples, cleaned_items, load_tokenizer(recipe.models.generator), recipe.prompt,
+                                 recipe.data.source),
+        recipe.data.max_prompt_tokens,
     )
     return SplitData(split, item_catalog(cleaned_items, split.catalog_item_ids), too_long)
 
@@ -75,9 +73,3 @@ def prepare_data(recipe: Recipe) -> tuple[CleanedData, SplitData]:
     """The recipe's raw files read, cleaned and split, as the data assets make them."""
     cleaned = clean_raw_data(read_raw(recipe.data), recipe)
     return cleaned, split_cleaned_data(cleaned.interactions, cleaned.items, recipe)
-
-
-def _prompt_token_counts(examples: pl.DataFrame, items: pl.DataFrame, recipe: Recipe) -> pl.Series:
-    tokenizer = load_tokenizer(recipe.models.generator)
-    prompts = text.build_prompts(examples, items, tokenizer, recipe.prompt, recipe.data.source)
-    return pl.Series("tokens", text.token_counts(prompts, tokenizer))
