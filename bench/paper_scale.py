@@ -54,8 +54,7 @@ from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import pick_dtype
 from lpt_core.training.examples import RLExample
 from lpt_core.training.policy import make_policy
-from lpt_core.training.rebel import RebelTrainer, rebel_loss, shape_and_whiten
-from lpt_core.training.rollout import SAMPLES_PER_PROMPT
+from lpt_core.training.rebel import SAMPLES_PER_PROMPT, RebelTrainer, rebel_loss, shape_and_whiten
 
 # SmolLM2-135M's widths and vocabulary with 4 of its 30 blocks: the CPU run checks the script end
 # to end in about a minute on a shared 2-core machine; it is not a figure to compare with anything.
@@ -192,7 +191,7 @@ def main() -> None:
     tokenizer = _word_tokenizer(vocab_size=PROMPT_WORDS)
     cfg = RLConfig(
         prompts_per_update=shape.users,
-        passes_per_batch=args.passes,
+        algorithm={"name": "rebel", "passes_per_batch": args.passes},
         micro_batch_size=args.ours_micro_batch,
         learning_rate=1e-7,  # the reference's (Gemma); the value does not change the timing
         beta=0.2,
@@ -441,12 +440,12 @@ def _reference_update(
     rewards = shape_and_whiten(rewards, logp_old, logp_ref, cfg.beta)
     policy.train()
     with watch.section("passes: forward/backward"):
-        for _ in range(passes or cfg.passes_per_batch):
+        for _ in range(passes or cfg.algorithm.passes_per_batch):
             for user, rows in enumerate(users):
                 logp_new = logprobs(rows).cpu()
                 pair = slice(2 * user, 2 * user + 2)
                 loss = rebel_loss(logp_new[0], logp_old[pair][0], logp_new[1], logp_old[pair][1],
-                                  rewards[pair][0], rewards[pair][1], cfg.eta)
+                                  rewards[pair][0], rewards[pair][1], cfg.algorithm.eta)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -1,7 +1,7 @@
 """The vLLM engine colocated with a LoRA policy on its device, and the policy's weights written into it.
 
 Used by both vLLM paths that sample from a policy being trained: REBEL's rollouts
-(lpt_core.training.vllm_rollout, `training.rl.rollout_backend: vllm`) and the decoder phase's
+(lpt_core.training.rollout, `training.rl.rollout_backend: vllm`) and the decoder phase's
 profile writing (VLLMGenerator.for_policy, `generation.backend: vllm`). One engine per process
 lives next to the policy (on its GPU, or on the CPU with vLLM's CPU build) for the life of the
 process (vLLM does not reliably give its GPU memory back when an engine is dropped, so it is built

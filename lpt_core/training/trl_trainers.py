@@ -1,4 +1,5 @@
-"""GRPO and RLOO from TRL 1.16 on the profile writer, with the same reward and LoRA as REBEL.
+"""TRL 1.16's trainers (GRPO, RLOO: lpt_core.training.algorithms) on the profile writer, with
+the same reward and LoRA as REBEL.
 
 They exist to compare REBEL (the method's algorithm) with the two common alternatives on equal
 terms: the same RankReward, the same LoRA adapter, the same prompts per update and samples per
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import PrinterCallback, TrainerCallback
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Algorithm = Literal["grpo", "rloo"]
 # TRL's log keys -> REBEL's metric names (lpt_core.training.rebel.RebelTrainer.update).
 _METRIC_NAMES = {
     "reward": "reward_mean",
@@ -46,7 +46,7 @@ _TRL_REFERENCE_ADAPTER = "ref"
 
 
 def run_trl_updates(
-    algorithm: Algorithm,
+    trainer: tuple[type, type],
     policy: PeftModel,
     tokenizer: Any,
     examples: Sequence[RLExample],
@@ -56,24 +56,23 @@ def run_trl_updates(
     output_dir: Path,
     on_update: Callable[[int, dict], None] | None = None,
 ) -> list[dict]:
-    """cfg.updates_per_round GRPO or RLOO steps on `policy`'s own LoRA adapter; per-step metrics.
+    """cfg.updates_per_round steps of TRL's trainer (its config class, its trainer class) on
+    `policy`'s own LoRA adapter, with the algorithm's settings (cfg.algorithm, lpt_core.training.
+    algorithms) as the config's keywords of the same names; per-step metrics.
 
     TRL's own completion length counts the end-of-turn token, REBEL's profile_tokens does not.
     """
-    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
-
-    if algorithm not in ("grpo", "rloo"):
-        raise ValueError(f"algorithm {algorithm!r}: expected 'grpo' or 'rloo'")
     if len(examples) < cfg.prompts_per_update:
         raise ValueError(
             f"{len(examples)} examples cannot fill one update of rl.prompts_per_update={cfg.prompts_per_update}"
         )
     if cfg.rollout_backend == "vllm":
-        from lpt_core.training.vllm_rollout import check_rollout_backend
+        from lpt_core.training.rollout import check_rollout_backend
 
         check_rollout_backend(policy.device)
-    config_class, trainer_class = (GRPOConfig, GRPOTrainer) if algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
-    args = config_class(**_trainer_arguments(cfg, seed, output_dir, policy, tokenizer))
+    config_class, trainer_class = trainer
+    algorithm_arguments = cfg.algorithm.model_dump(exclude={"name"})
+    args = config_class(**_trainer_arguments(cfg, seed, output_dir, policy, tokenizer), **algorithm_arguments)
     collector = _MetricsCollector(on_update)
     stop_ids = stop_token_ids(tokenizer, policy.generation_config.eos_token_id)
     with _stopping_at_end_of_turn(policy, tokenizer):

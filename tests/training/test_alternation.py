@@ -110,7 +110,8 @@ def tiny_recipe(lm: Path, encoder: Path, item_bias: bool = False) -> Recipe:
         training=TrainingConfig(
             rounds=2,
             rl=RLConfig(
-                updates_per_round=1, prompts_per_update=2, passes_per_batch=1, micro_batch_size=4,
+                algorithm={"name": "rebel", "passes_per_batch": 1}, updates_per_round=1, prompts_per_update=2,
+                micro_batch_size=4,
                 max_new_tokens=3, lora_r=2, lora_alpha=4,
             ),
             contrastive=ContrastiveConfig(steps_per_round=2, batch_size=4, learning_rate=1e-3, item_bias=item_bias),
@@ -251,7 +252,8 @@ def test_one_short_round_on_the_default_models(tmp_path, tiny):
         generation=GenerationConfig(max_new_tokens=16, batch_size=8),
         training=TrainingConfig(
             rounds=1,
-            rl=RLConfig(updates_per_round=1, prompts_per_update=2, passes_per_batch=1, max_new_tokens=16),
+            rl=RLConfig(algorithm={"name": "rebel", "passes_per_batch": 1}, updates_per_round=1, prompts_per_update=2,
+                        max_new_tokens=16),
             contrastive=ContrastiveConfig(steps_per_round=2, batch_size=4, item_bias=True),
             max_train_users=4,
             max_val_users=2,
@@ -337,19 +339,25 @@ def test_on_a_cpu_the_policy_trains_in_float32_whatever_the_recipe_dtype(tiny):
     assert policy_models(bf16).generator == bf16.models.generator
 
 
-def test_a_variant_reports_the_recipe_settings_it_overrides_and_drops_settings_its_algorithm_ignores():
+def test_a_variant_reports_the_recipe_settings_it_overrides_and_keeps_its_own_algorithm_s_settings():
     from lpt_core.config import load_recipe
+    from lpt_core.training.algorithms.grpo import GRPOSettings
     from lpt_core.training.variants import get_variant
 
-    recipe = load_recipe("quick", {"training": {"rl": {"passes_per_batch": 2, "eta": 2.0}}})
+    recipe = load_recipe("quick", {"training": {"rl": {"algorithm": {"passes_per_batch": 3, "eta": 2.0}}}})
     grpo = get_variant("langptune_grpo")
 
     rl = grpo.recipe_for(recipe).training.rl
     overridden = grpo.overridden_settings(recipe)
 
-    assert (rl.algorithm, rl.samples_per_prompt, rl.passes_per_batch, rl.eta) == ("grpo", 4, 4, 1.0)
+    # Another algorithm starts from its own defaults; the recipe's REBEL settings are not its.
+    assert (rl.algorithm, rl.samples_per_prompt) == (GRPOSettings(), 4)
     assert overridden["training.rl.samples_per_prompt"] == (2, 4)
     assert overridden["training.rl.algorithm"] == ("rebel", "grpo")
+    # A variant naming the recipe's own algorithm keeps the recipe's settings of it.
+    rebel = get_variant("langptune_rebel")
+    assert (rebel.recipe_for(recipe).training.rl.algorithm.passes_per_batch, rebel.recipe_for(recipe).training.rl.algorithm.eta) == (3, 2.0)
+    assert "training.rl.algorithm" not in rebel.overridden_settings(recipe)
     assert "training.contrastive.item_bias" not in overridden  # the recipe already says False
 
 
