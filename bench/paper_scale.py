@@ -195,7 +195,7 @@ def main() -> None:
         micro_batch_size=args.ours_micro_batch,
         learning_rate=1e-7,  # the reference's (Gemma); the value does not change the timing
         beta=0.2,
-        max_new_tokens=shape.new_tokens,
+        sampling={"max_new_tokens": shape.new_tokens},
         lora_r=shape.lora_r,
         lora_alpha=shape.lora_alpha,
         gradient_checkpointing=args.gradient_checkpointing,
@@ -314,14 +314,14 @@ def _bench_ours(
     ):
         time_method(report, watch, target, method, label)
     try:
-        with _forced_length(policy, cfg.max_new_tokens):
+        with _forced_length(policy, cfg.sampling.max_new_tokens):
             seconds = timed_updates(report, "ours", partial(trainer.update, examples), watch, args.ours_updates,
                                     warmups=1, budget=budget, reserve_s=reserve_s)
         weight_bytes = sum(p.numel() * p.element_size() for p in policy.parameters())
         report.line(f"ours rollout: decode step compiled: {_decode_compiled(policy)}; weights read per decode "
                     f"step (base + LoRA): {weight_bytes / 1e9:.2f} GB")
         if "generation" in watch.seconds:
-            step_ms = 1000 * watch.seconds["generation"] / watch.counts["total"] / cfg.max_new_tokens
+            step_ms = 1000 * watch.seconds["generation"] / watch.counts["total"] / cfg.sampling.max_new_tokens
             report.line(f"ours rollout: {step_ms:.2f} ms per decode step (prefill included)")
         return seconds
     finally:
@@ -347,7 +347,7 @@ def _bench_reference(
             if args.reference_warmup == "short":
                 # Loads kernels and sizes the allocator without a full update's minutes.
                 started = time.perf_counter()
-                update(examples=examples[:1], new_tokens=min(8, cfg.max_new_tokens), passes=1)
+                update(examples=examples[:1], new_tokens=min(8, cfg.sampling.max_new_tokens), passes=1)
                 report.line(f"reference warm-up (short: 8 decode steps, one user's passes): {time.perf_counter() - started:.1f} s")
             warmups = 1 if args.reference_warmup == "full" else 0
             return timed_updates(report, "reference", update, watch, args.reference_updates, warmups=warmups,
@@ -410,7 +410,7 @@ def _reference_update(
 ) -> None:
     """One update the way the reference code runs it (see the module docstring)."""
     device = policy.device
-    new_tokens = new_tokens or cfg.max_new_tokens
+    new_tokens = new_tokens or cfg.sampling.max_new_tokens
     paired = [example.prompt for example in examples for _ in range(SAMPLES_PER_PROMPT)]
     batch = tokenizer(paired, padding=True, add_special_tokens=False, return_tensors="pt").to(device)
     prompt_width = batch["input_ids"].shape[1]

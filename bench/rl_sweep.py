@@ -68,7 +68,7 @@ def main() -> None:
         reward = RankReward(bench.encoder, bench.index, kind=cfg.reward)
         policy, tokenizer = bench.fresh_policy(cfg)
         started = time.perf_counter()
-        probes = bench.yardstick.curve(policy, tokenizer, cfg.max_new_tokens, args.probe_every, args.updates)
+        probes = bench.yardstick.curve(policy, tokenizer, cfg.sampling.max_new_tokens, args.probe_every, args.updates)
         history = run_rl_phase(policy, tokenizer, train_examples, reward, cfg, seed=0, output_dir=RESULTS, on_update=probes)
         seconds = time.perf_counter() - started - probes.seconds
         runs[setting] = history

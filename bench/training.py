@@ -84,7 +84,7 @@ def _arguments() -> argparse.Namespace:
 
 
 def _bench_rl(report: Report, recipe: Any, args: argparse.Namespace, reward: RankReward, item_ids: list[str]) -> None:
-    overrides = {"prompts_per_update": args.prompts, "max_new_tokens": args.new_tokens}
+    overrides = {"prompts_per_update": args.prompts, "sampling": {"max_new_tokens": args.new_tokens}}
     if args.passes is not None:
         overrides["algorithm"] = recipe.training.rl.algorithm.model_dump() | {"passes_per_batch": args.passes}
     if args.micro_batch is not None:
@@ -97,7 +97,7 @@ def _bench_rl(report: Report, recipe: Any, args: argparse.Namespace, reward: Ran
     rng = random.Random(0)
     examples = [RLExample(prompt, *_target_and_history(item_ids, rng)) for prompt in prompts]
     report.line(
-        f"RL: {args.prompts} prompts (~{prompt_tokens:.0f} tokens) x 2 samples x <= {cfg.max_new_tokens} tokens, "
+        f"RL: {args.prompts} prompts (~{prompt_tokens:.0f} tokens) x 2 samples x <= {cfg.sampling.max_new_tokens} tokens, "
         f"{cfg.algorithm.passes_per_batch} passes, micro-batch {cfg.micro_batch_size}, LoRA r={cfg.lora_r}, "
         f"{policy.get_base_model().dtype}"
     )

@@ -16,6 +16,7 @@ from typing import IO, Annotated, Literal
 import yaml
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     PositiveInt,
     SerializeAsAny,
@@ -158,10 +159,14 @@ class ModelsConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
-class GenerationConfig(StrictModel):
-    """Profile decoding settings; they are part of every stored profile's identity."""
+class SamplingConfig(StrictModel):
+    """How profiles are decoded, one type for every phase that writes them: the decoder phase's
+    (GenerationConfig is one), the RL rollouts' (training.rl.sampling) and best-of-n's samples'
+    (training.best_of_n.sampling). Each engine turns it into its own arguments in one place:
+    lpt_core.generation.hf_backend.hf_generation_config (transformers),
+    lpt_core.generation.vllm_engine.vllm_sampling_arguments (vLLM) and
+    lpt_core.training.trl_trainers.trl_sampling_arguments (TRL's trainers)."""
 
-    backend: Literal["transformers", "vllm"] = "transformers"
     max_new_tokens: int = Field(128, ge=1)
     do_sample: bool = False
     temperature: float = Field(1.0, gt=0)
@@ -170,6 +175,30 @@ class GenerationConfig(StrictModel):
     # semantics): against a small model's greedy loops ("the thrill of the unknown, the excitement
     # of the unknown"), at the price of also discouraging words the history uses.
     repetition_penalty: float = Field(1.0, gt=0)
+
+
+class SampledConfig(SamplingConfig):
+    """The sampling of a phase that learns from the differences between samples of one prompt
+    (RL, best-of-n): always sampled."""
+
+    do_sample: Literal[True] = True
+
+
+def _over(default: StrictModel) -> BeforeValidator:
+    """A recipe's partial section of this field is read over the field's default, not over the
+    type's: `rl: {sampling: {temperature: 0.7}}` keeps RL's own max_new_tokens."""
+    return BeforeValidator(lambda value: {**default.model_dump(), **value} if isinstance(value, dict) else value)
+
+
+_RL_SAMPLING = SampledConfig(max_new_tokens=96)
+_BEST_OF_N_SAMPLING = SampledConfig(max_new_tokens=64)
+
+
+class GenerationConfig(SamplingConfig):
+    """The decoder phase's profiles: how they are decoded (SamplingConfig's settings, flat under
+    `generation:`) and how the phase runs. All are part of every stored profile's identity."""
+
+    backend: Literal["transformers", "vllm"] = "transformers"
     # Cut a profile's loop where it starts repeating, and trim a profile cut by max_new_tokens (or
     # by the loop cut) back to its last complete sentence (lpt_core.generation.finishing): what a
     # person reads, the store keeps and a reward scores is a finished text. Off only to measure
@@ -300,8 +329,9 @@ class RLConfig(StrictModel):
     # no profile can move). Best-of-n under the full recipe's head taught the writer nothing
     # measurable, under cosine it lifted held-out NDCG (bench/results/adapter_yardstick_full.md).
     reward_ranking: Literal["recommender", "cosine"] = "recommender"
-    max_new_tokens: int = Field(96, ge=1)
-    temperature: float = Field(1.0, gt=0)
+    # How rollouts are sampled. REBEL's log-probs are the policy's own (temperature 1): another
+    # temperature, top_p or repetition penalty samples slightly off-policy (the reference: 1, 1, 1).
+    sampling: Annotated[SampledConfig, _over(_RL_SAMPLING)] = _RL_SAMPLING
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
@@ -347,8 +377,7 @@ class BestOfNConfig(StrictModel):
         None, ge=1, description="a new seeded draw of this many of the phase's RL examples each iteration; None: all"
     )
     samples: int = Field(4, ge=2)
-    temperature: float = Field(1.0, gt=0)
-    max_new_tokens: int = Field(64, ge=1)
+    sampling: Annotated[SampledConfig, _over(_BEST_OF_N_SAMPLING)] = _BEST_OF_N_SAMPLING
     batch_size: int = Field(16, ge=1, description="sampling batch, in sequences (batch_size // samples prompts share a prefill)")
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(1e-4, gt=0)

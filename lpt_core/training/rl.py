@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lpt_core.config import RLConfig
+from lpt_core.config import RLConfig, SamplingConfig
 from lpt_core.training.algorithms import rl_algorithm
 from lpt_core.training.algorithms.base import UpdateCallback
 from lpt_core.training.examples import RLExample, rewards_of
@@ -52,7 +52,7 @@ def run_rl_phase(
     if cfg.updates_per_round == 0:
         return []
     if cfg.probe_examples:
-        probe = RewardProbe(probe_set(examples, cfg.probe_examples), policy, tokenizer, reward, cfg.max_new_tokens)
+        probe = RewardProbe(probe_set(examples, cfg.probe_examples), policy, tokenizer, reward, cfg.sampling)
         on_update = probe.wrap(on_update, every=cfg.probe_every, last=cfg.updates_per_round)
     run = rl_algorithm(cfg.algorithm.name).run
     return run(policy, tokenizer, examples, reward, cfg, seed, output_dir, on_update)
@@ -75,13 +75,15 @@ class RewardProbe:
     (a later round's reward ranks with a retrained recommender)."""
 
     def __init__(
-        self, examples: Sequence[RLExample], policy: PeftModel, tokenizer: Any, reward: RankReward, max_new_tokens: int
+        self, examples: Sequence[RLExample], policy: PeftModel, tokenizer: Any, reward: RankReward,
+        sampling: SamplingConfig,
     ) -> None:
         from lpt_core.config import GenerationConfig
 
         self.examples = list(examples)
         self.reward = reward
-        self.greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, batch_size=len(self.examples))
+        # The phase's own decoding, greedy: the probe measures the policy, not the sampling noise.
+        self.greedy = GenerationConfig(**{**sampling.model_dump(), "do_sample": False}, batch_size=len(self.examples))
         self.policy = policy
         self.tokenizer = tokenizer
 

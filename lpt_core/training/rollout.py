@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor
 
-from lpt_core.config import GenerationConfig, RLConfig
+from lpt_core.config import RLConfig
 from lpt_core.generation.base import GeneratedProfile, profile_from_tokens
 from lpt_core.generation.hf_backend import hf_generation_config
-from lpt_core.generation.vllm_engine import colocated_engine, vllm_for_device
+from lpt_core.generation.vllm_engine import colocated_engine, vllm_for_device, vllm_sampling_arguments
 from lpt_core.training import distributed
 
 if TYPE_CHECKING:
@@ -89,11 +89,10 @@ class GenerateRolloutEngine:
         self.samples_per_prompt = cfg.samples_per_prompt
         self.stop_ids = list(stop_ids)
         self._autocast = autocast
-        # The seed is set per rollout (torch.manual_seed), not in this config.
-        sampling = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature)
-        # On CUDA a static KV cache gives the decode step fixed shapes, so transformers compiles it.
+        # The seed is set per rollout (torch.manual_seed). On CUDA a static KV cache gives the
+        # decode step fixed shapes, so transformers compiles it.
         self._generation_config = hf_generation_config(
-            sampling, self.stop_ids, tokenizer.pad_token_id, static_cache=policy.device.type == "cuda"
+            cfg.sampling, self.stop_ids, tokenizer.pad_token_id, static_cache=policy.device.type == "cuda"
         )
 
     def rollout(self, prompts: Sequence[str], seed: int) -> Rollout:
@@ -186,7 +185,7 @@ class VLLMRolloutEngine:
     """The RolloutEngine on the colocated vLLM engine (see the module docstring).
 
     Each rollout syncs the policy's weights first, then samples cfg.samples_per_prompt profiles per
-    prompt (vLLM's `n`) at cfg.temperature, top_p 1, no top_k, stopped at `stop_ids`. Each prompt's
+    prompt (vLLM's `n`) as cfg.sampling says, stopped at `stop_ids`. Each prompt's
     request has its own seed drawn from the update's seed (vLLM derives its n samples' seeds from
     it), so a rerun of an update samples the same profiles whatever vLLM's batching.
     """
@@ -217,10 +216,5 @@ class VLLMRolloutEngine:
 
     def _sampling_params(self, seed: int) -> Any:
         return self._engine.vllm.SamplingParams(
-            n=self.cfg.samples_per_prompt,
-            temperature=self.cfg.temperature,
-            top_p=1.0,
-            max_tokens=self.cfg.max_new_tokens,
-            stop_token_ids=self.stop_ids,
-            seed=seed,
+            n=self.cfg.samples_per_prompt, seed=seed, **vllm_sampling_arguments(self.cfg.sampling, self.stop_ids)
         )

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import PrinterCallback, TrainerCallback
 
-from lpt_core.config import RLConfig
+from lpt_core.config import RLConfig, SamplingConfig
 from lpt_core.generation.base import stop_token_ids
 from lpt_core.training.examples import RLExample, reward_columns
 from lpt_core.training.reward import RankReward, on_finished_profiles
@@ -88,6 +88,8 @@ def run_trl_updates(
     # the adapter as it is now (which is the base model only in the first round).
     if _TRL_REFERENCE_ADAPTER in policy.peft_config:
         policy.delete_adapter(_TRL_REFERENCE_ADAPTER)
+    if cfg.rollout_backend == "vllm":
+        _sync_as_rebel_does(trainer, policy)
     # With tqdm off, transformers prints every log dict to stdout; the collector logs instead.
     trainer.remove_callback(PrinterCallback)
     trainer.train()
@@ -114,10 +116,7 @@ def _trainer_arguments(cfg: RLConfig, seed: int, output_dir: Path, policy: PeftM
         "steps_per_generation": micro_steps,
         "num_iterations": 1,
         "num_generations": cfg.samples_per_prompt,
-        "max_completion_length": cfg.max_new_tokens,
-        "temperature": cfg.temperature,
-        "top_p": 1.0,
-        "top_k": 0,
+        **trl_sampling_arguments(cfg.sampling),
         "beta": cfg.beta,
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "use_cpu": not on_cuda,
@@ -129,6 +128,18 @@ def _trainer_arguments(cfg: RLConfig, seed: int, output_dir: Path, policy: PeftM
         "report_to": "none",
         "disable_tqdm": True,
         "log_completions": False,
+    }
+
+
+def trl_sampling_arguments(sampling: SamplingConfig) -> dict:
+    """TRL's sampling keywords for rl.sampling (TRL's trainers always sample), the same decoding
+    as the transformers and vLLM engines': no top_k."""
+    return {
+        "max_completion_length": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": 0,
+        "repetition_penalty": sampling.repetition_penalty,
     }
 
 
@@ -149,6 +160,21 @@ def _rollout_arguments(cfg: RLConfig, stop_ids: list[int]) -> dict:
         "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
         "generation_kwargs": {"stop_token_ids": stop_ids},
     }
+
+
+def _sync_as_rebel_does(trainer: Any, policy: PeftModel) -> None:
+    """TRL's colocated engine takes the policy's weights as REBEL's engine does
+    (lpt_core.generation.vllm_engine.load_policy_weights).
+
+    TRL 1.16 loads them weight by weight through the vLLM model's `load_weights`. On vLLM 0.32's
+    CPU build that fails at the first sync, "AttributeError: 'Parameter' object has no attribute
+    'weight_loader'": after loading, vLLM repacks each linear weight for its CPU kernel and drops
+    the loaders. (TRL 1.16 supports vLLM up to 0.31, the CUDA extra, where both paths load the
+    same way.) TRL's sleep mode, which the sync would also wake, is left off here."""
+    from lpt_core.generation.vllm_engine import load_policy_weights
+
+    generation = trainer.vllm_generation
+    generation.sync_weights = lambda: load_policy_weights(generation.llm, policy)
 
 
 def _dataset(examples: Sequence[RLExample]):

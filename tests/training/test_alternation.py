@@ -112,7 +112,7 @@ def tiny_recipe(lm: Path, encoder: Path, item_bias: bool = False) -> Recipe:
             rl=RLConfig(
                 algorithm={"name": "rebel", "passes_per_batch": 1}, updates_per_round=1, prompts_per_update=2,
                 micro_batch_size=4,
-                max_new_tokens=3, lora_r=2, lora_alpha=4,
+                sampling={"max_new_tokens": 3}, lora_r=2, lora_alpha=4,
             ),
             contrastive=ContrastiveConfig(steps_per_round=2, batch_size=4, learning_rate=1e-3, item_bias=item_bias),
             max_train_users=5,
@@ -253,7 +253,7 @@ def test_one_short_round_on_the_default_models(tmp_path, tiny):
         training=TrainingConfig(
             rounds=1,
             rl=RLConfig(algorithm={"name": "rebel", "passes_per_batch": 1}, updates_per_round=1, prompts_per_update=2,
-                        max_new_tokens=16),
+                        sampling={"max_new_tokens": 16}),
             contrastive=ContrastiveConfig(steps_per_round=2, batch_size=4, item_bias=True),
             max_train_users=4,
             max_val_users=2,
@@ -290,7 +290,7 @@ def test_profiles_of_an_untrained_policy_are_shared_through_the_store(tiny, tmp_
 def test_a_best_of_n_warm_start_runs_before_the_rl_updates_of_each_encoder_phase(tiny, tmp_path):
     lm, encoder, data = tiny
     recipe = tiny_recipe(lm, encoder)
-    warm = {"iterations": 1, "samples": 2, "max_new_tokens": 3, "batch_size": 8, "learning_rate": 1e-3}
+    warm = {"iterations": 1, "samples": 2, "sampling": {"max_new_tokens": 3}, "batch_size": 8, "learning_rate": 1e-3}
     rl = {**recipe.training.rl.model_dump(), "probe_examples": 2}
     recipe = Recipe.model_validate({**recipe.model_dump(), "training": {
         **recipe.training.model_dump(), "rounds": 1, "best_of_n": warm, "rl": rl}})
@@ -311,7 +311,7 @@ def test_best_of_n_hybrid_fine_tunes_the_writer_without_rl_over_a_fitted_hybrid_
     lm, encoder, data = tiny
     recipe = Recipe.model_validate(deep_merge(tiny_recipe(lm, encoder).model_dump(), {"training": {
         "rounds": 1, "rl": {"probe_examples": 2},
-        "best_of_n": {"samples": 2, "max_new_tokens": 3, "batch_size": 8, "learning_rate": 1e-3,
+        "best_of_n": {"samples": 2, "sampling": {"max_new_tokens": 3}, "batch_size": 8, "learning_rate": 1e-3,
                       "examples_per_iteration": 3},
         "contrastive": {"head": {"epochs": 2, "batch_size": 4}},
     }}))

@@ -33,7 +33,7 @@ ITEM_TEXTS = {
 # its batch's loss at every step size the line search tries, and the update keeps no step.
 TINY_RL = RLConfig(
     algorithm={"name": "rebel", "passes_per_batch": 2}, updates_per_round=2, prompts_per_update=2, micro_batch_size=2,
-    max_new_tokens=6, learning_rate=1e-3, beta=0.2,
+    sampling={"max_new_tokens": 6}, learning_rate=1e-3, beta=0.2,
 )
 
 
@@ -111,7 +111,7 @@ def test_one_rebel_update_trains_lora_while_the_disabled_adapter_stays_the_base_
         torch.testing.assert_close(_logits(policy, probe), base_logits)
     assert set(metrics) >= {"reward_mean", "reward_std", "kl", "loss", "profile_tokens", "seconds", "rollout_seconds"}
     assert 0.0 < metrics["reward_mean"] <= 1.0
-    assert 0 < metrics["profile_tokens"] <= TINY_RL.max_new_tokens
+    assert 0 < metrics["profile_tokens"] <= TINY_RL.sampling.max_new_tokens
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-4)  # sampled before any step: pi_old = pi_ref
 
 
@@ -141,7 +141,7 @@ def test_rollout_stops_at_the_end_of_turn_token_and_trains_on_it(tiny_lm_folder,
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     force_reply(model, reply, end_id=end_of_turn)
     # Near-greedy sampling: force_reply's logits separate the next token by 1 only.
-    cfg = TINY_RL.model_copy(update={"temperature": 0.01, "max_new_tokens": 10})
+    cfg = _changed(TINY_RL, sampling={"temperature": 0.01, "max_new_tokens": 10})
     trainer = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0)
 
     rollout = trainer.rollout([example.prompt for example in _examples(tokenizer)[:2]])
@@ -284,7 +284,7 @@ def test_trl_samples_stop_at_the_end_of_turn_token(tiny_lm_folder, reward, tmp_p
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
     reply = tokenizer(" enjoys comedies", add_special_tokens=False)["input_ids"]
     force_reply(model, reply, end_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
-    cfg = _changed(TINY_RL, algorithm="grpo", updates_per_round=1, temperature=0.01, max_new_tokens=10)
+    cfg = _changed(TINY_RL, algorithm="grpo", updates_per_round=1, sampling={"temperature": 0.01, "max_new_tokens": 10})
 
     (metrics,) = run_rl_phase(make_policy(model, cfg), tokenizer, _examples(tokenizer), reward, cfg, 0, tmp_path)
 
@@ -311,7 +311,7 @@ def test_a_rebel_update_on_smollm2_fits_its_regression_towards_the_better_profil
     encoder = TextEncoder(load_encoder("all-minilm-l6-v2", CPU_FP32))
     index = ItemIndex.build(list(ITEM_TEXTS), encoder.encode(list(ITEM_TEXTS.values())))
     reward = RankReward(encoder, index, kind="mrr")
-    cfg = RLConfig(prompts_per_update=3, max_new_tokens=16, learning_rate=2e-4, beta=0.0, micro_batch_size=2)
+    cfg = RLConfig(prompts_per_update=3, sampling={"max_new_tokens": 16}, learning_rate=2e-4, beta=0.0, micro_batch_size=2)
     trainer = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0)
     batch = _examples(tokenizer)[:3]
     rows = [example for example in batch for _ in range(2)]

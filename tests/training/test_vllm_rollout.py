@@ -28,7 +28,7 @@ from lpt_core.training.rollout import check_rollout_backend, rollout_from_genera
 from lpt_core.training.trl_trainers import _trainer_arguments
 
 CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
-TINY_RL = RLConfig(prompts_per_update=2, micro_batch_size=2, max_new_tokens=8, lora_r=4, lora_alpha=8)
+TINY_RL = RLConfig(prompts_per_update=2, micro_batch_size=2, sampling={"max_new_tokens": 8}, lora_r=4, lora_alpha=8)
 VLLM_MISSING = importlib.util.find_spec("vllm") is None
 
 @dataclass
