@@ -32,7 +32,7 @@ def main() -> None:
     rl = bench.recipe.training.rl
     policy, tokenizer = bench.fresh_policy(rl)  # a fresh LoRA writes as the base model does
     started = time.perf_counter()
-    untrained = bench.yardstick.per_user(policy, tokenizer, rl.max_new_tokens)
+    untrained = bench.yardstick.per_user(policy, tokenizer, rl.sampling.max_new_tokens)
     print(f"{len(bench.yardstick.probe)} probe users; untrained: "
           + ", ".join(f"{k} {untrained[k].mean():.4f}" for k in PROBE_KEYS)
           + f" ({time.perf_counter() - started:.0f} s)\n", flush=True)
@@ -40,7 +40,7 @@ def main() -> None:
     print("|---|" + "---|" * len(PROBE_KEYS))
     for adapter in args.adapter:
         load_adapter_weights(policy, adapter)
-        after = paired_change(untrained, bench.yardstick.per_user(policy, tokenizer, rl.max_new_tokens))
+        after = paired_change(untrained, bench.yardstick.per_user(policy, tokenizer, rl.sampling.max_new_tokens))
         print(f"| {adapter} | " + " | ".join(change_cell(after, k) for k in PROBE_KEYS) + " |", flush=True)
 
 

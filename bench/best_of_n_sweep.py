@@ -56,14 +56,15 @@ def main() -> None:
     rl = bench.recipe.training.rl
     policy, tokenizer = bench.fresh_policy(rl)
     started = time.perf_counter()
-    start = bench.yardstick.per_user(policy, tokenizer, rl.max_new_tokens)
+    start = bench.yardstick.per_user(policy, tokenizer, rl.sampling.max_new_tokens)
     probe_seconds = time.perf_counter() - started
     print(f"untrained: {_means(start)} ({probe_seconds:.0f} s)", flush=True)
 
     rows, runs = [], {}
     for setting in args.settings.split(","):
         samples, temperature, kind, targets, targets_from = _setting(setting)
-        cfg = BestOfNConfig(iterations=1, samples=samples, temperature=temperature, max_new_tokens=rl.max_new_tokens,
+        sampling = {"temperature": temperature, "max_new_tokens": rl.sampling.max_new_tokens}
+        cfg = BestOfNConfig(iterations=1, samples=samples, sampling=sampling,
                             learning_rate=args.learning_rate, epochs=args.epochs, batch_size=args.batch_size)
         pool = (bench.training_examples(targets, targets_from) if args.windows == "first"
                 else bench.any_window_examples(targets, targets_from, seed=0))
@@ -79,7 +80,7 @@ def main() -> None:
             if args.save_adapters:  # for bench/adapter_on_run.py and adapter_yardstick.py
                 policy.save_pretrained(str(args.save_adapters / setting.replace(":", "_") / f"iteration-{iteration + 1}"))
             metrics["seconds"] = time.perf_counter() - began
-            after = bench.yardstick.per_user(policy, tokenizer, rl.max_new_tokens)
+            after = bench.yardstick.per_user(policy, tokenizer, rl.sampling.max_new_tokens)
             metrics |= paired_change(start, after, args.seed)
             history.append(metrics)
             print(f"{setting} iteration {iteration + 1}: {json.dumps(metrics)}", flush=True)

@@ -90,8 +90,8 @@ def run_arm(arm: Arm, bench: SweepSetup, trained: list[RLExample], unseen: list[
         "updates_per_round": args.updates, "prompts_per_update": args.prompts, "probe_examples": 0,
     })
     policy, tokenizer = bench.fresh_policy(rl)
-    tokens = rl.max_new_tokens if arm.name == "rebel" else bench.recipe.training.best_of_n.max_new_tokens
-    probes = {group: RewardProbe(users, policy, tokenizer, reward, tokens) for group, users in zip(GROUPS, (trained, unseen))}
+    sampling = rl.sampling if arm.name == "rebel" else bench.recipe.training.best_of_n.sampling
+    probes = {group: RewardProbe(users, policy, tokenizer, reward, sampling) for group, users in zip(GROUPS, (trained, unseen))}
     arm.record(0, probes)
     save()
     started = time.perf_counter()

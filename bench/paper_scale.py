@@ -54,8 +54,7 @@ from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import pick_dtype
 from lpt_core.training.examples import RLExample
 from lpt_core.training.policy import make_policy
-from lpt_core.training.rebel import RebelTrainer, rebel_loss, shape_and_whiten
-from lpt_core.training.rollout import SAMPLES_PER_PROMPT
+from lpt_core.training.rebel import SAMPLES_PER_PROMPT, RebelTrainer, rebel_loss, shape_and_whiten
 
 # SmolLM2-135M's widths and vocabulary with 4 of its 30 blocks: the CPU run checks the script end
 # to end in about a minute on a shared 2-core machine; it is not a figure to compare with anything.
@@ -192,11 +191,11 @@ def main() -> None:
     tokenizer = _word_tokenizer(vocab_size=PROMPT_WORDS)
     cfg = RLConfig(
         prompts_per_update=shape.users,
-        passes_per_batch=args.passes,
+        algorithm={"name": "rebel", "passes_per_batch": args.passes},
         micro_batch_size=args.ours_micro_batch,
         learning_rate=1e-7,  # the reference's (Gemma); the value does not change the timing
         beta=0.2,
-        max_new_tokens=shape.new_tokens,
+        sampling={"max_new_tokens": shape.new_tokens},
         lora_r=shape.lora_r,
         lora_alpha=shape.lora_alpha,
         gradient_checkpointing=args.gradient_checkpointing,
@@ -315,14 +314,14 @@ def _bench_ours(
     ):
         time_method(report, watch, target, method, label)
     try:
-        with _forced_length(policy, cfg.max_new_tokens):
+        with _forced_length(policy, cfg.sampling.max_new_tokens):
             seconds = timed_updates(report, "ours", partial(trainer.update, examples), watch, args.ours_updates,
                                     warmups=1, budget=budget, reserve_s=reserve_s)
         weight_bytes = sum(p.numel() * p.element_size() for p in policy.parameters())
         report.line(f"ours rollout: decode step compiled: {_decode_compiled(policy)}; weights read per decode "
                     f"step (base + LoRA): {weight_bytes / 1e9:.2f} GB")
         if "generation" in watch.seconds:
-            step_ms = 1000 * watch.seconds["generation"] / watch.counts["total"] / cfg.max_new_tokens
+            step_ms = 1000 * watch.seconds["generation"] / watch.counts["total"] / cfg.sampling.max_new_tokens
             report.line(f"ours rollout: {step_ms:.2f} ms per decode step (prefill included)")
         return seconds
     finally:
@@ -348,7 +347,7 @@ def _bench_reference(
             if args.reference_warmup == "short":
                 # Loads kernels and sizes the allocator without a full update's minutes.
                 started = time.perf_counter()
-                update(examples=examples[:1], new_tokens=min(8, cfg.max_new_tokens), passes=1)
+                update(examples=examples[:1], new_tokens=min(8, cfg.sampling.max_new_tokens), passes=1)
                 report.line(f"reference warm-up (short: 8 decode steps, one user's passes): {time.perf_counter() - started:.1f} s")
             warmups = 1 if args.reference_warmup == "full" else 0
             return timed_updates(report, "reference", update, watch, args.reference_updates, warmups=warmups,
@@ -411,7 +410,7 @@ def _reference_update(
 ) -> None:
     """One update the way the reference code runs it (see the module docstring)."""
     device = policy.device
-    new_tokens = new_tokens or cfg.max_new_tokens
+    new_tokens = new_tokens or cfg.sampling.max_new_tokens
     paired = [example.prompt for example in examples for _ in range(SAMPLES_PER_PROMPT)]
     batch = tokenizer(paired, padding=True, add_special_tokens=False, return_tensors="pt").to(device)
     prompt_width = batch["input_ids"].shape[1]
@@ -441,12 +440,12 @@ def _reference_update(
     rewards = shape_and_whiten(rewards, logp_old, logp_ref, cfg.beta)
     policy.train()
     with watch.section("passes: forward/backward"):
-        for _ in range(passes or cfg.passes_per_batch):
+        for _ in range(passes or cfg.algorithm.passes_per_batch):
             for user, rows in enumerate(users):
                 logp_new = logprobs(rows).cpu()
                 pair = slice(2 * user, 2 * user + 2)
                 loss = rebel_loss(logp_new[0], logp_old[pair][0], logp_new[1], logp_old[pair][1],
-                                  rewards[pair][0], rewards[pair][1], cfg.eta)
+                                  rewards[pair][0], rewards[pair][1], cfg.algorithm.eta)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -7,7 +7,7 @@ bench/rl_sweep.py and best_of_n_sweep.py (the frozen base all-MiniLM-L6-v2 recom
 profiles of --probe train users, NDCG with no cutoff of the next item and of the held-out later
 targets), for each setting name:repetition_penalty[:max_new_tokens], where name is one of PROMPTS
 (the recipe's own prompt, or one that asks for the genres and themes the item texts are made of)
-and max_new_tokens defaults to the recipe's training.rl.max_new_tokens. Each setting gives two
+and max_new_tokens defaults to the recipe's training.rl.sampling.max_new_tokens. Each setting gives two
 rows from one generation: the raw profiles (generation.finish_profiles off) and the same profiles
 finished (lpt_core.generation.finishing: loops cut, trimmed to the last complete sentence), with
 the shares that end a sentence and that loop. Beside them, the no-LLM floor and reference on the
@@ -84,7 +84,7 @@ def main() -> None:
     rows: list[dict] = []
     base: dict[str, np.ndarray] | None = None
     for setting in args.settings.split(","):
-        name, penalty, max_new_tokens = _setting(setting, rl.max_new_tokens)
+        name, penalty, max_new_tokens = _setting(setting, rl.sampling.max_new_tokens)
         yardstick, histories = _yardstick(bench, name, args)
         started = time.perf_counter()
         raw = yardstick.generated(policy, tokenizer, max_new_tokens, penalty, finish=False)

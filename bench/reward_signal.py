@@ -80,7 +80,7 @@ def main() -> None:
     prompts = rl.filter(pl.col("window") == 0).head(args.users)
     targets = {user: group.sort("window")["target_item_id"].to_list() for (user,), group in rl.group_by("user_id")}
 
-    gen_cfg = recipe.generation.model_copy(update={"do_sample": True, "temperature": recipe.training.rl.temperature,
+    gen_cfg = recipe.generation.model_copy(update={"do_sample": True, "temperature": recipe.training.rl.sampling.temperature,
                                                    "seed": args.seed})
     generator = make_generator(recipe.models.generator, recipe.models, gen_cfg)
     started = time.perf_counter()

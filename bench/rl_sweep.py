@@ -69,7 +69,7 @@ def main() -> None:
         reward = RankReward(bench.encoder, bench.index, kind=cfg.reward)
         policy, tokenizer = bench.fresh_policy(cfg)
         started = time.perf_counter()
-        probes = bench.yardstick.curve(policy, tokenizer, cfg.max_new_tokens, args.probe_every, args.updates)
+        probes = bench.yardstick.curve(policy, tokenizer, cfg.sampling.max_new_tokens, args.probe_every, args.updates)
         history = run_rl_phase(policy, tokenizer, train_examples, reward, cfg, seed=0, output_dir=RESULTS, on_update=probes)
         seconds = time.perf_counter() - started - probes.seconds
         runs[setting] = history
@@ -185,10 +185,12 @@ def _setting(rl: RLConfig, setting: str) -> RLConfig:
     fields = setting.split(":")
     if len(fields) not in (3, 6):
         raise SystemExit(f"setting {setting!r}: expected lr:eta:passes[:reward:targets:whitening]")
-    update = {"learning_rate": float(fields[0]), "eta": float(fields[1]), "passes_per_batch": int(fields[2])}
+    rebel = rl.algorithm.model_dump() | {"eta": float(fields[1]), "passes_per_batch": int(fields[2])}
+    update = {"learning_rate": float(fields[0])}
     if len(fields) == 6:
-        update |= {"reward": fields[3], "reward_targets": int(fields[4]), "reward_whitening": fields[5]}
-    return RLConfig.model_validate(rl.model_dump() | update)
+        update |= {"reward": fields[3], "reward_targets": int(fields[4])}
+        rebel |= {"reward_whitening": fields[5]}
+    return RLConfig.model_validate(rl.model_dump() | update | {"algorithm": rebel})
 
 
 class Yardstick:

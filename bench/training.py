@@ -39,7 +39,7 @@ from generation import TITLES, _movielens_prompts  # noqa: E402  bench/generatio
 from paper_scale import Report, Stopwatch, time_method, timed_updates  # noqa: E402  beside this script
 
 from lpt_core import models  # noqa: E402
-from lpt_core.config import load_recipe  # noqa: E402
+from lpt_core.config import RLConfig, load_recipe  # noqa: E402
 from lpt_core.retrieval import ItemIndex, TextEncoder  # noqa: E402
 from lpt_core.training import contrastive  # noqa: E402
 from lpt_core.training.examples import RLExample  # noqa: E402
@@ -84,12 +84,12 @@ def _arguments() -> argparse.Namespace:
 
 
 def _bench_rl(report: Report, recipe: Any, args: argparse.Namespace, reward: RankReward, item_ids: list[str]) -> None:
-    overrides = {"prompts_per_update": args.prompts, "max_new_tokens": args.new_tokens}
+    overrides = {"prompts_per_update": args.prompts, "sampling": {"max_new_tokens": args.new_tokens}}
     if args.passes is not None:
-        overrides["passes_per_batch"] = args.passes
+        overrides["algorithm"] = recipe.training.rl.algorithm.model_dump() | {"passes_per_batch": args.passes}
     if args.micro_batch is not None:
         overrides["micro_batch_size"] = args.micro_batch
-    cfg = recipe.training.rl.model_copy(update=overrides)
+    cfg = RLConfig.model_validate(recipe.training.rl.model_dump() | overrides)
     model, tokenizer = models.load_generator(recipe.models.generator, recipe.models)
     policy = make_policy(model, cfg)
     prompts = _movielens_prompts(tokenizer, args.prompts, args.prompt_tokens)
@@ -97,8 +97,8 @@ def _bench_rl(report: Report, recipe: Any, args: argparse.Namespace, reward: Ran
     rng = random.Random(0)
     examples = [RLExample(prompt, *_target_and_history(item_ids, rng)) for prompt in prompts]
     report.line(
-        f"RL: {args.prompts} prompts (~{prompt_tokens:.0f} tokens) x 2 samples x <= {cfg.max_new_tokens} tokens, "
-        f"{cfg.passes_per_batch} passes, micro-batch {cfg.micro_batch_size}, LoRA r={cfg.lora_r}, "
+        f"RL: {args.prompts} prompts (~{prompt_tokens:.0f} tokens) x 2 samples x <= {cfg.sampling.max_new_tokens} tokens, "
+        f"{cfg.algorithm.passes_per_batch} passes, micro-batch {cfg.micro_batch_size}, LoRA r={cfg.lora_r}, "
         f"{policy.get_base_model().dtype}"
     )
     trainer = RebelTrainer(policy, tokenizer, reward, cfg, seed=0)

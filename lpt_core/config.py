@@ -11,17 +11,16 @@ import hashlib
 import json
 from collections.abc import Hashable
 from pathlib import Path
-from typing import IO, Annotated, Literal, get_args
+from typing import IO, Annotated, Literal
 
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
+    BeforeValidator,
     Field,
     PositiveInt,
+    SerializeAsAny,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -31,14 +30,14 @@ from lpt_core.evaluation_methods import HEAD_METHODS
 from lpt_core.merging import deep_merge
 from lpt_core.metrics import metric_cutoff
 from lpt_core.paths import resolve_repo_path
-from lpt_core.rl_algorithms import RL_ALGORITHMS
 from lpt_core.sources import SOURCES
+from lpt_core.strict_model import StrictModel
+from lpt_core.training.algorithms import rl_algorithm
+from lpt_core.training.algorithms.base import AlgorithmSettings
 from lpt_core.training.variants import VARIANTS
 
 # The recipe's allowed data sources: exactly those lpt_core.sources describes.
 SourceName = Literal[tuple(SOURCES)]  # type: ignore[valid-type]
-# The RL algorithms lpt_core.rl_algorithms describes.
-RLAlgorithmName = Literal[tuple(RL_ALGORITHMS)]  # type: ignore[valid-type]
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -49,21 +48,6 @@ PACKAGED_MODELS = ("smollm2-135m-instruct", "all-minilm-l6-v2")
 
 class RecipeError(ValueError):
     """A recipe file that cannot be read or does not validate; the message names file and field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _boolean_is_not_a_number(cls, value: object, info: ValidationInfo) -> object:
-        # YAML reads true/yes/on as booleans, and pydantic would quietly take one as the number 1.
-        accepted = get_args(cls.model_fields[info.field_name].annotation) or (
-            cls.model_fields[info.field_name].annotation,
-        )
-        if isinstance(value, bool) and bool not in accepted and {int, float} & set(accepted):
-            raise ValueError("expected a number, got a boolean")
-        return value
 
 
 def _one_of(names: tuple[str, ...], valid: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -95,7 +79,7 @@ def _metric_name(metric: str) -> str:
     return metric
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Where the raw data is and how it is cleaned."""
 
     source: SourceName = "movielens_100k"
@@ -138,7 +122,7 @@ class DataConfig(_Strict):
         return self
 
 
-class PromptConfig(_Strict):
+class PromptConfig(StrictModel):
     """How the profile prompt is laid out. The defaults are the paper's: instruction first, then one
     block per history item ("Title: ...", "Category: ...", the user's rating/review)."""
 
@@ -151,7 +135,7 @@ class PromptConfig(_Strict):
     history_format: Literal["blocks", "lines"] = "blocks"
 
 
-class SplitConfig(_Strict):
+class SplitConfig(StrictModel):
     """How users become train/val/test examples (docs/method.md, "Data and protocol")."""
 
     strategy: Literal["first_n", "leave_last_out"] = "first_n"
@@ -165,7 +149,7 @@ class SplitConfig(_Strict):
     seed: int = 0
 
 
-class ModelsConfig(_Strict):
+class ModelsConfig(StrictModel):
     """Model names: a packaged default, a local Hugging Face folder, a .gguf file or a hub id."""
 
     generator: ModelName = "smollm2-135m-instruct"
@@ -175,10 +159,14 @@ class ModelsConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
-class GenerationConfig(_Strict):
-    """Profile decoding settings; they are part of every stored profile's identity."""
+class SamplingConfig(StrictModel):
+    """How profiles are decoded, one type for every phase that writes them: the decoder phase's
+    (GenerationConfig is one), the RL rollouts' (training.rl.sampling) and best-of-n's samples'
+    (training.best_of_n.sampling). Each engine turns it into its own arguments in one place:
+    lpt_core.generation.hf_backend.hf_generation_config (transformers),
+    lpt_core.generation.vllm_engine.vllm_sampling_arguments (vLLM) and
+    lpt_core.training.trl_trainers.trl_sampling_arguments (TRL's trainers)."""
 
-    backend: Literal["transformers", "vllm"] = "transformers"
     max_new_tokens: int = Field(128, ge=1)
     do_sample: bool = False
     temperature: float = Field(1.0, gt=0)
@@ -187,6 +175,30 @@ class GenerationConfig(_Strict):
     # semantics): against a small model's greedy loops ("the thrill of the unknown, the excitement
     # of the unknown"), at the price of also discouraging words the history uses.
     repetition_penalty: float = Field(1.0, gt=0)
+
+
+class SampledConfig(SamplingConfig):
+    """The sampling of a phase that learns from the differences between samples of one prompt
+    (RL, best-of-n): always sampled."""
+
+    do_sample: Literal[True] = True
+
+
+def _over(default: StrictModel) -> BeforeValidator:
+    """A recipe's partial section of this field is read over the field's default, not over the
+    type's: `rl: {sampling: {temperature: 0.7}}` keeps RL's own max_new_tokens."""
+    return BeforeValidator(lambda value: {**default.model_dump(), **value} if isinstance(value, dict) else value)
+
+
+_RL_SAMPLING = SampledConfig(max_new_tokens=96)
+_BEST_OF_N_SAMPLING = SampledConfig(max_new_tokens=64)
+
+
+class GenerationConfig(SamplingConfig):
+    """The decoder phase's profiles: how they are decoded (SamplingConfig's settings, flat under
+    `generation:`) and how the phase runs. All are part of every stored profile's identity."""
+
+    backend: Literal["transformers", "vllm"] = "transformers"
     # Cut a profile's loop where it starts repeating, and trim a profile cut by max_new_tokens (or
     # by the loop cut) back to its last complete sentence (lpt_core.generation.finishing): what a
     # person reads, the store keeps and a reward scores is a finished text. Off only to measure
@@ -196,14 +208,14 @@ class GenerationConfig(_Strict):
     seed: int = 0
 
 
-class HeadStart(_Strict):
+class HeadStart(StrictModel):
     """Where an item-head fit starts: its scale and its bias (see ItemHeadConfig)."""
 
     scale: float = Field(gt=0)
     bias_init: Literal["zero", "popularity"]
 
 
-class ItemHeadConfig(_Strict):
+class ItemHeadConfig(StrictModel):
     """The item-side head over frozen text embeddings (lpt_core.training.item_head): item vector
     v_i = scale * (M k_i + r_i), score = q . v_i + b_i, fitted with a full-catalogue softmax on all
     train rows and stopped early on val NDCG@10. "linear" learns M and b; "hybrid" adds r."""
@@ -236,7 +248,7 @@ class ItemHeadConfig(_Strict):
         return (HeadStart(scale=self.scale, bias_init=self.bias_init), *self.other_starts)
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(StrictModel):
     ks: tuple[PositiveInt, ...] = Field((5, 10, 20), min_length=1)
     bootstrap_samples: int = Field(1000, ge=10)
     confidence: float = Field(0.95, gt=0, lt=1)
@@ -279,38 +291,31 @@ class EvaluationConfig(_Strict):
         return self
 
 
-RewardWhitening = Literal["batch", "within_prompt"]
 # Where a reward's later targets come from: the targets of the user's next windows (with the full
 # recipe's stride of 3, items 3 interactions apart) or every one of the user's next interactions
 # after the target (lpt_core.training.examples.rl_examples).
 RewardTargetsFrom = Literal["later_windows", "next_interactions"]
 
 
-class RLConfig(_Strict):
+class RLConfig(StrictModel):
     """The LLM ("encoder") phase: RL on the profile writer, reward = rank of the next item."""
 
-    algorithm: RLAlgorithmName = "rebel"
+    # The algorithm and the settings only it reads (lpt_core.training.algorithms): a name, for its
+    # defaults ("grpo"), or its section ({name: rebel, passes_per_batch: 2}).
+    algorithm: SerializeAsAny[AlgorithmSettings] = Field("rebel", validate_default=True)
     updates_per_round: int = Field(8, ge=0)
     prompts_per_update: int = Field(8, ge=1)
-    # REBEL compares two samples per prompt (the reference); GRPO/RLOO can take more.
+    # How many samples of each prompt the algorithm compares (REBEL: 2, the reference's).
     samples_per_prompt: int = Field(2, ge=2)
-    # REBEL: optimizer steps on each rollout batch, each on the gradient of the whole batch's loss
-    # (the reference's 4 passes with one mini-batch per pass).
-    passes_per_batch: int = Field(4, ge=1)
     # Rows per forward/backward pass; gradients accumulate over micro-batches up to the whole batch.
     micro_batch_size: int = Field(4, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
-    # REBEL: a step that raises its own batch's loss is undone and retried at half the step size,
-    # up to this many times per update (a backtracking line search; 0 turns the check off).
-    max_backtracks: int = Field(4, ge=0)
     # A fixed probe set of train examples whose GREEDY profiles are scored with the phase's reward
     # every `probe_every` updates (and before the first): the learning curve of the RL phase.
     probe_examples: int = Field(0, ge=0)
     probe_every: int = Field(5, ge=1)
     # KL shaping coefficient: reward - beta * (log pi_old - log pi_ref) (reference 0.2 for Gemma).
     beta: float = Field(0.2, ge=0)
-    # REBEL's regression scale on the reward difference (reference 1).
-    eta: float = Field(1.0, gt=0)
     # The rank reward (lpt_core.training.reward): the paper's ndcg or mrr, or log_rank.
     reward: Literal["ndcg", "mrr", "log_rank"] = "ndcg"
     # How many targets the reward averages over: the next item (1, the method's) and the targets
@@ -318,17 +323,15 @@ class RLConfig(_Strict):
     # interactions after the next item (reward_targets_from; lpt_core.training.examples.rl_examples).
     reward_targets: int = Field(1, ge=1)
     reward_targets_from: RewardTargetsFrom = "later_windows"
-    # REBEL: standardise the shaped rewards over the whole batch (the reference) or each sample's
-    # deviation from its prompt's mean (lpt_core.training.rebel.shape_and_whiten).
-    reward_whitening: RewardWhitening = "batch"
     # What the reward ranks with: "recommender" (the method's: the phase's trained recommender, its
     # item head and bias included) or "cosine" (plain cosine between the profile and the item texts
     # under the current encoder: only what the profile carries, without the popularity prior that
     # no profile can move). Best-of-n under the full recipe's head taught the writer nothing
     # measurable, under cosine it lifted held-out NDCG (bench/results/adapter_yardstick_full.md).
     reward_ranking: Literal["recommender", "cosine"] = "recommender"
-    max_new_tokens: int = Field(96, ge=1)
-    temperature: float = Field(1.0, gt=0)
+    # How rollouts are sampled. REBEL's log-probs are the policy's own (temperature 1): another
+    # temperature, top_p or repetition penalty samples slightly off-policy (the reference: 1, 1, 1).
+    sampling: Annotated[SampledConfig, _over(_RL_SAMPLING)] = _RL_SAMPLING
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
@@ -341,26 +344,30 @@ class RLConfig(_Strict):
     rollout_backend: Literal["transformers", "vllm"] = "transformers"
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1)
 
+    @field_validator("algorithm", mode="before")
+    @classmethod
+    def _algorithm_settings(cls, value: object) -> AlgorithmSettings:
+        if isinstance(value, AlgorithmSettings):
+            return value
+        section = {"name": value} if isinstance(value, str) else dict(value)  # type: ignore[call-overload]
+        settings = rl_algorithm(str(section.get("name"))).settings
+        try:
+            return settings.model_validate(section)
+        except ValidationError as error:
+            # Raised as a ValueError, pydantic reports it under rl.algorithm.
+            fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise ValueError(f"rl.algorithm {settings.model_fields['name'].default!r} ({settings.description}): {fields}") from None
+
     @model_validator(mode="after")
-    def _settings_the_algorithm_reads(self) -> RLConfig:
-        # A setting the algorithm does not read would be silently ignored: REBEL regresses exactly
-        # two samples, TRL's trainers take no passes, line search or eta.
-        algorithm = RL_ALGORITHMS[self.algorithm]
-        low, high = algorithm.min_samples_per_prompt, algorithm.max_samples_per_prompt
+    def _samples_the_algorithm_compares(self) -> RLConfig:
+        low, high = self.algorithm.min_samples_per_prompt, self.algorithm.max_samples_per_prompt
         if self.samples_per_prompt < low or (high is not None and self.samples_per_prompt > high):
             allowed = f"exactly {low}" if low == high else f"at least {low}"
-            raise ValueError(f"rl.samples_per_prompt {self.samples_per_prompt}: {self.algorithm} takes {allowed}")
-        for name in algorithm.unused_settings:
-            default = type(self).model_fields[name].default
-            if getattr(self, name) != default:
-                raise ValueError(
-                    f"rl.{name} {getattr(self, name)!r} is not read by rl.algorithm {self.algorithm!r} "
-                    f"({algorithm.description}): leave it at {default!r}"
-                )
+            raise ValueError(f"rl.samples_per_prompt {self.samples_per_prompt}: {self.algorithm.name} takes {allowed}")
         return self
 
 
-class BestOfNConfig(_Strict):
+class BestOfNConfig(StrictModel):
     """Best-of-n warm start at the start of each encoder phase (lpt_core.training.best_of_n):
     sample `samples` profiles per train example, fine-tune the LoRA on the best of each with TRL's
     SFTTrainer; `iterations` 0 turns it off."""
@@ -370,15 +377,14 @@ class BestOfNConfig(_Strict):
         None, ge=1, description="a new seeded draw of this many of the phase's RL examples each iteration; None: all"
     )
     samples: int = Field(4, ge=2)
-    temperature: float = Field(1.0, gt=0)
-    max_new_tokens: int = Field(64, ge=1)
+    sampling: Annotated[SampledConfig, _over(_BEST_OF_N_SAMPLING)] = _BEST_OF_N_SAMPLING
     batch_size: int = Field(16, ge=1, description="sampling batch, in sequences (batch_size // samples prompts share a prefill)")
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(1e-4, gt=0)
     micro_batch_size: int = Field(4, ge=1)
 
 
-class ContrastiveConfig(_Strict):
+class ContrastiveConfig(StrictModel):
     """The recommender ("decoder") phase: InfoNCE of profile -> target item text, in-batch negatives."""
 
     steps_per_round: int = Field(50, ge=0)
@@ -406,7 +412,7 @@ class ContrastiveConfig(_Strict):
         return self
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """Alternation of decoder (contrastive) and encoder (RL) phases, decoder first."""
 
     rounds: int = Field(2, ge=1)
@@ -441,7 +447,7 @@ class TrainingConfig(_Strict):
         return _one_of(variants, tuple(VARIANTS), "training variant(s)")
 
 
-class SASRecGrid(_Strict):
+class SASRecGrid(StrictModel):
     """SASRec settings searched on the validation users (names are SASRecConfig fields)."""
 
     hidden: tuple[int, ...] = (32, 64)
@@ -451,7 +457,7 @@ class SASRecGrid(_Strict):
     max_len: tuple[int, ...] = (20, 50)
 
 
-class BaselinesConfig(_Strict):
+class BaselinesConfig(StrictModel):
     """History baselines (SASRec, item-kNN): search space and budget, selected on val users
     (lpt_core.recommenders.tuning.BaselineSearch has the same fields and defaults)."""
 
@@ -470,7 +476,7 @@ class BaselinesConfig(_Strict):
     seed: int = 0
 
 
-class QualityConfig(_Strict):
+class QualityConfig(StrictModel):
     """The profile quality report (lpt_core.profile_quality): judge LLM, reader, steering edits."""
 
     judge: ModelName = "smollm2-135m-instruct"
@@ -481,14 +487,14 @@ class QualityConfig(_Strict):
     seed: int = 0
 
 
-class RegistryConfig(_Strict):
+class RegistryConfig(StrictModel):
     """Which trained variant is served, and under which registered model name."""
 
     variant: str = "langptune_rebel"  # one of training.variants
     model_name: str = "langptune"
 
 
-class Recipe(_Strict):
+class Recipe(StrictModel):
     name: str
     seed: int = 0
     data: DataConfig = DataConfig()

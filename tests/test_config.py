@@ -144,16 +144,23 @@ def test_an_item_head_and_an_in_batch_item_bias_are_not_both_learned():
         load_recipe("quick", {"training": {"contrastive": {"head": {"kind": "hybrid", "residual_l2": -1}}}})
 
 
-def test_a_setting_the_algorithm_does_not_read_is_an_error_not_ignored():
-    with pytest.raises(ValidationError, match="rl.eta 2.0 is not read by rl.algorithm 'grpo'"):
-        RLConfig(algorithm="grpo", samples_per_prompt=4, eta=2.0)
-    with pytest.raises(ValidationError, match="rl.reward_whitening 'within_prompt' is not read by rl.algorithm 'grpo'"):
-        RLConfig(algorithm="grpo", samples_per_prompt=4, reward_whitening="within_prompt")
-    with pytest.raises(RecipeError, match="rl.passes_per_batch 2 is not read by rl.algorithm 'rloo'"):
-        load_recipe("quick", {"training": {"rl": {"algorithm": "rloo", "samples_per_prompt": 4}}})
-    with pytest.raises(RecipeError, match="'rebel', 'grpo' or 'rloo'"):
+def test_a_setting_the_algorithm_does_not_read_is_an_error_that_names_it():
+    with pytest.raises(ValidationError, match=r"rl.algorithm 'grpo' \(GRPO.*\): eta: Extra inputs"):
+        RLConfig(algorithm={"name": "grpo", "eta": 2.0}, samples_per_prompt=4)
+    # quick.yaml sets REBEL's passes_per_batch and eta; RLOO reads neither.
+    with pytest.raises(RecipeError, match="training.rl.algorithm: .*'rloo'.*passes_per_batch: Extra inputs"):
+        load_recipe("quick", {"training": {"rl": {"algorithm": {"name": "rloo"}, "samples_per_prompt": 4}}})
+    with pytest.raises(RecipeError, match="unknown rl.algorithm 'ppo'; valid: rebel, grpo, rloo"):
         load_recipe("quick", {"training": {"rl": {"algorithm": "ppo"}}})
 
+
+def test_an_algorithm_is_a_name_for_its_defaults_or_its_section_and_dumps_whole():
+    from lpt_core.training.algorithms.rebel import RebelSettings
+
+    assert RLConfig(algorithm="rebel").algorithm == RebelSettings()
+    cfg = RLConfig(algorithm={"name": "rebel", "eta": 2.0})
+    assert cfg.model_dump()["algorithm"] == {**RebelSettings().model_dump(), "eta": 2.0}
+    assert RLConfig.model_validate(cfg.model_dump()) == cfg
 
 def test_head_rows_need_a_head_kind():
     methods = ["profile", "history_text_head"]
@@ -170,7 +177,7 @@ def test_rebel_takes_pairs_and_the_group_algorithms_are_variants_with_four_sampl
     recipe = load_recipe("quick")
     for name, algorithm in (("langptune_grpo", "grpo"), ("langptune_rloo", "rloo")):
         rl = get_variant(name).recipe_for(recipe).training.rl
-        assert (rl.algorithm, rl.samples_per_prompt) == (algorithm, 4)
+        assert (rl.algorithm.name, rl.samples_per_prompt) == (algorithm, 4)
 
 
 def test_a_repeated_key_is_an_error_naming_its_line(tmp_path):

@@ -1,8 +1,7 @@
 """docs/extending.md, followed literally: each extension path it describes, done exactly as it says,
 works, and touches the files it names and no others.
 
-A source and an RL algorithm change module-level registries that the config turns into its accepted
-names when it is imported, so they are added to a scratch copy of lpt_core and exercised in a fresh
+A source and an RL algorithm change module-level registries that the config reads, so they are added to a scratch copy of lpt_core and exercised in a fresh
 interpreter; the files the copy differs in are the files the path touches. A pipeline step is an
 asset and a value type, registered for the test only. (A report row: tests/test_baselines.py,
 test_a_new_report_row_is_one_decorated_function_and_its_name.)
@@ -139,35 +138,42 @@ def test_a_source_is_a_reader_module_and_an_entry_in_sources(tmp_path):
     assert touched(root) == ["lpt_core/data/readers/stars_csv.py", "lpt_core/sources.py"]
 
 
-def test_an_rl_algorithm_is_an_entry_and_a_variant_trains_with_it(tmp_path):
-    """Steps 1 and 3 of "Add an RL algorithm": its entry in RL_ALGORITHMS, which the config then
-    accepts, and a variant that trains with it. (Step 2, its runner, is the RL dispatch's.)"""
+def test_an_rl_algorithm_is_its_module_a_registry_line_and_a_variant(tmp_path):
+    """"Add an RL algorithm": its module (settings model and runner; tests/toy_algorithm.py),
+    one line in RL_ALGORITHM_MODULES, and a variant that trains with it. The config then takes
+    its settings and refuses another algorithm's. (tests/training/test_rl.py runs a toy
+    algorithm's runner through the RL phase.)"""
     root = scratch_copy(tmp_path / "checkout")
-    add_entry(root / "lpt_core" / "rl_algorithms.py", "    )\n}\n", '''\
-        RLAlgorithm("toy", "A toy algorithm: compares 2 samples, reads no REBEL setting", 2, 2, _REBEL_ONLY,
-                    uses_trl=False),
-''')
+    algorithms = root / "lpt_core" / "training" / "algorithms"
+    shutil.copy(REPO / "tests" / "toy_algorithm.py", algorithms / "toy.py")
+    source = (algorithms / "__init__.py").read_text(encoding="utf-8")
+    at = source.index("}\n", source.index("RL_ALGORITHM_MODULES"))
+    (algorithms / "__init__.py").write_text(
+        source[:at] + '    "toy": "lpt_core.training.algorithms.toy",\n' + source[at:], encoding="utf-8"
+    )
     add_entry(root / "lpt_core" / "training" / "variants.py", "    )\n}\n", '''\
         TrainingVariant("langptune_toy", "langptune", "LangPTune with the toy algorithm in place of REBEL",
-                        {"training": {"rl": {"algorithm": "toy"}}}),
+                        {"training": {"rl": {"algorithm": "toy", "samples_per_prompt": 3}}}),
 ''')
     run_in(root, '''
         import pydantic
         from lpt_core.config import RLConfig, load_recipe
+        from lpt_core.training.variants import get_variant
 
         recipe = load_recipe("quick", {"training": {"variants": ["langptune_toy"]},
                                        "registry": {"variant": "langptune_toy"}})
-        from lpt_core.training.variants import get_variant
-        assert get_variant("langptune_toy").recipe_for(recipe).training.rl.algorithm == "toy"
+        assert get_variant("langptune_toy").recipe_for(recipe).training.rl.algorithm.name == "toy"
+        assert RLConfig(algorithm={"name": "toy", "step_scale": 2.0}, samples_per_prompt=3).algorithm.step_scale == 2.0
         try:
-            RLConfig(algorithm="toy", eta=2.0)
+            RLConfig(algorithm={"name": "toy", "eta": 2.0}, samples_per_prompt=3)
         except pydantic.ValidationError as error:
             assert "eta" in str(error)
         else:
             raise AssertionError("a setting the toy algorithm does not read was accepted")
     ''')
-    assert touched(root) == ["lpt_core/rl_algorithms.py", "lpt_core/training/variants.py"]
-
+    assert touched(root) == [
+        "lpt_core/training/algorithms/__init__.py", "lpt_core/training/algorithms/toy.py", "lpt_core/training/variants.py",
+    ]
 
 @dataclass(frozen=True)
 class CatalogueTextSize:

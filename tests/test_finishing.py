@@ -122,7 +122,7 @@ def test_rollouts_and_the_trl_reward_score_the_finished_profile(loaded):
     output = torch.cat([torch.zeros(2, 3, dtype=torch.long), torch.tensor(rows)], dim=1)
     expected = [finish_profile(CUT, cut=True), "Enjoys comedies"]
 
-    rollout = rollout_from_generate(prompt_mask, output, tokenizer, stop_ids)
+    rollout = rollout_from_generate(prompt_mask, output, tokenizer, stop_ids, samples_per_prompt=1)
 
     assert [profile.text for profile in rollout.profiles] == expected
     scored: list[str] = []

@@ -68,7 +68,7 @@ def write_recipe(folder: Path, data_dir: Path, models: dict[str, Path]) -> Path:
         "quality": {"judge": str(models["generator"]), "max_users": 5, "edits_per_user": 1},
         "training": {
             "rounds": 1, "max_train_users": 6, "max_val_users": 4,
-            "rl": {"updates_per_round": 1, "prompts_per_update": 2, "micro_batch_size": 4, "max_new_tokens": 6},
+            "rl": {"updates_per_round": 1, "prompts_per_update": 2, "micro_batch_size": 4, "sampling": {"max_new_tokens": 6}},
             "contrastive": {"steps_per_round": 2, "batch_size": 4},
         },
     }

@@ -21,7 +21,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase,
 from transformers import GenerationConfig as HFGenerationConfig
 
 from lpt_core import models
-from lpt_core.config import GenerationConfig, ModelsConfig
+from lpt_core.config import GenerationConfig, ModelsConfig, SamplingConfig
 from lpt_core.generation.base import GeneratedProfile, check_batch_tokenizer, profile_from_tokens, stop_token_ids
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class _Cancelled(StoppingCriteria):
 
 
 def hf_generation_config(
-    gen_cfg: GenerationConfig, stop_ids: list[int], pad_token_id: int, *, static_cache: bool = False
+    sampling: SamplingConfig, stop_ids: list[int], pad_token_id: int, *, static_cache: bool = False
 ) -> HFGenerationConfig:
     """Our decoding settings, with every knob that would otherwise fall back to the model's own
     generation_config (top_k=50, no_repeat_ngram_size...) pinned, so that the stored settings
@@ -185,16 +185,16 @@ def hf_generation_config(
     on CUDA (pass `model.device.type == "cuda"`; on CPU the compile is skipped and a static cache
     only costs memory). False leaves the choice to the model's generation_config (dynamic by default)."""
     sampling = (
-        {"do_sample": True, "temperature": gen_cfg.temperature, "top_p": gen_cfg.top_p, "top_k": 0}
-        if gen_cfg.do_sample
+        {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
+        if sampling.do_sample
         else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     )
     return HFGenerationConfig(
-        max_new_tokens=gen_cfg.max_new_tokens,
+        max_new_tokens=sampling.max_new_tokens,
         eos_token_id=stop_ids,
         pad_token_id=pad_token_id,
         num_beams=1,
-        repetition_penalty=gen_cfg.repetition_penalty,
+        repetition_penalty=sampling.repetition_penalty,
         cache_implementation="static" if static_cache else None,
         **sampling,
     )

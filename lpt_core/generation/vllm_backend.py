@@ -20,7 +20,12 @@ from typing import Any
 from lpt_core import models
 from lpt_core.config import GenerationConfig, ModelsConfig
 from lpt_core.generation.base import GeneratedProfile, finished_profile, profile_from_tokens, stop_token_ids
-from lpt_core.generation.vllm_engine import colocated_engine, engine_device_options, vllm_for_device
+from lpt_core.generation.vllm_engine import (
+    colocated_engine,
+    engine_device_options,
+    vllm_for_device,
+    vllm_sampling_arguments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +116,9 @@ class VLLMGenerator:
         self.tokenizer = tokenizer
         self._llm = llm
         self._stop_ids = stop_token_ids(tokenizer, eos_ids)
-        self._sampling = vllm.SamplingParams(**_sampling_kwargs(gen_cfg, self._stop_ids))
+        # The seed is the recipe's; greedy decoding draws nothing.
+        seed = {"seed": gen_cfg.seed} if gen_cfg.do_sample else {}
+        self._sampling = vllm.SamplingParams(**vllm_sampling_arguments(gen_cfg, self._stop_ids), **seed)
 
     def generate(self, prompts: Sequence[str]) -> list[GeneratedProfile]:
         """One profile per prompt, in input order (vLLM returns outputs in request order)."""
@@ -156,21 +163,3 @@ def require_vllm(models_cfg: ModelsConfig) -> Any:
     with vLLM's CUDA build, or the CPU with its CPU build): the errors name generation.backend.
     Cheap, so callers that load a model first check here before."""
     return vllm_for_device(models.pick_device(models_cfg.device), "generation.backend")
-
-
-def _sampling_kwargs(gen_cfg: GenerationConfig, stop_ids: list[int]) -> dict[str, Any]:
-    """vLLM SamplingParams arguments equivalent to the transformers backend's decoding."""
-    common = {
-        "max_tokens": gen_cfg.max_new_tokens,
-        "stop_token_ids": stop_ids,
-        "skip_special_tokens": True,
-        "repetition_penalty": gen_cfg.repetition_penalty,
-    }
-    if not gen_cfg.do_sample:
-        return {**common, "temperature": 0.0}  # vLLM's greedy decoding
-    return {
-        **common,
-        "temperature": gen_cfg.temperature,
-        "top_p": gen_cfg.top_p,  # top_k left at vLLM's default: off, as in the transformers backend
-        "seed": gen_cfg.seed,
-    }

@@ -1,7 +1,7 @@
 """The vLLM engine colocated with a LoRA policy on its device, and the policy's weights written into it.
 
 Used by both vLLM paths that sample from a policy being trained: REBEL's rollouts
-(lpt_core.training.vllm_rollout, `training.rl.rollout_backend: vllm`) and the decoder phase's
+(lpt_core.training.rollout, `training.rl.rollout_backend: vllm`) and the decoder phase's
 profile writing (VLLMGenerator.for_policy, `generation.backend: vllm`). One engine per process
 lives next to the policy (on its GPU, or on the CPU with vLLM's CPU build) for the life of the
 process (vLLM does not reliably give its GPU memory back when an engine is dropped, so it is built
@@ -35,6 +35,8 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from peft import PeftModel
+
+    from lpt_core.config import SamplingConfig
 
 # TRL's value for colocated engines: vLLM's memory profiler, given its default (much larger), thinks
 # there is not enough memory left beside the trainer.
@@ -89,6 +91,21 @@ def engine_device_options(device: torch.device, gpu_memory_utilization: float) -
 # As a decorator, no_grad holds inside each step of the generator only, not in the caller's code
 # between steps (a `with` block around the yields would leave grad off in the caller).
 @torch.no_grad()
+def vllm_sampling_arguments(sampling: SamplingConfig, stop_ids: list[int]) -> dict[str, Any]:
+    """vLLM SamplingParams arguments equivalent to the transformers backend's decoding
+    (lpt_core.generation.hf_backend.hf_generation_config); the caller adds the seed and `n`."""
+    common = {
+        "max_tokens": sampling.max_new_tokens,
+        "stop_token_ids": stop_ids,
+        "skip_special_tokens": True,
+        "repetition_penalty": sampling.repetition_penalty,
+    }
+    if not sampling.do_sample:
+        return {**common, "temperature": 0.0}  # vLLM's greedy decoding
+    # top_k left at vLLM's default: off, as in the transformers backend.
+    return {**common, "temperature": sampling.temperature, "top_p": sampling.top_p}
+
+
 def merged_policy_weights(policy: PeftModel) -> Iterator[tuple[str, Tensor]]:
     """Every weight of `policy` with its active LoRA adapter folded in, under the base model's
     parameter names (those vLLM's `load_weights` takes), one tensor at a time; the policy is not
@@ -128,20 +145,24 @@ class ColocatedEngine:
     gpu_memory_utilization: float
 
     def sync(self, policy: PeftModel) -> None:
-        """Write the policy's current weights (LoRA merged) into the engine, then drop vLLM's
-        prefix cache, whose keys and values were computed with the old weights.
+        load_policy_weights(self.llm, policy)
 
-        Through the runner's in-place `reload_weights` where vLLM has it (0.32 on): it redoes the
-        processing vLLM applies after loading, which on the CPU repacks every linear layer's weight
-        for its GEMM kernel and drops the loaders `load_weights` needs. Otherwise (0.31, the CUDA
-        extra) weight by weight through the model's `load_weights`, as TRL's colocate mode does."""
-        runner = self.llm.llm_engine.model_executor.driver_worker.model_runner
-        if hasattr(runner, "reload_weights"):
-            runner.reload_weights(weights_iterator=merged_policy_weights(policy), is_checkpoint_format=True)
-        else:
-            for name, weight in merged_policy_weights(policy):
-                runner.model.load_weights([(name, weight)])
-        self.llm.reset_prefix_cache()
+
+def load_policy_weights(llm: Any, policy: PeftModel) -> None:
+    """Write the policy's current weights (LoRA merged) into the in-process engine `llm`, then
+    drop vLLM's prefix cache, whose keys and values were computed with the old weights.
+
+    Through the runner's in-place `reload_weights` where vLLM has it (0.32 on): it redoes the
+    processing vLLM applies after loading, which on the CPU repacks every linear layer's weight for
+    its GEMM kernel and drops the loaders `load_weights` needs. Otherwise (0.31, the CUDA extra)
+    weight by weight through the model's `load_weights`, as TRL's colocate mode does."""
+    runner = llm.llm_engine.model_executor.driver_worker.model_runner
+    if hasattr(runner, "reload_weights"):
+        runner.reload_weights(weights_iterator=merged_policy_weights(policy), is_checkpoint_format=True)
+    else:
+        for name, weight in merged_policy_weights(policy):
+            runner.model.load_weights([(name, weight)])
+    llm.reset_prefix_cache()
 
 
 _ENGINE: ColocatedEngine | None = None

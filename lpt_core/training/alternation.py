@@ -415,7 +415,7 @@ class _TrainingSession:
         rl = self.recipe.training.rl
         if rl.probe_examples:  # the same learning curve as RL's, after every iteration
             probe = RewardProbe(probe_set(examples, rl.probe_examples), self.policy, self.tokenizer, reward,
-                                rl.max_new_tokens)
+                                rl.sampling)
             on_iteration = probe.wrap(on_iteration, every=1, last=cfg.iterations)
         return best_of_n(self.policy, self.tokenizer, examples, reward, cfg, seed, scratch, on_iteration=on_iteration)
 

@@ -79,10 +79,7 @@ def _best_profiles(
     """(prompt, best profile) of every example whose best sample beats its samples' mean."""
     from lpt_core.generation.hf_backend import TransformersGenerator
 
-    sampling = GenerationConfig(
-        max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
-        batch_size=cfg.batch_size, seed=seed,
-    )
+    sampling = GenerationConfig(**cfg.sampling.model_dump(), batch_size=cfg.batch_size, seed=seed)
     with torch.random.fork_rng(), merged_copy(policy) as merged:
         generator = TransformersGenerator(merged, tokenizer, sampling, model_id="best-of-n")
         drawn = generator.sample([example.prompt for example in examples], cfg.samples)

@@ -16,26 +16,29 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from lpt_core.config import RewardWhitening, RLConfig
+from lpt_core.config import RLConfig
 from lpt_core.generation.base import check_batch_tokenizer, stop_token_ids
 from lpt_core.training import distributed
 from lpt_core.training.examples import rewards_of
 from lpt_core.training.logprobs import sequence_logprobs
-from lpt_core.training.rollout import SAMPLES_PER_PROMPT, GenerateRolloutEngine, Rollout, RolloutEngine
+from lpt_core.training.rollout import Rollout, make_rollout_engine
 
 if TYPE_CHECKING:  # type hints only: the reward pulls in faiss, which rollouts never need
     from peft import PeftModel
 
+    from lpt_core.training.algorithms.rebel import RebelSettings, RewardWhitening
     from lpt_core.training.examples import RLExample
     from lpt_core.training.reward import RankReward
 
+# The regression compares the two samples of one prompt (RebelSettings takes exactly 2).
+SAMPLES_PER_PROMPT = 2
 # PEFT's name for "no adapter" in a mixed-adapter batch.
 BASE_MODEL = "__base__"
 # Processes sample with seeds this far apart, so that they never draw the same noise.
@@ -59,7 +62,7 @@ def rebel_loss(
 def shape_and_whiten(
     rewards: Tensor, logp_old: Tensor, logp_ref: Tensor, beta: float, whiten: RewardWhitening = "batch"
 ) -> Tensor:
-    """R - beta * (log pi_old - log pi_ref), then standardised (training.rl.reward_whitening):
+    """R - beta * (log pi_old - log pi_ref), then standardised (training.rl.algorithm.reward_whitening):
 
     - "batch" (the reference): (x - mean) / (std + 1e-8) over the batch, the population std (as
       the reference's whiten), so the result has std exactly 1;
@@ -190,28 +193,13 @@ class _BatchRegression:
             gaps.append((ratio[:count] - ratio[count:]).detach())
             loss = rebel_loss(
                 logp_new[:count], self.logp_old[first], logp_new[count:], self.logp_old[second],
-                self.rewards[first], self.rewards[second], trainer.cfg.eta,
+                self.rewards[first], self.rewards[second], trainer.settings.eta,
             ) * (count / self.pairs)
             if with_grad:
                 trainer._training.backward(loss)
             total += float(loss.detach())
         self.anchored = True
         return distributed.mean_across(total), torch.cat(gaps)
-
-
-def make_rollout_engine(
-    policy: PeftModel,
-    tokenizer: Any,
-    cfg: RLConfig,
-    stop_ids: Sequence[int],
-    autocast: Callable[[], contextlib.AbstractContextManager],
-) -> RolloutEngine:
-    """The engine that cfg.rollout_backend names."""
-    if cfg.rollout_backend == "vllm":
-        from lpt_core.training.vllm_rollout import VLLMRolloutEngine
-
-        return VLLMRolloutEngine(policy, tokenizer, cfg, stop_ids)
-    return GenerateRolloutEngine(policy, tokenizer, cfg, stop_ids, autocast)
 
 
 class RebelTrainer:
@@ -244,7 +232,10 @@ class RebelTrainer:
         self.policy = policy
         self.tokenizer = tokenizer
         self.reward = reward
+        if cfg.algorithm.name != "rebel":
+            raise ValueError(f"RebelTrainer needs rl.algorithm rebel, got {cfg.algorithm.name!r}")
         self.cfg = cfg
+        self.settings: RebelSettings = cfg.algorithm
         self.seed = seed
         self.updates_done = 0
         # The line search's step size as a share of the learning rate, carried from update to
@@ -263,7 +254,7 @@ class RebelTrainer:
         self._rollout_engine = make_rollout_engine(policy, tokenizer, cfg, stop_ids, self._autocast)
 
     def update(self, batch: Sequence[RLExample]) -> dict[str, float]:
-        """One REBEL update on `batch`: rollout, rewards, then cfg.passes_per_batch passes.
+        """One REBEL update on `batch`: rollout, rewards, then settings.passes_per_batch passes.
 
         `batch` is the whole update's prompts, the same in every process; each process rolls out
         its own equal share of it. The metrics are over the whole batch, the same in every process.
@@ -280,7 +271,7 @@ class RebelTrainer:
         raw_rewards = torch.tensor(
             rewards_of(self.reward, [profile.text for profile in rollout.profiles], rows), dtype=torch.float32
         )
-        rewards = shape_and_whiten(raw_rewards, logp_old, logp_ref, self.cfg.beta, self.cfg.reward_whitening)
+        rewards = shape_and_whiten(raw_rewards, logp_old, logp_ref, self.cfg.beta, self.settings.reward_whitening)
         regression = self._regress(rollout, logp_old, rewards)
         self.updates_done += 1
         all_rewards = distributed.gather(raw_rewards)
@@ -321,8 +312,8 @@ class RebelTrainer:
         return torch.cat(old), torch.cat(ref)
 
     def _regress(self, rollout: Rollout, logp_old: Tensor, rewards: Tensor) -> RegressionStats:
-        """cfg.passes_per_batch AdamW steps on the whole batch's REBEL loss, each one kept only if
-        it lowers that loss (else undone and retried at half the step size, cfg.max_backtracks
+        """settings.passes_per_batch AdamW steps on the whole batch's REBEL loss, each one kept only if
+        it lowers that loss (else undone and retried at half the step size, settings.max_backtracks
         times in all per update; the step size carries over to the next update, `step_scale`).
 
         Why whole-batch steps with a check: REBEL is a least-squares regression on a FIXED batch,
@@ -340,9 +331,9 @@ class RebelTrainer:
         current = before
         backtracks, steps_kept = 0, 0
         scale = self.step_scale
-        for pass_index in range(self.cfg.passes_per_batch):
-            last = pass_index == self.cfg.passes_per_batch - 1
-            saved = step.snapshot() if self.cfg.max_backtracks else None
+        for pass_index in range(self.settings.passes_per_batch):
+            last = pass_index == self.settings.passes_per_batch - 1
+            saved = step.snapshot() if self.settings.max_backtracks else None
             kept = False
             while not kept:
                 step.apply(self.cfg.learning_rate * scale)
@@ -352,7 +343,7 @@ class RebelTrainer:
                 if kept:
                     break
                 step.restore(saved)
-                if backtracks == self.cfg.max_backtracks:
+                if backtracks == self.settings.max_backtracks:
                     break  # every smaller step failed too: stay at the last kept point
                 backtracks += 1
                 scale /= 2

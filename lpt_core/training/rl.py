@@ -1,23 +1,24 @@
 """The RL ("encoder") phase of one round: LoRA on the profile writer, trained on the rank reward.
 
-`run_rl_phase` runs cfg.updates_per_round updates with the algorithm the recipe names: REBEL (the
-method's, lpt_core.training.rebel) or TRL's GRPO / RLOO (lpt_core.training.trl_trainers) with the
-same reward, so the three can be compared on equal terms.
+`run_rl_phase` runs cfg.updates_per_round updates with the algorithm the recipe names, through its
+registered runner (lpt_core.training.algorithms: REBEL, the method's, and TRL's GRPO and RLOO, with
+the same reward, so they compare on equal terms), and measures the phase's learning curve
+(RewardProbe).
 """
 
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from lpt_core.config import RLConfig
-from lpt_core.rl_algorithms import RL_ALGORITHMS
+from lpt_core.config import RLConfig, SamplingConfig
+from lpt_core.training.algorithms import rl_algorithm
+from lpt_core.training.algorithms.base import UpdateCallback
 from lpt_core.training.examples import RLExample, rewards_of
 from lpt_core.training.policy import merged_copy
 
@@ -27,8 +28,6 @@ if TYPE_CHECKING:  # type hints only: the reward pulls in faiss, which rollouts 
     from lpt_core.training.reward import RankReward
 
 log = logging.getLogger(__name__)
-
-UpdateCallback = Callable[[int, dict], None]
 
 
 def run_rl_phase(
@@ -53,38 +52,10 @@ def run_rl_phase(
     if cfg.updates_per_round == 0:
         return []
     if cfg.probe_examples:
-        probe = RewardProbe(probe_set(examples, cfg.probe_examples), policy, tokenizer, reward, cfg.max_new_tokens)
+        probe = RewardProbe(probe_set(examples, cfg.probe_examples), policy, tokenizer, reward, cfg.sampling)
         on_update = probe.wrap(on_update, every=cfg.probe_every, last=cfg.updates_per_round)
-    if RL_ALGORITHMS[cfg.algorithm].uses_trl:
-        from lpt_core.training.trl_trainers import run_trl_updates
-
-        return run_trl_updates(
-            cfg.algorithm, policy, tokenizer, examples, reward, cfg, seed, output_dir, on_update
-        )
-    return _run_rebel(policy, tokenizer, examples, reward, cfg, seed, on_update)
-
-
-def _run_rebel(
-    policy: PeftModel,
-    tokenizer: Any,
-    examples: Sequence[RLExample],
-    reward: RankReward,
-    cfg: RLConfig,
-    seed: int,
-    on_update: UpdateCallback | None,
-) -> list[dict]:
-    from lpt_core.training.rebel import RebelTrainer
-
-    trainer = RebelTrainer(policy, tokenizer, reward, cfg, seed)
-    batches = prompt_batches(examples, cfg.prompts_per_update, seed)
-    history = []
-    for step in range(1, cfg.updates_per_round + 1):
-        metrics = trainer.update(next(batches))
-        log.info("REBEL update %d/%d: %s", step, cfg.updates_per_round, _brief(metrics))
-        history.append(metrics)
-        if on_update is not None:
-            on_update(step, metrics)
-    return history
+    run = rl_algorithm(cfg.algorithm.name).run
+    return run(policy, tokenizer, examples, reward, cfg, seed, output_dir, on_update)
 
 
 def probe_set(examples: Sequence[RLExample], size: int) -> list[RLExample]:
@@ -104,13 +75,15 @@ class RewardProbe:
     (a later round's reward ranks with a retrained recommender)."""
 
     def __init__(
-        self, examples: Sequence[RLExample], policy: PeftModel, tokenizer: Any, reward: RankReward, max_new_tokens: int
+        self, examples: Sequence[RLExample], policy: PeftModel, tokenizer: Any, reward: RankReward,
+        sampling: SamplingConfig,
     ) -> None:
         from lpt_core.config import GenerationConfig
 
         self.examples = list(examples)
         self.reward = reward
-        self.greedy = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, batch_size=len(self.examples))
+        # The phase's own decoding, greedy: the probe measures the policy, not the sampling noise.
+        self.greedy = GenerationConfig(**{**sampling.model_dump(), "do_sample": False}, batch_size=len(self.examples))
         self.policy = policy
         self.tokenizer = tokenizer
 
@@ -146,21 +119,3 @@ class RewardProbe:
                 on_update(step, metrics)
 
         return probed
-
-
-def prompt_batches(examples: Sequence[RLExample], size: int, seed: int) -> Iterator[list[RLExample]]:
-    """Endless batches of `size` examples: a seeded shuffle, reshuffled at each pass over the data,
-    so every example is used once per pass (a batch may straddle two passes)."""
-    rng = random.Random(seed)
-    pending: list[RLExample] = []
-    while True:
-        while len(pending) < size:
-            epoch = list(examples)
-            rng.shuffle(epoch)
-            pending.extend(epoch)
-        yield pending[:size]
-        pending = pending[size:]
-
-
-def _brief(metrics: dict) -> str:
-    return ", ".join(f"{key}={value:.4g}" for key, value in metrics.items())

@@ -1,4 +1,5 @@
-"""GRPO and RLOO from TRL 1.16 on the profile writer, with the same reward and LoRA as REBEL.
+"""TRL 1.16's trainers (GRPO, RLOO: lpt_core.training.algorithms) on the profile writer, with
+the same reward and LoRA as REBEL.
 
 They exist to compare REBEL (the method's algorithm) with the two common alternatives on equal
 terms: the same RankReward, the same LoRA adapter, the same prompts per update and samples per
@@ -16,12 +17,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import PrinterCallback, TrainerCallback
 
-from lpt_core.config import RLConfig
+from lpt_core.config import RLConfig, SamplingConfig
 from lpt_core.generation.base import stop_token_ids
 from lpt_core.training.examples import RLExample, reward_columns
 from lpt_core.training.reward import RankReward, on_finished_profiles
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Algorithm = Literal["grpo", "rloo"]
 # TRL's log keys -> REBEL's metric names (lpt_core.training.rebel.RebelTrainer.update).
 _METRIC_NAMES = {
     "reward": "reward_mean",
@@ -46,7 +46,7 @@ _TRL_REFERENCE_ADAPTER = "ref"
 
 
 def run_trl_updates(
-    algorithm: Algorithm,
+    trainer: tuple[type, type],
     policy: PeftModel,
     tokenizer: Any,
     examples: Sequence[RLExample],
@@ -56,24 +56,23 @@ def run_trl_updates(
     output_dir: Path,
     on_update: Callable[[int, dict], None] | None = None,
 ) -> list[dict]:
-    """cfg.updates_per_round GRPO or RLOO steps on `policy`'s own LoRA adapter; per-step metrics.
+    """cfg.updates_per_round steps of TRL's trainer (its config class, its trainer class) on
+    `policy`'s own LoRA adapter, with the algorithm's settings (cfg.algorithm, lpt_core.training.
+    algorithms) as the config's keywords of the same names; per-step metrics.
 
     TRL's own completion length counts the end-of-turn token, REBEL's profile_tokens does not.
     """
-    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
-
-    if algorithm not in ("grpo", "rloo"):
-        raise ValueError(f"algorithm {algorithm!r}: expected 'grpo' or 'rloo'")
     if len(examples) < cfg.prompts_per_update:
         raise ValueError(
             f"{len(examples)} examples cannot fill one update of rl.prompts_per_update={cfg.prompts_per_update}"
         )
     if cfg.rollout_backend == "vllm":
-        from lpt_core.training.vllm_rollout import check_rollout_backend
+        from lpt_core.training.rollout import check_rollout_backend
 
         check_rollout_backend(policy.device)
-    config_class, trainer_class = (GRPOConfig, GRPOTrainer) if algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
-    args = config_class(**_trainer_arguments(cfg, seed, output_dir, policy, tokenizer))
+    config_class, trainer_class = trainer
+    algorithm_arguments = cfg.algorithm.model_dump(exclude={"name"})
+    args = config_class(**_trainer_arguments(cfg, seed, output_dir, policy, tokenizer), **algorithm_arguments)
     collector = _MetricsCollector(on_update)
     stop_ids = stop_token_ids(tokenizer, policy.generation_config.eos_token_id)
     with _stopping_at_end_of_turn(policy, tokenizer):
@@ -89,6 +88,8 @@ def run_trl_updates(
     # the adapter as it is now (which is the base model only in the first round).
     if _TRL_REFERENCE_ADAPTER in policy.peft_config:
         policy.delete_adapter(_TRL_REFERENCE_ADAPTER)
+    if cfg.rollout_backend == "vllm":
+        _sync_as_rebel_does(trainer, policy)
     # With tqdm off, transformers prints every log dict to stdout; the collector logs instead.
     trainer.remove_callback(PrinterCallback)
     trainer.train()
@@ -115,10 +116,7 @@ def _trainer_arguments(cfg: RLConfig, seed: int, output_dir: Path, policy: PeftM
         "steps_per_generation": micro_steps,
         "num_iterations": 1,
         "num_generations": cfg.samples_per_prompt,
-        "max_completion_length": cfg.max_new_tokens,
-        "temperature": cfg.temperature,
-        "top_p": 1.0,
-        "top_k": 0,
+        **trl_sampling_arguments(cfg.sampling),
         "beta": cfg.beta,
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "use_cpu": not on_cuda,
@@ -130,6 +128,18 @@ def _trainer_arguments(cfg: RLConfig, seed: int, output_dir: Path, policy: PeftM
         "report_to": "none",
         "disable_tqdm": True,
         "log_completions": False,
+    }
+
+
+def trl_sampling_arguments(sampling: SamplingConfig) -> dict:
+    """TRL's sampling keywords for rl.sampling (TRL's trainers always sample), the same decoding
+    as the transformers and vLLM engines': no top_k."""
+    return {
+        "max_completion_length": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": 0,
+        "repetition_penalty": sampling.repetition_penalty,
     }
 
 
@@ -150,6 +160,21 @@ def _rollout_arguments(cfg: RLConfig, stop_ids: list[int]) -> dict:
         "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
         "generation_kwargs": {"stop_token_ids": stop_ids},
     }
+
+
+def _sync_as_rebel_does(trainer: Any, policy: PeftModel) -> None:
+    """TRL's colocated engine takes the policy's weights as REBEL's engine does
+    (lpt_core.generation.vllm_engine.load_policy_weights).
+
+    TRL 1.16 loads them weight by weight through the vLLM model's `load_weights`. On vLLM 0.32's
+    CPU build that fails at the first sync, "AttributeError: 'Parameter' object has no attribute
+    'weight_loader'": after loading, vLLM repacks each linear weight for its CPU kernel and drops
+    the loaders. (TRL 1.16 supports vLLM up to 0.31, the CUDA extra, where both paths load the
+    same way.) TRL's sleep mode, which the sync would also wake, is left off here."""
+    from lpt_core.generation.vllm_engine import load_policy_weights
+
+    generation = trainer.vllm_generation
+    generation.sync_weights = lambda: load_policy_weights(generation.llm, policy)
 
 
 def _dataset(examples: Sequence[RLExample]):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lpt_core.merging import deep_merge
-from lpt_core.rl_algorithms import RL_ALGORITHMS
+from lpt_core.training.algorithms.base import AlgorithmSettings
 
 # The config checks a recipe's training.variants against VARIANTS, so this module imports neither
 # the config (which imports it) nor torch: the recipe's own types are read from the recipe.
@@ -35,13 +35,19 @@ class TrainingVariant:
     def recipe_for(self, recipe: Recipe) -> Recipe:
         """The recipe this variant trains with: `recipe` with the variant's overrides applied."""
         merged = deep_merge(recipe.model_dump(), self.overrides)
-        rl = merged["training"]["rl"]
-        # One recipe serves every variant: the settings only another algorithm reads (REBEL's
-        # passes, say, in a GRPO variant) do not apply to this one, so they go back to defaults
-        # rather than fail the variant's validation.
-        for name in RL_ALGORITHMS[rl["algorithm"]].unused_settings:
-            rl[name] = type(recipe.training.rl).model_fields[name].default
+        merged["training"]["rl"]["algorithm"] = self._algorithm_section(recipe)
         return type(recipe).model_validate(merged)
+
+    def _algorithm_section(self, recipe: Recipe) -> dict:
+        """training.rl.algorithm of the variant's recipe. Naming the recipe's own algorithm keeps
+        the recipe's settings of it; naming another starts from that one's defaults, since one
+        recipe serves every variant and its settings (REBEL's passes, say) are another algorithm's."""
+        current = recipe.training.rl.algorithm.model_dump()
+        named = self.overrides.get("training", {}).get("rl", {}).get("algorithm")
+        if named is None:
+            return current
+        section = {"name": named} if isinstance(named, str) else dict(named)
+        return {**current, **section} if section["name"] == current["name"] else section
 
     def overridden_settings(self, recipe: Recipe) -> dict[str, tuple[Any, Any]]:
         """The recipe's settings this variant replaces with another value, by dotted key:
@@ -51,6 +57,8 @@ class TrainingVariant:
             current: Any = recipe
             for part in key.split("."):
                 current = getattr(current, part)
+            if isinstance(current, AlgorithmSettings) and isinstance(value, str):
+                current = current.name  # the variant names the algorithm: compare names
             if current != value:
                 changed[key] = (current, value)
         return changed

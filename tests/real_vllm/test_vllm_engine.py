@@ -135,7 +135,8 @@ def test_the_colocated_engine_writes_with_the_policys_current_weights_and_rebel_
 ):
     model, tokenizer = load_generator(str(lm_folder), MODELS)
     cfg = RLConfig(
-        rollout_backend="vllm", prompts_per_update=3, micro_batch_size=2, passes_per_batch=2, max_new_tokens=8,
+        algorithm={"name": "rebel", "passes_per_batch": 2}, rollout_backend="vllm", prompts_per_update=3, micro_batch_size=2,
+        sampling={"max_new_tokens": 8},
         learning_rate=1e-3, lora_r=4, lora_alpha=8,
     )
     policy = make_policy(model, cfg)

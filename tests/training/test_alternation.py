@@ -110,8 +110,9 @@ def tiny_recipe(lm: Path, encoder: Path, item_bias: bool = False) -> Recipe:
         training=TrainingConfig(
             rounds=2,
             rl=RLConfig(
-                updates_per_round=1, prompts_per_update=2, passes_per_batch=1, micro_batch_size=4,
-                max_new_tokens=3, lora_r=2, lora_alpha=4,
+                algorithm={"name": "rebel", "passes_per_batch": 1}, updates_per_round=1, prompts_per_update=2,
+                micro_batch_size=4,
+                sampling={"max_new_tokens": 3}, lora_r=2, lora_alpha=4,
             ),
             contrastive=ContrastiveConfig(steps_per_round=2, batch_size=4, learning_rate=1e-3, item_bias=item_bias),
             max_train_users=5,
@@ -251,7 +252,8 @@ def test_one_short_round_on_the_default_models(tmp_path, tiny):
         generation=GenerationConfig(max_new_tokens=16, batch_size=8),
         training=TrainingConfig(
             rounds=1,
-            rl=RLConfig(updates_per_round=1, prompts_per_update=2, passes_per_batch=1, max_new_tokens=16),
+            rl=RLConfig(algorithm={"name": "rebel", "passes_per_batch": 1}, updates_per_round=1, prompts_per_update=2,
+                        sampling={"max_new_tokens": 16}),
             contrastive=ContrastiveConfig(steps_per_round=2, batch_size=4, item_bias=True),
             max_train_users=4,
             max_val_users=2,
@@ -288,7 +290,7 @@ def test_profiles_of_an_untrained_policy_are_shared_through_the_store(tiny, tmp_
 def test_a_best_of_n_warm_start_runs_before_the_rl_updates_of_each_encoder_phase(tiny, tmp_path):
     lm, encoder, data = tiny
     recipe = tiny_recipe(lm, encoder)
-    warm = {"iterations": 1, "samples": 2, "max_new_tokens": 3, "batch_size": 8, "learning_rate": 1e-3}
+    warm = {"iterations": 1, "samples": 2, "sampling": {"max_new_tokens": 3}, "batch_size": 8, "learning_rate": 1e-3}
     rl = {**recipe.training.rl.model_dump(), "probe_examples": 2}
     recipe = Recipe.model_validate({**recipe.model_dump(), "training": {
         **recipe.training.model_dump(), "rounds": 1, "best_of_n": warm, "rl": rl}})
@@ -309,7 +311,7 @@ def test_best_of_n_hybrid_fine_tunes_the_writer_without_rl_over_a_fitted_hybrid_
     lm, encoder, data = tiny
     recipe = Recipe.model_validate(deep_merge(tiny_recipe(lm, encoder).model_dump(), {"training": {
         "rounds": 1, "rl": {"probe_examples": 2},
-        "best_of_n": {"samples": 2, "max_new_tokens": 3, "batch_size": 8, "learning_rate": 1e-3,
+        "best_of_n": {"samples": 2, "sampling": {"max_new_tokens": 3}, "batch_size": 8, "learning_rate": 1e-3,
                       "examples_per_iteration": 3},
         "contrastive": {"head": {"epochs": 2, "batch_size": 4}},
     }}))
@@ -337,19 +339,25 @@ def test_on_a_cpu_the_policy_trains_in_float32_whatever_the_recipe_dtype(tiny):
     assert policy_models(bf16).generator == bf16.models.generator
 
 
-def test_a_variant_reports_the_recipe_settings_it_overrides_and_drops_settings_its_algorithm_ignores():
+def test_a_variant_reports_the_recipe_settings_it_overrides_and_keeps_its_own_algorithm_s_settings():
     from lpt_core.config import load_recipe
+    from lpt_core.training.algorithms.grpo import GRPOSettings
     from lpt_core.training.variants import get_variant
 
-    recipe = load_recipe("quick", {"training": {"rl": {"passes_per_batch": 2, "eta": 2.0}}})
+    recipe = load_recipe("quick", {"training": {"rl": {"algorithm": {"passes_per_batch": 3, "eta": 2.0}}}})
     grpo = get_variant("langptune_grpo")
 
     rl = grpo.recipe_for(recipe).training.rl
     overridden = grpo.overridden_settings(recipe)
 
-    assert (rl.algorithm, rl.samples_per_prompt, rl.passes_per_batch, rl.eta) == ("grpo", 4, 4, 1.0)
+    # Another algorithm starts from its own defaults; the recipe's REBEL settings are not its.
+    assert (rl.algorithm, rl.samples_per_prompt) == (GRPOSettings(), 4)
     assert overridden["training.rl.samples_per_prompt"] == (2, 4)
     assert overridden["training.rl.algorithm"] == ("rebel", "grpo")
+    # A variant naming the recipe's own algorithm keeps the recipe's settings of it.
+    rebel = get_variant("langptune_rebel")
+    assert (rebel.recipe_for(recipe).training.rl.algorithm.passes_per_batch, rebel.recipe_for(recipe).training.rl.algorithm.eta) == (3, 2.0)
+    assert "training.rl.algorithm" not in rebel.overridden_settings(recipe)
     assert "training.contrastive.item_bias" not in overridden  # the recipe already says False
 
 

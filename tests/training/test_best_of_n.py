@@ -13,7 +13,7 @@ from lpt_core.training.policy import make_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
-CFG = BestOfNConfig(iterations=1, samples=3, max_new_tokens=6, batch_size=6, epochs=3, learning_rate=5e-3, micro_batch_size=2)
+CFG = BestOfNConfig(iterations=1, samples=3, sampling={"max_new_tokens": 6}, batch_size=6, epochs=3, learning_rate=5e-3, micro_batch_size=2)
 
 
 class _ScoreByWord:

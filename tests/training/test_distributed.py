@@ -52,7 +52,9 @@ def _run_recipe(lm: Path, encoder: Path):
     # One round, four prompts per RL update (two per process), four rows per contrastive batch.
     recipe = tiny_recipe(lm, encoder)
     training = recipe.training.model_copy(
-        update={"rounds": 1, "rl": recipe.training.rl.model_copy(update={"prompts_per_update": 4, "max_new_tokens": 4})}
+        update={"rounds": 1, "rl": recipe.training.rl.model_copy(
+            update={"prompts_per_update": 4, "sampling": recipe.training.rl.sampling.model_copy(update={"max_new_tokens": 4})}
+        )}
     )
     return recipe.model_copy(update={"training": training})
 

@@ -65,16 +65,17 @@ CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
 # Each trainer's update count and margin (bench/results/learning_margins.md: smallest intact gain
 # over seeds 0-4 / largest broken gain).
 REBEL = RLConfig(
-    algorithm="rebel", updates_per_round=100, prompts_per_update=8, micro_batch_size=16, passes_per_batch=2,
-    max_new_tokens=MAX_NEW_TOKENS, learning_rate=1e-2, beta=0.0,
+    algorithm={"name": "rebel", "passes_per_batch": 2}, updates_per_round=100, prompts_per_update=8,
+    micro_batch_size=16,
+    sampling={"max_new_tokens": MAX_NEW_TOKENS}, learning_rate=1e-2, beta=0.0,
 )
 GRPO = RLConfig(
     algorithm="grpo", updates_per_round=40, prompts_per_update=8, samples_per_prompt=4, micro_batch_size=16,
-    max_new_tokens=MAX_NEW_TOKENS, learning_rate=1e-2, beta=0.0,
+    sampling={"max_new_tokens": MAX_NEW_TOKENS}, learning_rate=1e-2, beta=0.0,
 )
-RLOO = GRPO.model_copy(update={"algorithm": "rloo"})
+RLOO = RLConfig.model_validate({**GRPO.model_dump(), "algorithm": "rloo"})
 BEST_OF_N = BestOfNConfig(
-    iterations=4, samples=16, max_new_tokens=MAX_NEW_TOKENS, batch_size=128, epochs=4, learning_rate=1e-2,
+    iterations=4, samples=16, sampling={"max_new_tokens": MAX_NEW_TOKENS}, batch_size=128, epochs=4, learning_rate=1e-2,
     micro_batch_size=4,
 )
 WRITER_MARGIN = {"rebel": 0.1, "grpo": 0.15, "rloo": 0.15, "best_of_n": 0.05}

@@ -17,7 +17,8 @@ from lpt_core.training.logprobs import sequence_logprobs
 from lpt_core.training.policy import make_policy, merged_copy
 from lpt_core.training.rebel import RebelTrainer, rebel_loss, shape_and_whiten
 from lpt_core.training.reward import RankReward
-from lpt_core.training.rl import probe_set, prompt_batches, run_rl_phase
+from lpt_core.training.rl import probe_set, run_rl_phase
+from lpt_core.training.rollout import prompt_batches
 
 CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
 ITEM_TEXTS = {
@@ -31,8 +32,8 @@ ITEM_TEXTS = {
 # 1e-3: the tiny LM's logits are large (initializer_range 0.5), so a REBEL step at 1e-2 overshoots
 # its batch's loss at every step size the line search tries, and the update keeps no step.
 TINY_RL = RLConfig(
-    updates_per_round=2, prompts_per_update=2, micro_batch_size=2, passes_per_batch=2,
-    max_new_tokens=6, learning_rate=1e-3, beta=0.2,
+    algorithm={"name": "rebel", "passes_per_batch": 2}, updates_per_round=2, prompts_per_update=2, micro_batch_size=2,
+    sampling={"max_new_tokens": 6}, learning_rate=1e-3, beta=0.2,
 )
 
 
@@ -60,6 +61,11 @@ def _examples(tokenizer) -> list[RLExample]:
         )
         examples.append(RLExample(prompt, target, history, later))
     return examples
+
+
+def _changed(cfg: RLConfig, **changes) -> RLConfig:
+    """`cfg` with `changes`, validated (model_copy would leave an algorithm name a plain string)."""
+    return RLConfig.model_validate({**cfg.model_dump(), **changes})
 
 
 def _lora_state(policy) -> dict[str, torch.Tensor]:
@@ -105,7 +111,7 @@ def test_one_rebel_update_trains_lora_while_the_disabled_adapter_stays_the_base_
         torch.testing.assert_close(_logits(policy, probe), base_logits)
     assert set(metrics) >= {"reward_mean", "reward_std", "kl", "loss", "profile_tokens", "seconds", "rollout_seconds"}
     assert 0.0 < metrics["reward_mean"] <= 1.0
-    assert 0 < metrics["profile_tokens"] <= TINY_RL.max_new_tokens
+    assert 0 < metrics["profile_tokens"] <= TINY_RL.sampling.max_new_tokens
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-4)  # sampled before any step: pi_old = pi_ref
 
 
@@ -135,7 +141,7 @@ def test_rollout_stops_at_the_end_of_turn_token_and_trains_on_it(tiny_lm_folder,
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
     force_reply(model, reply, end_id=end_of_turn)
     # Near-greedy sampling: force_reply's logits separate the next token by 1 only.
-    cfg = TINY_RL.model_copy(update={"temperature": 0.01, "max_new_tokens": 10})
+    cfg = _changed(TINY_RL, sampling={"temperature": 0.01, "max_new_tokens": 10})
     trainer = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0)
 
     rollout = trainer.rollout([example.prompt for example in _examples(tokenizer)[:2]])
@@ -216,7 +222,8 @@ def test_next_interactions_never_reach_back_before_the_window_when_an_item_repea
 
 @pytest.mark.parametrize(
     "settings",
-    [{"algorithm": "rebel"}, {"algorithm": "rebel", "reward_whitening": "within_prompt"},
+    [{"algorithm": {"name": "rebel", "passes_per_batch": 2}},
+     {"algorithm": {"name": "rebel", "passes_per_batch": 2, "reward_whitening": "within_prompt"}},
      {"algorithm": "grpo"}, {"algorithm": "rloo"}],
     ids=["rebel", "rebel-within-prompt", "grpo", "rloo"],
 )
@@ -224,7 +231,7 @@ def test_run_rl_phase_runs_each_algorithm_and_reports_every_update(
     settings, tiny_lm_folder, reward, tmp_path
 ):
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
-    cfg = TINY_RL.model_copy(update=settings)
+    cfg = _changed(TINY_RL, **settings)
     policy = make_policy(model, cfg)
     before = _lora_state(policy)
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -247,13 +254,37 @@ def test_run_rl_phase_runs_each_algorithm_and_reports_every_update(
     assert end_of_turn not in torch.atleast_1d(torch.tensor(policy.generation_config.eos_token_id)).tolist()
 
 
+def test_a_registered_algorithm_runs_through_the_phase_on_the_shared_rollout_and_batches(
+    tiny_lm_folder, reward, tmp_path, monkeypatch
+):
+    """An algorithm outside lpt_core (tests/toy_algorithm.py), registered by its import path:
+    the config takes its settings, run_rl_phase dispatches to its runner, and the shared rollout
+    draws its 3 samples per prompt."""
+    import toy_algorithm
+
+    from lpt_core.training.algorithms import RL_ALGORITHM_MODULES
+
+    monkeypatch.setitem(RL_ALGORITHM_MODULES, "toy", toy_algorithm.__name__)
+    with pytest.raises(ValueError, match="samples_per_prompt 2: toy takes at least 3"):
+        _changed(TINY_RL, algorithm="toy")
+    cfg = _changed(TINY_RL, algorithm={"name": "toy", "step_scale": 2.0}, samples_per_prompt=3)
+    model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
+    policy = make_policy(model, cfg)
+    before = _lora_state(policy)
+
+    history = run_rl_phase(policy, tokenizer, _examples(tokenizer), reward, cfg, seed=0, output_dir=tmp_path)
+
+    assert isinstance(cfg.algorithm, toy_algorithm.ToySettings)
+    assert [metrics["rows"] for metrics in history] == [2 * 3, 2 * 3]  # 2 prompts x 3 samples
+    after = _lora_state(policy)
+    assert any(not torch.equal(before[name], after[name]) for name in after if "lora_B" in name)
+
+
 def test_trl_samples_stop_at_the_end_of_turn_token(tiny_lm_folder, reward, tmp_path):
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
     reply = tokenizer(" enjoys comedies", add_special_tokens=False)["input_ids"]
     force_reply(model, reply, end_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
-    cfg = TINY_RL.model_copy(
-        update={"algorithm": "grpo", "updates_per_round": 1, "temperature": 0.01, "max_new_tokens": 10}
-    )
+    cfg = _changed(TINY_RL, algorithm="grpo", updates_per_round=1, sampling={"temperature": 0.01, "max_new_tokens": 10})
 
     (metrics,) = run_rl_phase(make_policy(model, cfg), tokenizer, _examples(tokenizer), reward, cfg, 0, tmp_path)
 
@@ -280,7 +311,7 @@ def test_a_rebel_update_on_smollm2_fits_its_regression_towards_the_better_profil
     encoder = TextEncoder(load_encoder("all-minilm-l6-v2", CPU_FP32))
     index = ItemIndex.build(list(ITEM_TEXTS), encoder.encode(list(ITEM_TEXTS.values())))
     reward = RankReward(encoder, index, kind="mrr")
-    cfg = RLConfig(prompts_per_update=3, max_new_tokens=16, learning_rate=2e-4, beta=0.0, micro_batch_size=2)
+    cfg = RLConfig(prompts_per_update=3, sampling={"max_new_tokens": 16}, learning_rate=2e-4, beta=0.0, micro_batch_size=2)
     trainer = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0)
     batch = _examples(tokenizer)[:3]
     rows = [example for example in batch for _ in range(2)]
@@ -317,7 +348,7 @@ def test_a_rebel_step_that_raises_its_batch_loss_is_undone_and_retried_smaller(t
     """At a learning rate far too large for the tiny LM, steps overshoot: the update must undo
     them (backtracks > 0) and end no worse than it started on its own batch."""
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
-    cfg = TINY_RL.model_copy(update={"learning_rate": 3.0, "passes_per_batch": 3, "max_backtracks": 3})
+    cfg = _changed(TINY_RL, learning_rate=3.0, algorithm={"name": "rebel", "passes_per_batch": 3, "max_backtracks": 3})
     metrics = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0).update(_examples(tokenizer))
 
     assert metrics["backtracks"] > 0
@@ -329,7 +360,7 @@ def test_a_rebel_step_that_raises_its_batch_loss_is_undone_and_retried_smaller(t
 
 def test_without_the_line_search_every_step_is_kept(tiny_lm_folder, reward):
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
-    cfg = TINY_RL.model_copy(update={"learning_rate": 3.0, "passes_per_batch": 3, "max_backtracks": 0})
+    cfg = _changed(TINY_RL, learning_rate=3.0, algorithm={"name": "rebel", "passes_per_batch": 3, "max_backtracks": 0})
     metrics = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0).update(_examples(tokenizer))
 
     assert metrics["backtracks"] == 0 and metrics["steps_kept"] == 3 and metrics["step_scale"] == 1.0

@@ -24,12 +24,11 @@ from lpt_core.generation.vllm_engine import import_vllm, merged_policy_weights
 from lpt_core.models import load_generator
 from lpt_core.training.policy import make_policy
 from lpt_core.training.rebel import RebelTrainer
-from lpt_core.training.rollout import rollout_from_generate
+from lpt_core.training.rollout import check_rollout_backend, rollout_from_generate, rollout_from_vllm_outputs
 from lpt_core.training.trl_trainers import _trainer_arguments
-from lpt_core.training.vllm_rollout import check_rollout_backend, rollout_from_vllm_outputs
 
 CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
-TINY_RL = RLConfig(prompts_per_update=2, micro_batch_size=2, max_new_tokens=8, lora_r=4, lora_alpha=8)
+TINY_RL = RLConfig(prompts_per_update=2, micro_batch_size=2, sampling={"max_new_tokens": 8}, lora_r=4, lora_alpha=8)
 VLLM_MISSING = importlib.util.find_spec("vllm") is None
 
 @dataclass
@@ -55,6 +54,7 @@ def _assert_same_rollout(actual, expected) -> None:
     torch.testing.assert_close(actual.attention_mask, expected.attention_mask.cpu(), rtol=0, atol=0)
     torch.testing.assert_close(actual.completion_mask, expected.completion_mask.cpu(), rtol=0, atol=0)
     assert actual.profiles == expected.profiles
+    assert actual.samples_per_prompt == expected.samples_per_prompt
 
 def test_the_rollout_backend_defaults_to_transformers_and_accepts_only_the_two_engines():
     assert RLConfig().rollout_backend == "transformers"
@@ -153,7 +153,8 @@ def test_stopped_and_unfinished_samples_of_unequal_prompts_convert_as_generate_o
     width = max(len(s) for s in samples)
     generated = torch.tensor([s + [pad] * (width - len(s)) for s in samples])
     expected = rollout_from_generate(
-        prompts["attention_mask"], torch.cat([prompts["input_ids"], generated], dim=1), tokenizer, stop_ids
+        prompts["attention_mask"], torch.cat([prompts["input_ids"], generated], dim=1), tokenizer, stop_ids,
+        samples_per_prompt=2,
     )
 
     rollout = rollout_from_vllm_outputs(outputs, tokenizer, stop_ids)
