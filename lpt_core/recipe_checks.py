@@ -248,9 +248,9 @@ def _generation_lengths(recipe: Recipe) -> dict[str, int]:
             continue
         training = variant.recipe_for(recipe).training
         if training.rl.updates_per_round:
-            lengths["training.rl.max_new_tokens"] = training.rl.max_new_tokens
+            lengths["training.rl.sampling.max_new_tokens"] = training.rl.sampling.max_new_tokens
         if training.best_of_n.iterations:
-            lengths["training.best_of_n.max_new_tokens"] = training.best_of_n.max_new_tokens
+            lengths["training.best_of_n.sampling.max_new_tokens"] = training.best_of_n.sampling.max_new_tokens
     return lengths
 
 

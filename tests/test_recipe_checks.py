@@ -75,6 +75,8 @@ def test_the_paper_recipe_is_the_reference_configuration():
     rl = recipe.training.rl
     assert (rl.lora_r, rl.lora_alpha, rl.learning_rate, rl.beta, rl.updates_per_round, rl.prompts_per_update) == (
         1024, 2048, 1e-7, 0.2, 200, 64)
+    assert (rl.algorithm.name, rl.algorithm.passes_per_batch, rl.algorithm.eta, rl.sampling.max_new_tokens) == (
+        "rebel", 4, 1.0, 512)
     assert (recipe.training.contrastive.steps_per_round, recipe.training.contrastive.learning_rate) == (800, 1e-7)
 
 
