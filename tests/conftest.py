@@ -22,6 +22,12 @@ def tiny_encoder_folder(tmp_path_factory) -> Path:
     return build_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"))
 
 
+@pytest.fixture(scope="session")
+def tiny_models(tiny_lm_folder, tiny_encoder_folder) -> dict[str, Path]:
+    """The tiny models as a recipe's `models` section names them (tests/tiny_pipeline.py)."""
+    return {"generator": tiny_lm_folder, "encoder": tiny_encoder_folder}
+
+
 def pytest_addoption(parser):
     parser.addoption(
         "--broken-update",
