@@ -10,7 +10,7 @@ test run alone materialises its upstream assets first (seconds each).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
@@ -52,6 +52,8 @@ class TinyRun:
 
     def __init__(self, resources: dict) -> None:
         self.resources = resources
+        # One instance for every run, as in a deployment: an asset may read what an upstream
+        # materialisation recorded there (cleaned_data reads the read's row accounts).
         self.instance = dg.DagsterInstance.ephemeral()
         self.graph = definitions.defs.resolve_asset_graph()
         self.done: dict[str, Materialised] = {}
@@ -63,6 +65,7 @@ class TinyRun:
         return self.resources["io_manager"].load_input(dg.build_input_context(asset_key=dg.AssetKey(asset)))
 
     def materialise(self, asset: str) -> Materialised:
+        """`asset` materialised alone, in a run that fails the test if the asset fails."""
         if asset in self.done:
             return self.done[asset]
         for parent in sorted(self.graph.get(dg.AssetKey(asset)).parent_keys, key=str):
@@ -79,17 +82,12 @@ class TinyRun:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_models) -> TinyRun:
+def run(tmp_path_factory, tiny_models) -> Iterator[TinyRun]:
     root = tmp_path_factory.mktemp("assets")
     data_dir = write_movielens_fixture(root / "ml")
     recipe_path = write_recipe(root, data_dir, tiny_models, {"training": {"variants": [VARIANT]}})
     with pytest.MonkeyPatch.context() as monkeypatch:
         yield TinyRun(pipeline_resources(root, recipe_path, monkeypatch))
-
-
-@pytest.fixture
-def materialised(run) -> Callable[[str], Materialised]:
-    return run.materialise
 
 
 def evaluated(run: TinyRun) -> pl.DataFrame:
@@ -98,8 +96,8 @@ def evaluated(run: TinyRun) -> pl.DataFrame:
     return examples.filter(pl.col("split") == run.recipe.evaluation.split)
 
 
-def test_raw_interactions_is_every_rating_of_the_source_in_the_canonical_schema(materialised):
-    raw = materialised("raw_interactions")
+def test_raw_interactions_is_every_rating_of_the_source_in_the_canonical_schema(run):
+    raw = run.materialise("raw_interactions")
     assert raw.value.schema == schemas.INTERACTIONS
     assert raw.value.height == USERS * PER_USER and raw.value["user_id"].n_unique() == USERS
     assert raw.metadata["rows"].value == USERS * PER_USER
@@ -107,15 +105,15 @@ def test_raw_interactions_is_every_rating_of_the_source_in_the_canonical_schema(
     assert {"users", "items", "quarantined_rows", "input_accounts", "digest", "preview", "mlflow_run"} <= raw.metadata.keys()
 
 
-def test_raw_items_is_every_item_of_the_source_in_the_canonical_schema(materialised):
-    items = materialised("raw_items")
+def test_raw_items_is_every_item_of_the_source_in_the_canonical_schema(run):
+    items = run.materialise("raw_items")
     assert items.value.schema == schemas.ITEMS
     assert sorted(items.value["item_id"].cast(pl.Int32).to_list()) == list(range(1, ITEMS + 1))
     assert items.metadata["rows"].value == ITEMS and {"digest", "preview"} <= items.metadata.keys()
 
 
-def test_cleaned_histories_keep_users_and_items_of_the_k_core(materialised, run):
-    cleaned = materialised("cleaned_histories")
+def test_cleaned_histories_keep_users_and_items_of_the_k_core(run):
+    cleaned = run.materialise("cleaned_histories")
     assert cleaned.value.schema == schemas.INTERACTIONS
     assert 0 < cleaned.value.height <= USERS * PER_USER
     k = run.recipe.data.k_core
@@ -125,15 +123,15 @@ def test_cleaned_histories_keep_users_and_items_of_the_k_core(materialised, run)
     assert {"cleaning_steps", "interactions_per_user", "digest", "preview", "mlflow_run"} <= cleaned.metadata.keys()
 
 
-def test_cleaned_items_are_the_items_still_interacted_with(materialised, run):
-    items = materialised("cleaned_items")
+def test_cleaned_items_are_the_items_still_interacted_with(run):
+    items = run.materialise("cleaned_items")
     assert items.value.schema == schemas.ITEMS
     assert set(items.value["item_id"]) == set(run.stored("cleaned_histories")["item_id"])
     assert items.metadata["rows"].value == items.value.height and "preview" in items.metadata
 
 
-def test_user_examples_hold_every_split_with_histories_of_the_recipes_length(materialised, run):
-    examples = materialised("user_examples")
+def test_user_examples_hold_every_split_with_histories_of_the_recipes_length(run):
+    examples = run.materialise("user_examples")
     assert examples.value.schema == schemas.EXAMPLES
     assert set(examples.value["split"]) == set(schemas.SPLITS)
     assert set(examples.value["history_item_ids"].list.len()) == {run.recipe.split.history_len}
@@ -142,16 +140,16 @@ def test_user_examples_hold_every_split_with_histories_of_the_recipes_length(mat
     assert {"split_stats", "prompts_too_long_dropped", "history_length", "preview", "mlflow_run"} <= examples.metadata.keys()
 
 
-def test_item_catalog_is_cleaned_items_with_their_text(materialised, run):
-    catalog = materialised("item_catalog")
+def test_item_catalog_is_cleaned_items_with_their_text(run):
+    catalog = run.materialise("item_catalog")
     assert not schemas.schema_mismatches(catalog.value, schemas.ITEMS)
     assert set(catalog.value["item_id"]) <= set(run.stored("cleaned_items")["item_id"])
     assert catalog.value["text"].str.len_chars().min() > 0
     assert catalog.metadata["items"].value == catalog.value.height and "preview" in catalog.metadata
 
 
-def test_zero_shot_profiles_cover_every_evaluated_example(materialised, run):
-    profiles = materialised("zero_shot_profiles")
+def test_zero_shot_profiles_cover_every_evaluated_example(run):
+    profiles = run.materialise("zero_shot_profiles")
     keys = ["user_id", "window"]
     assert evaluated(run).select(keys).join(profiles.value, on=keys, how="anti").is_empty()
     assert profiles.value["profile"].dtype == pl.String and profiles.value["num_tokens"].min() >= 0
@@ -159,8 +157,8 @@ def test_zero_shot_profiles_cover_every_evaluated_example(materialised, run):
     assert {"newly_generated", "mean_tokens", "model", "samples", "preview", "mlflow_run"} <= profiles.metadata.keys()
 
 
-def test_sampled_profiles_are_the_recipes_samples_per_evaluated_example(materialised, run):
-    sampled = materialised("sampled_profiles")
+def test_sampled_profiles_are_the_recipes_samples_per_evaluated_example(run):
+    sampled = run.materialise("sampled_profiles")
     samples = run.recipe.evaluation.sampled_profiles
     assert sampled.value.height == samples * evaluated(run).height
     assert sorted(set(sampled.value["sample"])) == list(range(samples))
@@ -168,8 +166,8 @@ def test_sampled_profiles_are_the_recipes_samples_per_evaluated_example(material
     assert {"profiles", "preview", "mlflow_run"} <= sampled.metadata.keys()
 
 
-def test_item_index_indexes_every_catalogue_item(materialised, run):
-    index = materialised("item_index")
+def test_item_index_indexes_every_catalogue_item(run):
+    index = run.materialise("item_index")
     catalog = run.stored("item_catalog")
     assert isinstance(index.value, ItemIndexInfo) and index.value.items == catalog.height
     assert sorted(ItemIndex.load(index.value.folder).item_ids.tolist()) == sorted(catalog["item_id"])
@@ -177,8 +175,8 @@ def test_item_index_indexes_every_catalogue_item(materialised, run):
     assert {"items", "dim", "encode_seconds", "mlflow_run"} <= index.metadata.keys()
 
 
-def test_baseline_models_are_saved_with_their_chosen_settings(materialised):
-    baselines = materialised("baseline_models")
+def test_baseline_models_are_saved_with_their_chosen_settings(run):
+    baselines = run.materialise("baseline_models")
     assert isinstance(baselines.value, BaselineModels)
     assert set(baselines.value.model_files) == set(baselines.value.chosen) == {"sasrec", "item_knn"}
     assert all(path.exists() for path in baselines.value.model_files.values())
@@ -186,8 +184,8 @@ def test_baseline_models_are_saved_with_their_chosen_settings(materialised):
     assert {"trials", "recipe_overrides", "folder", "mlflow_run"} <= baselines.metadata.keys()
 
 
-def test_trained_generator_is_each_variants_adapter_on_the_recipes_base_model(materialised, run):
-    generators = materialised("trained_generator")
+def test_trained_generator_is_each_variants_adapter_on_the_recipes_base_model(run):
+    generators = run.materialise("trained_generator")
     assert isinstance(generators.value, TrainedGenerators) and list(generators.value.variants) == [VARIANT]
     trained = generators.value[VARIANT]
     assert trained.base_model == run.recipe.models.generator and trained.trains_generator
@@ -196,31 +194,31 @@ def test_trained_generator_is_each_variants_adapter_on_the_recipes_base_model(ma
     assert "variants" in generators.metadata
 
 
-def test_trained_recommender_is_each_variants_encoder(materialised):
-    recommenders = materialised("trained_recommender")
+def test_trained_recommender_is_each_variants_encoder(run):
+    recommenders = run.materialise("trained_recommender")
     assert isinstance(recommenders.value, TrainedRecommenders) and list(recommenders.value.variants) == [VARIANT]
     assert (recommenders.value[VARIANT].encoder_dir / "config.json").is_file()
     assert "variants" in recommenders.metadata
 
 
-def test_trained_profiles_are_each_variants_profiles_of_the_evaluated_examples(materialised, run):
-    profiles = materialised("trained_profiles")
+def test_trained_profiles_are_each_variants_profiles_of_the_evaluated_examples(run):
+    profiles = run.materialise("trained_profiles")
     assert set(profiles.value["variant"]) == {VARIANT}
     assert profiles.value.height == evaluated(run).height
     assert {"profile", "num_tokens", "finished"} <= set(profiles.value.columns)
     assert {"per_variant", "preview", "mlflow_run"} <= profiles.metadata.keys()
 
 
-def test_trained_item_index_indexes_the_catalogue_per_variant(materialised, run):
-    indexes = materialised("trained_item_index")
+def test_trained_item_index_indexes_the_catalogue_per_variant(run):
+    indexes = run.materialise("trained_item_index")
     assert isinstance(indexes.value, TrainedIndexes) and list(indexes.value.variants) == [VARIANT]
     index = ItemIndex.load(indexes.value[VARIANT].folder)
     assert sorted(index.item_ids.tolist()) == sorted(run.stored("item_catalog")["item_id"])
     assert {"variants", "mlflow_run"} <= indexes.metadata.keys()
 
 
-def test_evaluation_report_has_a_row_per_method_and_variant_with_intervals(materialised, run):
-    report = materialised("evaluation_report")
+def test_evaluation_report_has_a_row_per_method_and_variant_with_intervals(run):
+    report = run.materialise("evaluation_report")
     assert isinstance(report.value, EvaluationReport)
     assert set(report.value.methods) == {*run.recipe.evaluation.methods, VARIANT}
     for metrics in report.value.methods.values():
@@ -231,8 +229,8 @@ def test_evaluation_report_has_a_row_per_method_and_variant_with_intervals(mater
     assert {"table", "plot", "users", "report_folder", "mlflow_run"} <= report.metadata.keys()
 
 
-def test_profile_quality_report_gives_each_variant_its_registry_tags(materialised):
-    quality = materialised("profile_quality_report")
+def test_profile_quality_report_gives_each_variant_its_registry_tags(run):
+    quality = run.materialise("profile_quality_report")
     assert isinstance(quality.value, QualityReport)
     assert VARIANT in quality.value.registry_tags
     tags = quality.value.registry_tags[VARIANT]
@@ -241,8 +239,8 @@ def test_profile_quality_report_gives_each_variant_its_registry_tags(materialise
     assert {"table", "plot", "genre_samples", "examples", "report_folder", "mlflow_run"} <= quality.metadata.keys()
 
 
-def test_registered_model_is_a_new_challenger_version_of_the_variant(materialised, run):
-    registered = materialised("registered_model")
+def test_registered_model_is_a_new_challenger_version_of_the_variant(run):
+    registered = run.materialise("registered_model")
     assert isinstance(registered.value, RegisteredModel) and registered.value.variant == VARIANT
     client = MlflowClient(run.tracking_uri)
     challenger = client.get_model_version_by_alias(registered.value.model_name, "challenger")
@@ -253,6 +251,7 @@ def test_registered_model_is_a_new_challenger_version_of_the_variant(materialise
 
 
 def test_every_asset_of_the_definitions_has_its_own_test_here():
+    """A new asset gets its test here: test_<asset name>_<what it checks>."""
     tested = {name.split("test_", 1)[1] for name in globals() if name.startswith("test_")}
     assets = {key.to_user_string() for key in definitions.defs.resolve_asset_graph().get_all_asset_keys()}
     assert all(any(name.startswith(asset) for name in tested) for asset in assets), assets
