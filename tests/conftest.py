@@ -1,6 +1,8 @@
 """Fixtures every test module may use: the tiny random models, built once per test session.
 
 The folders are shared: a test must not write into them (copy one to tmp_path first if it must).
+The small tables, RL examples and recipes tests hand the library are built by tests/builders.py;
+the tiny Dagster pipeline (dataset, recipe, resources) by tests/tiny_pipeline.py.
 """
 
 from pathlib import Path
