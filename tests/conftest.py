@@ -1,6 +1,8 @@
 """Fixtures every test module may use: the tiny random models, built once per test session.
 
 The folders are shared: a test must not write into them (copy one to tmp_path first if it must).
+The small tables, RL examples and recipes tests hand the library are built by tests/builders.py;
+the tiny Dagster pipeline (dataset, recipe, resources) by tests/tiny_pipeline.py.
 """
 
 from pathlib import Path
@@ -20,6 +22,12 @@ def tiny_lm_folder(tmp_path_factory) -> Path:
 def tiny_encoder_folder(tmp_path_factory) -> Path:
     """A tiny random sentence-transformers encoder (tests/tiny_encoder.py)."""
     return build_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_lm_folder, tiny_encoder_folder) -> dict[str, Path]:
+    """The tiny models as a recipe's `models` section names them (tests/tiny_pipeline.py)."""
+    return {"generator": tiny_lm_folder, "encoder": tiny_encoder_folder}
 
 
 def pytest_addoption(parser):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from builders import example_row, examples_table
 from sentence_transformers import SentenceTransformer
 
 from lpt_core import baselines, evaluation_methods
 from lpt_core.baselines import METHODS, EvalContext, HeadTraining, evaluate_methods, register
 from lpt_core.config import EvaluationConfig, ItemHeadConfig
-from lpt_core.data.schemas import EXAMPLES
 from lpt_core.report import build_report
 from lpt_core.retrieval import ItemIndex, TextEncoder
 from lpt_core.training.item_head import TextRows, popularity_prior
@@ -37,21 +37,10 @@ def head_rows(first: int, count: int) -> TextRows:
 
 
 def examples(rows=ROWS) -> pl.DataFrame:
-    return pl.DataFrame(
-        [
-            {
-                "user_id": user,
-                "split": "test",
-                "window": window,
-                "history_item_ids": history,
-                "history_ratings": [4.0] * len(history),
-                "history_reviews": ["fine"] * len(history),
-                "target_item_id": target,
-            }
-            for window, (user, history, target) in enumerate(rows)
-        ],
-        schema=EXAMPLES,
-    )
+    return examples_table(*[
+        example_row(user, "test", history, target, window=window, history_reviews=["fine"] * len(history))
+        for window, (user, history, target) in enumerate(rows)
+    ])
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_encoder import build_tiny_encoder
-from tiny_lm import build_tiny_lm, write_tiny_gguf
+from tiny_lm import write_tiny_gguf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lpt_core import models, paths
@@ -32,25 +31,20 @@ def work_dir(tmp_path, monkeypatch) -> Path:
     return tmp_path / "work"
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
-
-
 def test_packaged_default_not_fetched_says_run_make_setup(work_dir):
     with pytest.raises(ModelError, match="make setup"):
         resolve_model("smollm2-135m-instruct")
 
 
-def test_packaged_default_resolves_to_its_folder_once_fetched(work_dir, tiny_folder):
+def test_packaged_default_resolves_to_its_folder_once_fetched(work_dir, tiny_lm_folder):
     folder = work_dir / "models" / "smollm2-135m-instruct"
     folder.parent.mkdir(parents=True)
-    folder.symlink_to(tiny_folder)
+    folder.symlink_to(tiny_lm_folder)
     assert resolve_model("smollm2-135m-instruct") == folder
 
 
-def test_local_folder_resolves_to_itself_and_must_hold_a_model(tiny_folder, tmp_path):
-    assert resolve_model(str(tiny_folder)) == tiny_folder
+def test_local_folder_resolves_to_itself_and_must_hold_a_model(tiny_lm_folder, tmp_path):
+    assert resolve_model(str(tiny_lm_folder)) == tiny_lm_folder
     with pytest.raises(ModelError, match="config.json"):
         resolve_model(str(tmp_path))
 
@@ -67,8 +61,8 @@ def test_hub_id_while_offline_is_a_clear_error(work_dir, monkeypatch):
         resolve_model("someone/some-model")
 
 
-def test_gguf_converts_once_to_an_equivalent_safetensors_model(work_dir, tiny_folder, tmp_path):
-    gguf_path = write_tiny_gguf(tiny_folder, tmp_path / "tiny.gguf")
+def test_gguf_converts_once_to_an_equivalent_safetensors_model(work_dir, tiny_lm_folder, tmp_path):
+    gguf_path = write_tiny_gguf(tiny_lm_folder, tmp_path / "tiny.gguf")
 
     converted = resolve_model(str(gguf_path))
     modified = converted.stat().st_mtime_ns
@@ -77,7 +71,7 @@ def test_gguf_converts_once_to_an_equivalent_safetensors_model(work_dir, tiny_fo
     assert again == converted and converted.stat().st_mtime_ns == modified
     assert converted.parent == work_dir / "models" and converted.name.startswith("gguf-tiny-")
     assert list(converted.glob("*.safetensors"))
-    original = AutoModelForCausalLM.from_pretrained(tiny_folder)
+    original = AutoModelForCausalLM.from_pretrained(tiny_lm_folder)
     roundtrip = AutoModelForCausalLM.from_pretrained(converted)
     tokenizer = AutoTokenizer.from_pretrained(converted)
     ids = torch.tensor([tokenizer("Toy Story rated 5.0", add_special_tokens=False)["input_ids"]])
@@ -111,17 +105,16 @@ def test_pick_device_without_cuda():
         pick_device("cuda")
 
 
-def test_load_generator_is_ready_for_batched_generation(tiny_folder):
-    model, tokenizer = load_generator(str(tiny_folder), CPU_FP32)
+def test_load_generator_is_ready_for_batched_generation(tiny_lm_folder):
+    model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
     assert tokenizer.padding_side == "left"
     assert tokenizer.pad_token is not None  # the tiny tokenizer ships without one
     assert model.dtype == torch.float32 and not model.training
     assert model.generation_config.pad_token_id == tokenizer.pad_token_id
 
 
-def test_load_encoder_from_a_local_folder(tmp_path):
-    folder = build_tiny_encoder(tmp_path / "encoder")
-    encoder = load_encoder(str(folder), ModelsConfig(device="cpu", dtype="bfloat16"))
+def test_load_encoder_from_a_local_folder(tiny_encoder_folder):
+    encoder = load_encoder(str(tiny_encoder_folder), ModelsConfig(device="cpu", dtype="bfloat16"))
     embeddings = encoder.encode(["a thriller", "a comedy"])
     assert embeddings.shape[0] == 2
     assert next(encoder.parameters()).dtype == torch.float32  # kept fp32 for fine-tuning

@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 import polars as pl
 import pytest
+from builders import example_row, examples_table
 from fastapi.testclient import TestClient
 from test_serving import GENRES, build_parts, tiny_catalog
 from tiny_lm import force_reply
 
-from lpt_core.data.schemas import EXAMPLES
 from lpt_core.paths import Outputs
 from lpt_core.serving import registry
 from lpt_core.serving.profile_page.app import create_app
@@ -89,12 +89,7 @@ def _register_champion(tracking_uri: str, model_dir: Path) -> None:
 def _write_tables(outputs: Outputs) -> None:
     outputs.root.mkdir(parents=True)
     rows = [(user, *values) for user, values in USERS.items()]
-    examples = pl.DataFrame(
-        {"user_id": [r[0] for r in rows], "split": [r[1] for r in rows], "window": [0] * len(rows),
-         "history_item_ids": [r[2] for r in rows], "history_ratings": [r[3] for r in rows],
-         "history_reviews": [None] * len(rows), "target_item_id": [r[4] for r in rows]},
-        schema=EXAMPLES,
-    )
+    examples = examples_table(*[example_row(r[0], r[1], r[2], r[4], history_ratings=r[3]) for r in rows])
     examples.write_parquet(outputs.table("user_examples"))
     keys = examples.select("user_id", "split", "window")
     keys.with_columns(pl.Series("profile", [r[5] for r in rows])).drop_nulls("profile").write_parquet(

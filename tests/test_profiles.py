@@ -4,6 +4,7 @@ profiles, and which the head rows fit on: the same prefix."""
 from __future__ import annotations
 
 import polars as pl
+from builders import example_row, examples_table, items_table
 
 from lpt_core.config import EvaluationConfig, GenerationConfig
 from lpt_core.generation.store import profile_key
@@ -62,18 +63,14 @@ def test_profile_head_widens_the_profiled_train_users():
 
 
 def test_both_head_rows_fit_on_the_same_train_examples():
-    from lpt_core.data.schemas import EXAMPLES, ITEMS
     from lpt_core.evaluation import head_training
 
-    items = pl.DataFrame(
-        [{"item_id": f"m{i}", "title": f"Movie {i}", "categories": ["Drama"]} for i in range(6)], schema=ITEMS
-    )
+    items = items_table([f"m{i}" for i in range(6)], title=[f"Movie {i}" for i in range(6)], categories=[["Drama"]] * 6)
     rows = [("t2", "train", 0), ("t1", "train", 0), ("t2", "train", 1), ("v1", "val", 0), ("s1", "test", 0)]
-    examples = pl.DataFrame(
-        [{"user_id": u, "split": s, "window": w, "history_item_ids": ["m0", "m1"], "history_ratings": [4.0, 3.0],
-          "history_reviews": [None, None], "target_item_id": f"m{2 + n}"} for n, (u, s, w) in enumerate(rows)],
-        schema=EXAMPLES,
-    )
+    examples = examples_table(*[
+        example_row(u, s, ["m0", "m1"], f"m{2 + n}", window=w, history_ratings=[4.0, 3.0])
+        for n, (u, s, w) in enumerate(rows)
+    ])
     profiles = examples.select("user_id", "split", "window").with_columns(
         pl.format("profile of {} {}", "user_id", "window").alias("profile")
     )

@@ -6,58 +6,32 @@ import json
 
 import polars as pl
 import pytest
+from builders import example_row, examples_table, interactions_table, items_table
 
 from lpt_core.data.quality import CHECK_NAMES, CheckOutcome, check_examples, check_interactions, check_items
-from lpt_core.data.schemas import EXAMPLES, INTERACTIONS, ITEMS
 
 CATALOG = ["i1", "i2", "i3", "i4", "i5"]
 HISTORY_LEN = 2
 
 
-def _interactions() -> pl.DataFrame:
-    """Three users who each rated the same three items: a 3-core."""
-    rows = [
-        {"user_id": u, "item_id": i, "rating": 4.0, "timestamp": 1000 * n, "review": None}
-        for n, (u, i) in enumerate((u, i) for u in ("u1", "u2", "u3") for i in ("i1", "i2", "i3"))
-    ]
-    return pl.DataFrame(rows, schema=INTERACTIONS)
-
-
-def _items() -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "item_id": CATALOG,
-            "title": ["Alien", "Heat", "Fargo", "Brazil", "Ran"],
-            "year": [1979, 1995, 1996, 1985, 1985],
-            "description": [None] * 5,
-            "categories": [["Horror"], ["Crime"], ["Crime"], ["Sci-Fi"], ["Drama"]],
-            "price": [None] * 5,
-            "average_rating": [4.0] * 5,
-        },
-        schema=ITEMS,
-    )
-
-
-def _example(user: str, split: str, history: list[str], target: str) -> dict:
-    return {
-        "user_id": user,
-        "split": split,
-        "window": 0,
-        "history_item_ids": history,
-        "history_ratings": [4.0] * len(history),
-        "history_reviews": [None] * len(history),
-        "target_item_id": target,
-    }
-
-
-def _examples(*extra: dict) -> pl.DataFrame:
-    rows = [
-        _example("u1", "train", ["i1", "i2"], "i3"),
-        _example("u2", "val", ["i2", "i3"], "i4"),
-        _example("u3", "test", ["i4", "i5"], "i1"),
-        *extra,
-    ]
-    return pl.DataFrame(rows, schema=EXAMPLES)
+# Three users who each rated the same three items: a 3-core.
+INTERACTIONS = interactions_table(
+    [(u, i, 1000 * n) for n, (u, i) in enumerate((u, i) for u in ("u1", "u2", "u3") for i in ("i1", "i2", "i3"))],
+    ratings=[4.0] * 9,
+)
+ITEMS = items_table(
+    CATALOG,
+    title=["Alien", "Heat", "Fargo", "Brazil", "Ran"],
+    year=[1979, 1995, 1996, 1985, 1985],
+    categories=[["Horror"], ["Crime"], ["Crime"], ["Sci-Fi"], ["Drama"]],
+    average_rating=[4.0] * 5,
+)
+EXAMPLE_ROWS = (
+    example_row("u1", "train", ["i1", "i2"], "i3"),
+    example_row("u2", "val", ["i2", "i3"], "i4"),
+    example_row("u3", "test", ["i4", "i5"], "i1"),
+)
+EXAMPLES = examples_table(*EXAMPLE_ROWS)
 
 
 def _failed(outcomes: list[CheckOutcome]) -> dict[str, CheckOutcome]:
@@ -81,10 +55,10 @@ def _set_cell(frame: pl.DataFrame, row: int, column: str, value) -> pl.DataFrame
 
 def test_clean_tables_pass_every_declared_check_with_json_details():
     by_table = {
-        "raw_interactions": check_interactions(_interactions(), k_core=None),
-        "interactions": check_interactions(_interactions(), k_core=3),
-        "items": check_items(_items()),
-        "examples": check_examples(_examples(), CATALOG, HISTORY_LEN),
+        "raw_interactions": check_interactions(INTERACTIONS, k_core=None),
+        "interactions": check_interactions(INTERACTIONS, k_core=3),
+        "items": check_items(ITEMS),
+        "examples": check_examples(EXAMPLES, CATALOG, HISTORY_LEN),
     }
     for table, outcomes in by_table.items():
         assert tuple(o.name for o in outcomes) == CHECK_NAMES[table]
@@ -94,7 +68,7 @@ def test_clean_tables_pass_every_declared_check_with_json_details():
 
 
 def test_interactions_schema_names_the_wrong_dtype_and_missing_column():
-    bad = _interactions().with_columns(pl.col("rating").cast(pl.Float64)).drop("review")
+    bad = INTERACTIONS.with_columns(pl.col("rating").cast(pl.Float64)).drop("review")
     failed = _failed(check_interactions(bad, k_core=3))
     assert set(failed) == {"interactions_schema"}
     details = failed["interactions_schema"].details
@@ -104,7 +78,7 @@ def test_interactions_schema_names_the_wrong_dtype_and_missing_column():
 
 
 def test_null_keys_are_reported_by_row():
-    bad = _set_cell(_interactions(), 4, "item_id", None)
+    bad = _set_cell(INTERACTIONS, 4, "item_id", None)
     failed = _failed(check_interactions(bad, k_core=None))
     assert set(failed) == {"interactions_keys_not_null"}
     assert failed["interactions_keys_not_null"].details["unexpected_count"] == 1
@@ -112,7 +86,7 @@ def test_null_keys_are_reported_by_row():
 
 
 def test_rating_out_of_range_names_user_and_item_and_null_rating_is_allowed():
-    with_null = _set_cell(_interactions(), 0, "rating", None)
+    with_null = _set_cell(INTERACTIONS, 0, "rating", None)
     assert _failed(check_interactions(with_null, k_core=3)) == {}
     bad = _set_cell(with_null, 5, "rating", 6.5)  # row 5 is (u2, i3)
     failed = _failed(check_interactions(bad, k_core=3))
@@ -123,7 +97,7 @@ def test_rating_out_of_range_names_user_and_item_and_null_rating_is_allowed():
 
 
 def test_k_core_names_the_users_and_items_below_k():
-    bad = _interactions().filter(~((pl.col("user_id") == "u1") & (pl.col("item_id") == "i1")))
+    bad = INTERACTIONS.filter(~((pl.col("user_id") == "u1") & (pl.col("item_id") == "i1")))
     assert _failed(check_interactions(bad, k_core=2)) == {}
     failed = _failed(check_interactions(bad, k_core=3))
     assert set(failed) == {"interactions_k_core"}
@@ -134,14 +108,14 @@ def test_k_core_names_the_users_and_items_below_k():
 
 
 def test_items_schema_names_the_wrong_dtype():
-    failed = _failed(check_items(_items().with_columns(pl.col("year").cast(pl.Int64))))
+    failed = _failed(check_items(ITEMS.with_columns(pl.col("year").cast(pl.Int64))))
     assert set(failed) == {"items_schema"}
     assert set(failed["items_schema"].details["dtype_mismatches"]) == {"year"}
 
 
 @pytest.mark.parametrize("bad_id", ["i2", None])
 def test_repeated_or_null_item_id_fails(bad_id):
-    failed = _failed(check_items(_set_cell(_items(), 2, "item_id", bad_id)))
+    failed = _failed(check_items(_set_cell(ITEMS, 2, "item_id", bad_id)))
     assert set(failed) == {"items_item_id_unique"}
     if bad_id is not None:
         assert "i2" in _offenders(failed["items_item_id_unique"])
@@ -149,28 +123,28 @@ def test_repeated_or_null_item_id_fails(bad_id):
 
 @pytest.mark.parametrize("bad_title", ["   ", "", None])
 def test_blank_or_null_title_names_the_item(bad_title):
-    failed = _failed(check_items(_set_cell(_items(), 3, "title", bad_title)))
+    failed = _failed(check_items(_set_cell(ITEMS, 3, "title", bad_title)))
     assert set(failed) == {"items_title_present"}
     rows = [row for row in _offenders(failed["items_title_present"]) if isinstance(row, dict)]
     assert [row["item_id"] for row in rows] == ["i4"]
 
 
 def test_examples_schema_names_the_wrong_dtype():
-    bad = _examples().with_columns(pl.col("window").cast(pl.Int64))
+    bad = EXAMPLES.with_columns(pl.col("window").cast(pl.Int64))
     failed = _failed(check_examples(bad, CATALOG, HISTORY_LEN))
     assert set(failed) == {"examples_schema"}
     assert set(failed["examples_schema"].details["dtype_mismatches"]) == {"window"}
 
 
 def test_unknown_split_value_is_named():
-    bad = _examples(_example("u4", "dev", ["i1", "i2"], "i3"))  # every real split keeps its examples
+    bad = examples_table(*EXAMPLE_ROWS, example_row("u4", "dev", ["i1", "i2"], "i3"))  # every real split keeps its examples
     failed = _failed(check_examples(bad, CATALOG, HISTORY_LEN))
     assert set(failed) == {"examples_split_values"}
     assert "dev" in _offenders(failed["examples_split_values"])
 
 
 def test_user_in_two_splits_is_named_with_its_splits():
-    bad = _examples(_example("u1", "test", ["i2", "i3"], "i5"))
+    bad = examples_table(*EXAMPLE_ROWS, example_row("u1", "test", ["i2", "i3"], "i5"))
     failed = _failed(check_examples(bad, CATALOG, HISTORY_LEN))
     assert set(failed) == {"examples_users_disjoint"}
     assert {"splits_of_user": 2, "user_id": "u1", "splits": "test,train"} in _offenders(
@@ -179,7 +153,7 @@ def test_user_in_two_splits_is_named_with_its_splits():
 
 
 def test_target_outside_catalog_is_named():
-    bad = _set_cell(_examples(), 2, "target_item_id", "i9")
+    bad = _set_cell(EXAMPLES, 2, "target_item_id", "i9")
     failed = _failed(check_examples(bad, CATALOG, HISTORY_LEN))
     assert set(failed) == {"examples_targets_in_catalog"}
     assert {"target_in_catalog": False, "user_id": "u3", "target_item_id": "i9"} in _offenders(
@@ -188,14 +162,14 @@ def test_target_outside_catalog_is_named():
 
 
 def test_history_of_wrong_length_is_named():
-    bad = _examples(_example("u4", "test", ["i1", "i2", "i3"], "i4"))
+    bad = examples_table(*EXAMPLE_ROWS, example_row("u4", "test", ["i1", "i2", "i3"], "i4"))
     failed = _failed(check_examples(bad, CATALOG, HISTORY_LEN))
     assert set(failed) == {"examples_history_length"}
     assert {"history_len": 3, "user_id": "u4"} in _offenders(failed["examples_history_length"])
 
 
 def test_target_inside_its_own_history_is_named():
-    bad = _set_cell(_examples(), 0, "target_item_id", "i2")
+    bad = _set_cell(EXAMPLES, 0, "target_item_id", "i2")
     failed = _failed(check_examples(bad, CATALOG, HISTORY_LEN))
     assert set(failed) == {"examples_target_not_in_history"}
     assert {"target_in_history": True, "user_id": "u1", "target_item_id": "i2"} in _offenders(
@@ -204,7 +178,7 @@ def test_target_inside_its_own_history_is_named():
 
 
 def test_missing_column_fails_the_checks_that_read_it_instead_of_raising():
-    outcomes = check_examples(_examples().drop("history_item_ids"), CATALOG, HISTORY_LEN)
+    outcomes = check_examples(EXAMPLES.drop("history_item_ids"), CATALOG, HISTORY_LEN)
     failed = _failed(outcomes)
     assert set(failed) == {
         "examples_schema",
@@ -217,9 +191,9 @@ def test_missing_column_fails_the_checks_that_read_it_instead_of_raising():
 def test_empty_tables_fail_instead_of_passing_every_check():
     """Issue 15.1: every check passed on 0-row tables, so a run on nothing succeeded."""
     cases = {
-        "interactions_not_empty": check_interactions(_interactions().head(0), k_core=3),
-        "items_not_empty": check_items(_items().head(0)),
-        "examples_every_split_present": check_examples(_examples().head(0), CATALOG, HISTORY_LEN),
+        "interactions_not_empty": check_interactions(INTERACTIONS.head(0), k_core=3),
+        "items_not_empty": check_items(ITEMS.head(0)),
+        "examples_every_split_present": check_examples(EXAMPLES.head(0), CATALOG, HISTORY_LEN),
     }
     for name, outcomes in cases.items():
         assert set(_failed(outcomes)) == {name}
@@ -227,6 +201,6 @@ def test_empty_tables_fail_instead_of_passing_every_check():
 
 
 def test_an_empty_split_is_named():
-    failed = _failed(check_examples(_examples().filter(pl.col("split") != "val"), CATALOG, HISTORY_LEN))
+    failed = _failed(check_examples(EXAMPLES.filter(pl.col("split") != "val"), CATALOG, HISTORY_LEN))
     assert set(failed) == {"examples_every_split_present"}
     assert {"examples": 0, "split": "val"} in _offenders(failed["examples_every_split_present"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import polars as pl
 import pytest
+from builders import items_table
 from tiny_encoder import build_tiny_encoder
 from tiny_lm import build_tiny_lm
 
@@ -34,18 +35,12 @@ ITEMS = 30
 
 def tiny_catalog() -> pl.DataFrame:
     """ITEMS rows (+ text) whose titles and genres use words the tiny encoder knows."""
-    rows = {
-        "item_id": [str(i) for i in range(1, ITEMS + 1)],
-        "title": [f"{GENRES[i % 6].lower()} story {i}" for i in range(ITEMS)],
-        "year": [1980 + i for i in range(ITEMS)],
-        "description": [None] * ITEMS,
-        "categories": [[GENRES[i % 6], GENRES[(i + 1) % 6]] for i in range(ITEMS)],
-        "price": [None] * ITEMS,
-        "average_rating": [None] * ITEMS,
-    }
-    schema = {"item_id": pl.String, "title": pl.String, "year": pl.Int32, "description": pl.String,
-              "categories": pl.List(pl.String), "price": pl.String, "average_rating": pl.Float32}
-    catalog = pl.DataFrame(rows, schema=schema)
+    catalog = items_table(
+        [str(i) for i in range(1, ITEMS + 1)],
+        title=[f"{GENRES[i % 6].lower()} story {i}" for i in range(ITEMS)],
+        year=[1980 + i for i in range(ITEMS)],
+        categories=[[GENRES[i % 6], GENRES[(i + 1) % 6]] for i in range(ITEMS)],
+    )
     return catalog.with_columns(text.item_texts(catalog).alias("text"))
 
 

@@ -4,71 +4,29 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from builders import example_row, examples_table, items_table
 from tiny_lm import CHATML_TEMPLATE
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 from lpt_core.config import PromptConfig
-from lpt_core.data import schemas
 from lpt_core.sources import SOURCES
 from lpt_core.text import build_prompts, history_block, history_texts, item_texts, token_counts
 
-
-def _items() -> pl.DataFrame:
-    rows = [
-        {
-            "item_id": "m1",
-            "title": "Toy Story (1995)",
-            "year": 1995,
-            "description": None,
-            "categories": ["Animation", "Children's", "Comedy"],
-            "price": None,
-            "average_rating": None,
-        },
-        {
-            "item_id": "a1",
-            "title": "Heat",
-            "year": None,
-            "description": "A cop hunts a crew of thieves.",
-            "categories": ["Movies", "Crime"],
-            "price": "$9.99",
-            "average_rating": 4.3,
-        },
-        {
-            "item_id": "a2",
-            "title": "Alien",
-            "year": 1979,
-            "description": None,
-            "categories": [],
-            "price": "  ",
-            "average_rating": 4.7,
-        },
-    ]
-    return pl.DataFrame(rows, schema=schemas.ITEMS)
-
-
-def _examples() -> pl.DataFrame:
-    rows = [
-        {
-            "user_id": "u1",
-            "split": "train",
-            "window": 0,
-            "history_item_ids": ["a2", "m1", "a1"],
-            "history_ratings": [5.0, 3.0, 4.0],
-            "history_reviews": ["Scary and brilliant.", None, "Tense."],
-            "target_item_id": "x",
-        },
-        {
-            "user_id": "u2",
-            "split": "test",
-            "window": 0,
-            "history_item_ids": ["m1"],
-            "history_ratings": [2.0],
-            "history_reviews": None,
-            "target_item_id": "x",
-        },
-    ]
-    return pl.DataFrame(rows, schema=schemas.EXAMPLES)
+ITEMS = items_table(
+    ["m1", "a1", "a2"],
+    title=["Toy Story (1995)", "Heat", "Alien"],
+    year=[1995, None, 1979],
+    description=[None, "A cop hunts a crew of thieves.", None],
+    categories=[["Animation", "Children's", "Comedy"], ["Movies", "Crime"], []],
+    price=[None, "$9.99", "  "],
+    average_rating=[None, 4.3, 4.7],
+)
+EXAMPLES = examples_table(
+    example_row("u1", "train", ["a2", "m1", "a1"], "x", history_ratings=[5.0, 3.0, 4.0],
+                history_reviews=["Scary and brilliant.", None, "Tense."]),
+    example_row("u2", "test", ["m1"], "x", history_ratings=[2.0], history_reviews=None),
+)
 
 
 def _chat_tokenizer() -> PreTrainedTokenizerFast:
@@ -80,7 +38,7 @@ def _chat_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def test_item_texts_follow_the_paper_format_and_omit_missing_parts():
-    texts = item_texts(_items()).to_list()
+    texts = item_texts(ITEMS).to_list()
     assert texts[0] == "Title: Toy Story (1995)\nCategory: Animation, Children's, Comedy"
     assert texts[1] == (
         "Title: Heat\n"
@@ -101,7 +59,7 @@ def test_history_block_uses_the_review_when_there_is_one_else_the_rating():
 
 
 def test_history_texts_keep_time_order_with_blank_lines_between_items():
-    first, second = history_texts(_examples(), _items())
+    first, second = history_texts(EXAMPLES, ITEMS)
     blocks = first.split("\n\n")
     assert [b.splitlines()[0] for b in blocks] == [
         "Title: Alien (1979)",
@@ -115,8 +73,8 @@ def test_history_texts_keep_time_order_with_blank_lines_between_items():
 
 def test_prompts_put_instruction_then_history_inside_the_chat_template():
     instruction = SOURCES["movielens_100k"].instruction
-    prompts = build_prompts(_examples(), _items(), _chat_tokenizer(), PromptConfig(), "movielens_100k")
-    history = history_texts(_examples(), _items())
+    prompts = build_prompts(EXAMPLES, ITEMS, _chat_tokenizer(), PromptConfig(), "movielens_100k")
+    history = history_texts(EXAMPLES, ITEMS)
     assert len(prompts) == 2
     assert prompts[0] == (
         f"<|im_start|>user\n{instruction}\n\n{history[0]}<|im_end|>\n<|im_start|>assistant\n"
@@ -128,8 +86,8 @@ def test_lines_layout_with_system_message_and_instruction_after_the_history():
         system="You write profiles.", instruction="Describe the user.", instruction_position="after",
         history_format="lines",
     )
-    first = build_prompts(_examples(), _items(), _chat_tokenizer(), prompt, "movielens_100k")[0]
-    lines = history_texts(_examples(), _items(), "lines")[0]
+    first = build_prompts(EXAMPLES, ITEMS, _chat_tokenizer(), prompt, "movielens_100k")[0]
+    lines = history_texts(EXAMPLES, ITEMS, "lines")[0]
     assert lines.splitlines()[0].startswith("- Alien (1979)")
     assert ": rated 5.0/5" in lines.splitlines()[0] and "Scary and brilliant." in lines.splitlines()[0]
     assert first == (
@@ -139,9 +97,9 @@ def test_lines_layout_with_system_message_and_instruction_after_the_history():
 
 
 def test_unknown_history_item_names_the_user_and_item():
-    items = _items().filter(pl.col("item_id") != "a1")
+    items = ITEMS.filter(pl.col("item_id") != "a1")
     with pytest.raises(ValueError, match=r"'u1'.*'a1'"):
-        history_texts(_examples(), items)
+        history_texts(EXAMPLES, items)
 
 
 def test_amazon_instruction_is_the_papers_text():

@@ -4,44 +4,13 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from builders import interactions_table, items_table
 
 from lpt_core.config import DataConfig
-from lpt_core.data import schemas
 from lpt_core.data.cleaning import clean, deduplicate, k_core
 from lpt_core.data.readers import QUARANTINE, InputAccount, RawData
 
-
-def _interactions(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
-    """(user, item, timestamp) rows; the rating records the row's input position."""
-    return pl.DataFrame(
-        {
-            "user_id": [u for u, _, _ in rows],
-            "item_id": [i for _, i, _ in rows],
-            "rating": [float(n) for n in range(len(rows))],
-            "timestamp": [t for _, _, t in rows],
-            "review": [None] * len(rows),
-        },
-        schema=schemas.INTERACTIONS,
-    )
-
-
-def _items(ids: list[str], titles: dict[str, str | None] | None = None) -> pl.DataFrame:
-    titles = titles or {}
-    return pl.DataFrame(
-        {
-            "item_id": ids,
-            "title": [titles.get(i, f"Title {i}") for i in ids],
-            "year": [None] * len(ids),
-            "description": [None] * len(ids),
-            "categories": [[] for _ in ids],
-            "price": [None] * len(ids),
-            "average_rating": [None] * len(ids),
-        },
-        schema=schemas.ITEMS,
-    )
-
-
-DUPLICATES = _interactions([("u", "a", 30), ("u", "b", 5), ("u", "a", 10), ("v", "a", 1), ("u", "a", 10)])
+DUPLICATES = interactions_table([("u", "a", 30), ("u", "b", 5), ("u", "a", 10), ("v", "a", 1), ("u", "a", 10)])
 
 
 def test_dedup_keep_returns_everything():
@@ -72,18 +41,18 @@ def test_k_core_needs_more_than_one_pass():
     # interaction and goes, which leaves "x" with 1 user: only a second pass removes it, and with
     # it user "v"'s third interaction.
     rows = _grid(["u", "v"], ["a", "b"]) + [("v", "x", 0), ("w", "x", 0)]
-    one_pass = _interactions(rows).filter(
+    one_pass = interactions_table(rows).filter(
         (pl.len().over("user_id") >= 2) & (pl.len().over("item_id") >= 2)
     )
     assert "x" in one_pass["item_id"].to_list()
-    result = k_core(_interactions(rows), 2)
+    result = k_core(interactions_table(rows), 2)
     assert sorted(result["item_id"].unique()) == ["a", "b"]
     assert result.group_by("user_id").len()["len"].min() >= 2
     assert result.group_by("item_id").len()["len"].min() >= 2
 
 
 def test_k_core_can_empty_everything():
-    chain = _interactions([("u1", "a", 0), ("u1", "b", 0), ("u2", "b", 0), ("u2", "c", 0)])
+    chain = interactions_table([("u1", "a", 0), ("u1", "b", 0), ("u2", "b", 0), ("u2", "c", 0)])
     assert k_core(chain, 2).height == 0
 
 
@@ -99,7 +68,7 @@ def _raw(interactions: pl.DataFrame, items: pl.DataFrame, quarantined: int = 0) 
 
 def test_clean_drops_unknown_and_untitled_items_and_reports_each_step():
     rows = _grid(["u1", "u2"], ["a", "b"]) + [("u1", "ghost", 0), ("u2", "notitle", 0)]
-    raw = _raw(_interactions(rows), _items(["a", "b", "notitle", "unused"], {"notitle": " "}), quarantined=2)
+    raw = _raw(interactions_table(rows), items_table(["a", "b", "notitle", "unused"], title=["Title a", "Title b", " ", "Title unused"]), quarantined=2)
     interactions, items, report = clean(raw, DataConfig(k_core=2))
     assert set(interactions["item_id"]) == {"a", "b"}
     assert items["item_id"].to_list() == ["a", "b"]  # "unused" has no interactions left
@@ -115,7 +84,7 @@ def test_clean_drops_unknown_and_untitled_items_and_reports_each_step():
 
 def test_clean_drops_long_items_then_k_cores_again():
     rows = _grid(["u1", "u2", "u3"], ["a", "b", "long"]) + [("u4", "a", 0), ("u4", "long", 0)]
-    raw = _raw(_interactions(rows), _items(["a", "b", "long"]))
+    raw = _raw(interactions_table(rows), items_table(["a", "b", "long"]))
     seen = []
 
     def token_counts(items: pl.DataFrame) -> pl.Series:
@@ -131,18 +100,18 @@ def test_clean_drops_long_items_then_k_cores_again():
 
 
 def test_clean_rejects_misaligned_token_counts():
-    raw = _raw(_interactions(_grid(["u1", "u2"], ["a", "b"])), _items(["a", "b"]))
+    raw = _raw(interactions_table(_grid(["u1", "u2"], ["a", "b"])), items_table(["a", "b"]))
     with pytest.raises(ValueError, match="1 counts for 2 items"):
         clean(raw, DataConfig(k_core=1), lambda items: pl.Series([1]))
 
 
 def test_html_entities_and_tags_never_reach_the_model_texts():
     """Issue 15.4: 'Region 1 DVD &amp; Blu-ray <br />Widescreen' reached the prompts."""
-    items = _items(["a", "b"], {"a": "Heat &amp; Dust", "b": "Plain"}).with_columns(
+    items = items_table(["a", "b"], title=["Heat &amp; Dust", "Plain"]).with_columns(
         pl.Series("description", ["Region 1 DVD &amp; Blu-ray <br />Widescreen", "I <3 it, 2 < 3"]),
         pl.Series("categories", [["Movies &amp; TV"], ["Drama"]]),
     )
-    interactions = _interactions(_grid(["u1", "u2"], ["a", "b"])).with_columns(
+    interactions = interactions_table(_grid(["u1", "u2"], ["a", "b"])).with_columns(
         pl.lit("Great &quot;noir&quot;<br/><br/>Loved it &#8212; twice").alias("review")
     )
     cleaned, items, report = clean(_raw(interactions, items), DataConfig(k_core=1))
@@ -157,11 +126,11 @@ def test_html_entities_and_tags_never_reach_the_model_texts():
 
 def test_only_real_html_tags_are_stripped():
     """Issue 31.5: "Director's Cut <Special Edition>" lost its "<Special Edition>"."""
-    titles = {"a": "Director's Cut <Special Edition>", "b": "<I Love Lucy> <b>Season 1</b>"}
-    items = _items(["a", "b"], titles).with_columns(
+    titles = ["Director's Cut <Special Edition>", "<I Love Lucy> <b>Season 1</b>"]
+    items = items_table(["a", "b"], title=titles).with_columns(
         pl.Series("description", ['<p class="x">One<br/>Two</p>', "<a href='/y' target=_blank>Link</a> <3"])
     )
-    _, items, report = clean(_raw(_interactions(_grid(["u1"], ["a", "b"])), items), DataConfig(k_core=1))
+    _, items, report = clean(_raw(interactions_table(_grid(["u1"], ["a", "b"])), items), DataConfig(k_core=1))
     assert items.select("title", "description").rows() == [
         ("Director's Cut <Special Edition>", "One Two"),
         ("<I Love Lucy> Season 1", "Link <3"),

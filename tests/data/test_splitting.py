@@ -6,6 +6,7 @@ import json
 
 import polars as pl
 import pytest
+from builders import interactions_table
 
 from lpt_core.config import DataConfig, SplitConfig
 from lpt_core.data import schemas
@@ -13,20 +14,6 @@ from lpt_core.data.cleaning import clean
 from lpt_core.data.readers.movielens import read_movielens_100k
 from lpt_core.data.splitting import Split, drop_long_prompts, split_users
 from lpt_core.paths import raw_data_dir
-
-
-def _interactions(rows: list[tuple[str, str, int]], reviews: list[str | None] | None = None) -> pl.DataFrame:
-    """(user, item, timestamp) rows; ratings count rows so that order is visible in the output."""
-    return pl.DataFrame(
-        {
-            "user_id": [u for u, _, _ in rows],
-            "item_id": [i for _, i, _ in rows],
-            "rating": [float(n) for n in range(len(rows))],
-            "timestamp": [t for _, _, t in rows],
-            "review": reviews or [None] * len(rows),
-        },
-        schema=schemas.INTERACTIONS,
-    )
 
 
 def _user(user: str, items: str, start: int) -> list[tuple[str, str, int]]:
@@ -37,7 +24,7 @@ def _user(user: str, items: str, start: int) -> list[tuple[str, str, int]]:
 def _population(n_users: int) -> pl.DataFrame:
     """User k starts at time k and rates the same six items: every user has a valid example."""
     rows = [r for k in range(n_users) for r in _user(f"u{k:02d}", "abcdef", 100 * k)]
-    return _interactions(rows)
+    return interactions_table(rows)
 
 
 def _with_late_user(rows: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
@@ -65,7 +52,7 @@ def test_users_are_split_by_first_interaction_time():
 
 def test_ties_on_first_time_are_broken_by_user_id():
     rows = [r for user in ("b", "a", "c") for r in _user(user, "xyz", 0)] + _user("d", "xyz", 5)
-    split = split_users(_interactions(rows), SplitConfig(history_len=1, train_frac=0.5))
+    split = split_users(interactions_table(rows), SplitConfig(history_len=1, train_frac=0.5))
     assert set(split.examples.filter(pl.col("split") == "train")["user_id"]) == {"a", "b"}
 
 
@@ -81,7 +68,7 @@ def test_val_test_assignment_is_seeded():
 def test_history_is_first_n_in_time_order_with_stable_ties():
     # Timestamps out of input order, and a tie (c, d at t=3) that must keep input order.
     rows = [("u", "e", 9), ("u", "b", 2), ("u", "c", 3), ("u", "a", 1), ("u", "d", 3), ("u", "f", 10)]
-    split = split_users(_interactions(_with_late_user(rows)), SplitConfig(history_len=4, train_frac=0.5))
+    split = split_users(interactions_table(_with_late_user(rows)), SplitConfig(history_len=4, train_frac=0.5))
     example = _example(split, "u")
     assert example["history_item_ids"] == ["a", "b", "c", "d"]
     assert example["history_ratings"] == [3.0, 1.0, 2.0, 4.0]  # input positions of a, b, c, d
@@ -90,7 +77,7 @@ def test_history_is_first_n_in_time_order_with_stable_ties():
 
 def test_target_is_the_first_later_item_not_in_history():
     rows = _user("u", "abcbacd", 0)
-    split = split_users(_interactions(_with_late_user(rows)), SplitConfig(history_len=3, train_frac=0.5))
+    split = split_users(interactions_table(_with_late_user(rows)), SplitConfig(history_len=3, train_frac=0.5))
     example = _example(split, "u")
     assert example["history_item_ids"] == ["a", "b", "c"]
     assert example["target_item_id"] == "d"  # b, a, c repeat the history and are skipped
@@ -98,7 +85,7 @@ def test_target_is_the_first_later_item_not_in_history():
 
 def test_user_without_new_item_is_dropped():
     rows = _user("v", "abc", 0) + _user("u", "abab", 10)
-    split = split_users(_interactions(rows), SplitConfig(history_len=2, train_frac=0.5))
+    split = split_users(interactions_table(rows), SplitConfig(history_len=2, train_frac=0.5))
     assert split.examples["user_id"].to_list() == ["v"]
     assert split.dropped_users == {"train": 0, "test": 1}
 
@@ -109,7 +96,7 @@ def test_held_out_interactions_on_unseen_items_are_dropped_first():
     train = [r for k in range(8) for r in _user(f"t{k}", "abcde", k)]
     held = [("h1", "a", 100), ("h1", "z", 101), ("h1", "b", 102), ("h1", "y", 103), ("h1", "c", 104)]
     held += [("h2", "a", 200), ("h2", "b", 201), ("h2", "d", 202)]
-    split = split_users(_interactions(train + held), SplitConfig(history_len=2, train_frac=0.8))
+    split = split_users(interactions_table(train + held), SplitConfig(history_len=2, train_frac=0.8))
     assert split.catalog_item_ids.to_list() == ["a", "b", "c", "d", "e"]
     example = _example(split, "h1")
     assert example["split"] in ("val", "test")
@@ -120,14 +107,14 @@ def test_held_out_interactions_on_unseen_items_are_dropped_first():
 def test_catalogue_is_sorted_train_items_only():
     train = [r for k in range(8) for r in _user(f"t{k}", "dcba", k)]
     held = _user("h1", "abq", 100) + _user("h2", "abr", 200)
-    split = split_users(_interactions(train + held), SplitConfig(history_len=1))
+    split = split_users(interactions_table(train + held), SplitConfig(history_len=1))
     assert split.catalog_item_ids.to_list() == ["a", "b", "c", "d"]
 
 
 def test_windows_slide_by_stride_and_skip_incomplete_ones():
     rows = _user("u", "abcdefg", 0)
     cfg = SplitConfig(history_len=3, train_frac=0.5, windows_per_user=4, window_stride=2)
-    split = split_users(_interactions(_with_late_user(rows)), cfg)
+    split = split_users(interactions_table(_with_late_user(rows)), cfg)
     got = {
         row["window"]: (row["history_item_ids"], row["target_item_id"])
         for row in split.examples.filter(pl.col("user_id") == "u").iter_rows(named=True)
@@ -140,7 +127,7 @@ def test_leave_last_out_takes_last_new_item_and_the_n_before_it():
     # u: the last "b" is not among the two before it (c, a), so it is the target.
     rows = _user("u", "abcab", 0) + _user("v", "abcbc", 10)
     cfg = SplitConfig(strategy="leave_last_out", history_len=2, train_frac=0.5)
-    split = split_users(_interactions(rows), cfg)
+    split = split_users(interactions_table(rows), cfg)
     assert (_example(split, "u")["history_item_ids"], _example(split, "u")["target_item_id"]) == (
         ["c", "a"],
         "b",
@@ -155,7 +142,7 @@ def test_leave_last_out_takes_last_new_item_and_the_n_before_it():
 def test_reviews_keep_nulls_in_history_lists():
     rows = _with_late_user(_user("u", "abc", 0))
     reviews = ["fine", None, "meh", "late"]
-    split = split_users(_interactions(rows, reviews), SplitConfig(history_len=2, train_frac=0.5))
+    split = split_users(interactions_table(rows, reviews=reviews), SplitConfig(history_len=2, train_frac=0.5))
     assert _example(split, "u")["history_reviews"] == ["fine", None]
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_encoder import build_tiny_encoder
 from tiny_lm import build_tiny_lm, force_reply
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -125,8 +124,8 @@ def test_seeded_sampling_repeats_whatever_the_batch(lm_folder):
 
 
 @pytest.fixture(scope="module")
-def reward(tmp_path_factory) -> RankReward:
-    encoder = TextEncoder(load_encoder(str(build_tiny_encoder(tmp_path_factory.mktemp("encoder"))), MODELS))
+def reward(tiny_encoder_folder) -> RankReward:
+    encoder = TextEncoder(load_encoder(str(tiny_encoder_folder), MODELS))
     return RankReward(encoder, ItemIndex.build(list(ITEMS), encoder.encode(list(ITEMS.values()))), kind="ndcg")
 
 

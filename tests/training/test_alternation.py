@@ -11,9 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from builders import tiny_recipe
 from safetensors.torch import load_file
-from tiny_encoder import build_tiny_encoder
-from tiny_lm import build_tiny_lm
 from transformers import AutoTokenizer
 
 from lpt_core import paths
@@ -95,30 +94,31 @@ def training_data(tokenizer) -> TrainingData:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    lm, encoder = build_tiny_lm(root / "lm"), build_tiny_encoder(root / "encoder")
-    tokenizer = AutoTokenizer.from_pretrained(lm)
-    return lm, encoder, training_data(tokenizer)
+def tiny(tiny_lm_folder, tiny_encoder_folder):
+    return tiny_lm_folder, tiny_encoder_folder, training_data(AutoTokenizer.from_pretrained(tiny_lm_folder))
 
 
-def tiny_recipe(lm: Path, encoder: Path, item_bias: bool = False) -> Recipe:
-    return Recipe(
-        name="tiny",
-        models=ModelsConfig(generator=str(lm), encoder=str(encoder), dtype="float32", device="cpu"),
-        generation=GenerationConfig(max_new_tokens=3, batch_size=8),
-        training=TrainingConfig(
-            rounds=2,
-            rl=RLConfig(
-                algorithm={"name": "rebel", "passes_per_batch": 1}, updates_per_round=1, prompts_per_update=2,
-                micro_batch_size=4,
-                sampling={"max_new_tokens": 3}, lora_r=2, lora_alpha=4,
-            ),
-            contrastive=ContrastiveConfig(steps_per_round=2, batch_size=4, learning_rate=1e-3, item_bias=item_bias),
-            max_train_users=5,
-            max_val_users=3,
+# The recipe sections of the alternation tests: two short rounds of every phase.
+SECTIONS = {
+    "generation": GenerationConfig(max_new_tokens=3, batch_size=8),
+    "training": TrainingConfig(
+        rounds=2,
+        rl=RLConfig(
+            algorithm={"name": "rebel", "passes_per_batch": 1}, updates_per_round=1, prompts_per_update=2,
+            micro_batch_size=4, sampling={"max_new_tokens": 3}, lora_r=2, lora_alpha=4,
         ),
-    )
+        contrastive=ContrastiveConfig(steps_per_round=2, batch_size=4, learning_rate=1e-3),
+        max_train_users=5,
+        max_val_users=3,
+    ),
+}
+# The same, the recommender learning an item bias beside its encoder.
+WITH_ITEM_BIAS = {
+    **SECTIONS,
+    "training": TrainingConfig.model_validate(
+        deep_merge(SECTIONS["training"].model_dump(), {"contrastive": {"item_bias": True}})
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def uninterrupted(tiny, tmp_path_factory):
     recorder = Recorder()
     root = tmp_path_factory.mktemp("run")
     started = time.perf_counter()
-    result = train_alternating(tiny_recipe(lm, encoder, item_bias=True), "langptune", data, root, recorder)
+    result = train_alternating(tiny_recipe(lm, encoder, **WITH_ITEM_BIAS), "langptune", data, root, recorder)
     print(f"tiny 2-round langptune alternation: {time.perf_counter() - started:.1f} s")
     return result, recorder
 
@@ -161,7 +161,7 @@ def test_ablations_run_only_their_phases(tiny, tmp_path, variant, expected):
     lm, encoder, data = tiny
     recorder = Recorder()
 
-    result = train_alternating(tiny_recipe(lm, encoder), variant, data, tmp_path, recorder)
+    result = train_alternating(tiny_recipe(lm, encoder, **SECTIONS), variant, data, tmp_path, recorder)
 
     assert recorder.phases == expected
     assert {s[1] for s in recorder.steps} == {expected[0][1]}
@@ -170,7 +170,7 @@ def test_ablations_run_only_their_phases(tiny, tmp_path, variant, expected):
 
 def test_resume_after_a_failure_continues_from_the_saved_phase(tiny, tmp_path, uninterrupted):
     lm, encoder, data = tiny
-    recipe = tiny_recipe(lm, encoder, item_bias=True)
+    recipe = tiny_recipe(lm, encoder, **WITH_ITEM_BIAS)
     first = Recorder(fail_at=("encoder", 1))
     with pytest.raises(RuntimeError, match="injected failure"):
         train_alternating(recipe, "langptune", data, tmp_path, first)
@@ -205,7 +205,7 @@ def test_the_item_head_is_fitted_checkpointed_and_loaded_on_resume(tiny, tmp_pat
     lm, encoder, data = tiny
     head = {"kind": "hybrid", "epochs": 3, "patience": 1, "batch_size": 4, "learning_rate": 0.05}
     recipe = Recipe.model_validate(deep_merge(
-        tiny_recipe(lm, encoder).model_dump(),
+        tiny_recipe(lm, encoder, **SECTIONS).model_dump(),
         # The encoder's steps first (stopped early on val), then the head over its embeddings.
         {"training": {"rounds": 1, "contrastive": {"steps_per_round": 2, "val_every": 1, "head": head}}},
     ))
@@ -272,7 +272,7 @@ def test_one_short_round_on_the_default_models(tmp_path, tiny):
 
 def test_profiles_of_an_untrained_policy_are_shared_through_the_store(tiny, tmp_path):
     lm, encoder, data = tiny
-    recipe = tiny_recipe(lm, encoder)
+    recipe = tiny_recipe(lm, encoder, **SECTIONS)
     store = tmp_path / "profiles.parquet"
     train_alternating(recipe, "cl_only", data, tmp_path / "cl_only", Recorder(), profile_store=store)
     stored = pl.read_parquet(store)
@@ -289,7 +289,7 @@ def test_profiles_of_an_untrained_policy_are_shared_through_the_store(tiny, tmp_
 
 def test_a_best_of_n_warm_start_runs_before_the_rl_updates_of_each_encoder_phase(tiny, tmp_path):
     lm, encoder, data = tiny
-    recipe = tiny_recipe(lm, encoder)
+    recipe = tiny_recipe(lm, encoder, **SECTIONS)
     warm = {"iterations": 1, "samples": 2, "sampling": {"max_new_tokens": 3}, "batch_size": 8, "learning_rate": 1e-3}
     rl = {**recipe.training.rl.model_dump(), "probe_examples": 2}
     recipe = Recipe.model_validate({**recipe.model_dump(), "training": {
@@ -309,7 +309,7 @@ def test_a_best_of_n_warm_start_runs_before_the_rl_updates_of_each_encoder_phase
 
 def test_best_of_n_hybrid_fine_tunes_the_writer_without_rl_over_a_fitted_hybrid_head(tiny, tmp_path):
     lm, encoder, data = tiny
-    recipe = Recipe.model_validate(deep_merge(tiny_recipe(lm, encoder).model_dump(), {"training": {
+    recipe = Recipe.model_validate(deep_merge(tiny_recipe(lm, encoder, **SECTIONS).model_dump(), {"training": {
         "rounds": 1, "rl": {"probe_examples": 2},
         "best_of_n": {"samples": 2, "sampling": {"max_new_tokens": 3}, "batch_size": 8, "learning_rate": 1e-3,
                       "examples_per_iteration": 3},
@@ -332,7 +332,7 @@ def test_on_a_cpu_the_policy_trains_in_float32_whatever_the_recipe_dtype(tiny):
     from lpt_core.training.policy import policy_models
 
     lm, encoder, _ = tiny
-    recipe = tiny_recipe(lm, encoder)
+    recipe = tiny_recipe(lm, encoder, **SECTIONS)
     bf16 = Recipe.model_validate({**recipe.model_dump(), "models": {**recipe.models.model_dump(), "dtype": "bfloat16"}})
 
     assert policy_models(bf16).dtype == "float32"

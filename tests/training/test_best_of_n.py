@@ -2,17 +2,19 @@
 
 import pytest
 import torch
+from builders import chat_rl_examples
 
 from lpt_core.config import BestOfNConfig, ModelsConfig, RLConfig
 from lpt_core.generation.base import GeneratedProfile
 from lpt_core.models import load_generator
 from lpt_core.training import best_of_n as bon
-from lpt_core.training.examples import RLExample
 from lpt_core.training.logprobs import sequence_logprobs
 from lpt_core.training.policy import make_policy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU_FP32 = ModelsConfig(device="cpu", dtype="float32")
+# (user turn, target, history, later targets): six prompts that differ, all with the same target.
+RL_ROWS = [(f"The user rated movie {i}.", "toy", [], ()) for i in range(6)]
 CFG = BestOfNConfig(iterations=1, samples=3, sampling={"max_new_tokens": 6}, batch_size=6, epochs=3, learning_rate=5e-3, micro_batch_size=2)
 
 
@@ -32,7 +34,7 @@ class _ScoreByWord:
 def test_the_lora_is_fine_tuned_towards_the_best_sample_of_each_prompt(tiny_lm_folder, tmp_path, monkeypatch):
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
     policy = make_policy(model, RLConfig(lora_r=4, lora_alpha=8))
-    examples = _examples(tokenizer)[:2]
+    examples = chat_rl_examples(tokenizer, RL_ROWS[:2])
     # Samples are made deterministic so that the test knows which one wins: per prompt one
     # "enjoys comedies" among two "dislikes musicals".
     texts = ["dislikes musicals", "enjoys comedies", "dislikes musicals"]
@@ -58,7 +60,7 @@ def test_examples_whose_samples_all_tie_are_not_trained_on(tiny_lm_folder, tmp_p
     policy = make_policy(model, RLConfig(lora_r=4, lora_alpha=8))
     before = _lora_state(policy)
 
-    (metrics,) = bon.best_of_n(policy, tokenizer, _examples(tokenizer)[:2], _ScoreByWord("\x00"), CFG, 0, tmp_path)
+    (metrics,) = bon.best_of_n(policy, tokenizer, chat_rl_examples(tokenizer, RL_ROWS[:2]), _ScoreByWord("\x00"), CFG, 0, tmp_path)
 
     assert metrics["examples_kept"] == 0.0 and "sft_loss" not in metrics
     assert all(torch.equal(before[k], v) for k, v in _lora_state(policy).items())
@@ -67,7 +69,7 @@ def test_examples_whose_samples_all_tie_are_not_trained_on(tiny_lm_folder, tmp_p
 def test_each_iteration_samples_a_new_seeded_draw_of_examples_per_iteration(tiny_lm_folder, tmp_path):
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
     policy = make_policy(model, RLConfig(lora_r=4, lora_alpha=8))
-    examples = _examples(tokenizer, 6)
+    examples = chat_rl_examples(tokenizer, RL_ROWS)
     reward = _ScoreByWord("\x00")
     cfg = CFG.model_copy(update={"iterations": 2, "examples_per_iteration": 2})
 
@@ -79,15 +81,6 @@ def test_each_iteration_samples_a_new_seeded_draw_of_examples_per_iteration(tiny
     assert draws[0] != draws[1]  # seeded per iteration, not the same draw twice
     assert bon._draw(examples, 2, seed=1) == bon._draw(examples, 2, seed=1)
     assert bon._draw(examples, None, seed=1) == bon._draw(examples, 6, seed=1) == examples
-
-
-def _examples(tokenizer, count: int = 2) -> list[RLExample]:
-    prompts = [
-        tokenizer.apply_chat_template([{"role": "user", "content": f"The user rated movie {i}."}],
-                                      tokenize=False, add_generation_prompt=True)
-        for i in range(count)
-    ]
-    return [RLExample(prompt, "toy", []) for prompt in prompts]
 
 
 def _lora_state(policy) -> dict[str, torch.Tensor]:

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from peft import PeftModel
 from sentence_transformers import SentenceTransformer
-from tiny_encoder import build_tiny_encoder
-from tiny_lm import build_tiny_lm
 from transformers import AutoModelForCausalLM
 
 from lpt_core.config import RLConfig
@@ -23,20 +20,14 @@ from lpt_core.training.policy import make_policy
 RL = RLConfig(lora_r=2, lora_alpha=4)
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    return {"lm": build_tiny_lm(root / "lm"), "encoder": build_tiny_encoder(root / "encoder")}
-
-
 @pytest.fixture
-def models(folders):
-    policy = make_policy(AutoModelForCausalLM.from_pretrained(folders["lm"]), RL)
+def models(tiny_lm_folder, tiny_encoder_folder):
+    policy = make_policy(AutoModelForCausalLM.from_pretrained(tiny_lm_folder), RL)
     with torch.no_grad():  # a trained-looking adapter: B away from its zero start
         for name, parameter in policy.named_parameters():
             if "lora_B" in name:
                 parameter.normal_()
-    encoder = SentenceTransformer(str(folders["encoder"]), device="cpu", local_files_only=True)
+    encoder = SentenceTransformer(str(tiny_encoder_folder), device="cpu", local_files_only=True)
     return policy, encoder
 
 
@@ -44,7 +35,7 @@ def state(recipe_hash: str = "abc123", variant: str = "langptune", **extra) -> d
     return {"recipe_hash": recipe_hash, "variant": variant, **extra}
 
 
-def test_round_trip_restores_adapter_encoder_bias_and_state(tmp_path, folders, models):
+def test_round_trip_restores_adapter_encoder_bias_and_state(tmp_path, tiny_lm_folder, models):
     policy, encoder = models
     bias = np.array([0.5, -1.0, 2.0], dtype=np.float32)
     save_phase(tmp_path, 1, "encoder", policy, encoder, bias, state(metrics={"val_ndcg@10": np.float32(0.25)}))
@@ -54,7 +45,7 @@ def test_round_trip_restores_adapter_encoder_bias_and_state(tmp_path, folders, m
     assert (found.round, found.phase) == (1, "encoder")
     assert found.state["metrics"] == {"val_ndcg@10": 0.25} and found.state["completed_at"]
     np.testing.assert_array_equal(found.load_item_bias(), bias)
-    base = AutoModelForCausalLM.from_pretrained(folders["lm"])
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_folder)
     restored = PeftModel.from_pretrained(base, str(found.adapter_dir), is_trainable=True)
     ids = torch.tensor([[1, 5, 9, 20]])
     torch.testing.assert_close(restored(ids).logits, policy(ids).logits)

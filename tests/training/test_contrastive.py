@@ -11,7 +11,6 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-from tiny_encoder import build_tiny_encoder
 
 from lpt_core.config import ContrastiveConfig
 from lpt_core.retrieval import ItemIndex
@@ -39,11 +38,6 @@ TARGETS = [
     "Title: fantasy book\nCategory: science fiction",
     "Title: detective series\nCategory: crime",
 ]
-
-
-@pytest.fixture(scope="module")
-def encoder_folder(tmp_path_factory) -> Path:
-    return build_tiny_encoder(tmp_path_factory.mktemp("encoder"))
 
 
 def load(folder: Path) -> SentenceTransformer:
@@ -79,8 +73,8 @@ def test_log_inclusion_is_the_capped_chance_of_being_in_a_batch():
     np.testing.assert_allclose(log_inclusion.exp().numpy(), [1.0, 0.5, 1.0, 0.5, 1.0])
 
 
-def test_training_lowers_the_infonce_loss_on_a_fixed_batch(encoder_folder):
-    encoder = load(encoder_folder)
+def test_training_lowers_the_infonce_loss_on_a_fixed_batch(tiny_encoder_folder):
+    encoder = load(tiny_encoder_folder)
     cfg = ContrastiveConfig(steps_per_round=12, batch_size=len(PROFILES), learning_rate=5e-3)
     steps: list[int] = []
 
@@ -93,8 +87,8 @@ def test_training_lowers_the_infonce_loss_on_a_fixed_batch(encoder_folder):
     assert not encoder.training  # left ready for encoding
 
 
-def test_item_bias_learns_to_favour_the_popular_target(encoder_folder):
-    encoder = load(encoder_folder)
+def test_item_bias_learns_to_favour_the_popular_target(tiny_encoder_folder):
+    encoder = load(tiny_encoder_folder)
     # Item 0 is the target of half the users: under in-batch negatives it is the best guess for a
     # profile the embedding cannot place, which a bias can express directly.
     rng = np.random.default_rng(0)
@@ -129,8 +123,8 @@ def test_batches_shrink_to_the_number_of_distinct_targets_and_need_two():
         next(distinct_target_batches([7, 7], batch_size=4, rng=np.random.default_rng(0)))
 
 
-def test_item_bias_needs_positions_in_range(encoder_folder):
-    encoder = load(encoder_folder)
+def test_item_bias_needs_positions_in_range(tiny_encoder_folder):
+    encoder = load(tiny_encoder_folder)
     cfg = ContrastiveConfig(steps_per_round=1, batch_size=2)
     with pytest.raises(ValueError, match="needs target_positions"):
         train_recommender(encoder, PROFILES, TARGETS, cfg, seed=0, item_bias=ItemBias(6))
@@ -159,8 +153,8 @@ def test_index_adds_the_bias_to_ranks_and_top_k_and_keeps_it_on_disk(tmp_path):
         ItemIndex.build(ids, vectors, bias=np.zeros(3))
 
 
-def test_early_stopping_keeps_the_weights_of_the_best_val_check(encoder_folder):
-    encoder = load(encoder_folder)
+def test_early_stopping_keeps_the_weights_of_the_best_val_check(tiny_encoder_folder):
+    encoder = load(tiny_encoder_folder)
     cfg = ContrastiveConfig(
         steps_per_round=20, batch_size=len(PROFILES), learning_rate=5e-3, val_every=2, val_patience=2
     )

@@ -20,9 +20,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from builders import tiny_recipe
 from sentence_transformers import SentenceTransformer
-from tiny_encoder import build_tiny_encoder
-from tiny_lm import build_tiny_lm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lpt_core.config import ContrastiveConfig, RLConfig
@@ -33,7 +32,7 @@ from lpt_core.training.logprobs import sequence_logprobs
 from lpt_core.training.policy import make_policy
 from lpt_core.training.rebel import BASE_MODEL, shape_and_whiten
 
-from .test_alternation import Recorder, tiny_recipe, training_data
+from .test_alternation import SECTIONS, Recorder, training_data
 
 PROCESSES = 2
 # Six rewards and log-probs, three per process.
@@ -50,7 +49,7 @@ PROFILES = [f"the user likes {text}" for text in ITEM_TEXTS]
 
 def _run_recipe(lm: Path, encoder: Path):
     # One round, four prompts per RL update (two per process), four rows per contrastive batch.
-    recipe = tiny_recipe(lm, encoder)
+    recipe = tiny_recipe(lm, encoder, **SECTIONS)
     training = recipe.training.model_copy(
         update={"rounds": 1, "rl": recipe.training.rl.model_copy(
             update={"prompts_per_update": 4, "sampling": recipe.training.rl.sampling.model_copy(update={"max_new_tokens": 4})}
@@ -134,10 +133,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
+def runs(tmp_path_factory, tiny_lm_folder, tiny_encoder_folder) -> dict:
     """Single-process baselines computed here, then the same jobs in two processes."""
     root = tmp_path_factory.mktemp("distributed")
-    lm, encoder = build_tiny_lm(root / "lm"), build_tiny_encoder(root / "encoder")
+    lm, encoder = tiny_lm_folder, tiny_encoder_folder
     data = training_data(AutoTokenizer.from_pretrained(lm))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -230,8 +229,8 @@ def test_two_process_rebel_rewards_match_the_single_process_run_within_noise(run
         assert update["kl"] == pytest.approx(0.0, abs=1e-4) and single["kl"] == pytest.approx(0.0, abs=1e-4)
 
 
-def test_one_mixed_adapter_pass_equals_the_two_separate_passes(tmp_path):
-    base = AutoModelForCausalLM.from_pretrained(build_tiny_lm(tmp_path / "lm"))
+def test_one_mixed_adapter_pass_equals_the_two_separate_passes(tiny_lm_folder):
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_folder)
     policy = make_policy(base, RLConfig(lora_r=2, lora_alpha=4))
     with torch.no_grad():  # an adapter away from its zero start, so the two passes differ
         for name, parameter in policy.named_parameters():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 import torch
+from builders import chat_rl_examples
 from sentence_transformers import SentenceTransformer
 from tiny_lm import force_reply
 
@@ -47,20 +48,15 @@ def reward(tiny_encoder_folder) -> RankReward:
     return RankReward(encoder, index, kind="ndcg")
 
 
-def _examples(tokenizer) -> list[RLExample]:
-    # Some rows with later targets (training.rl.reward_targets > 1), some without.
-    histories = [
+# (user turn, target, history, later targets): some rows with later targets
+# (training.rl.reward_targets > 1), some without.
+RL_ROWS = [
+    ("The user rated the following movies.\n\n" + "\n\n".join(ITEM_TEXTS[i] for i in history), target, history, later)
+    for history, target, later in [
         (["heat", "alien"], "toy", ("emma", "fargo")), (["emma"], "fargo", ()),
         (["toy", "fargo"], "shoah", ("heat",)), (["shoah"], "emma", ()),
     ]
-    examples = []
-    for history, target, later in histories:
-        content = "The user rated the following movies.\n\n" + "\n\n".join(ITEM_TEXTS[i] for i in history)
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-        )
-        examples.append(RLExample(prompt, target, history, later))
-    return examples
+]
 
 
 def _changed(cfg: RLConfig, **changes) -> RLConfig:
@@ -101,7 +97,7 @@ def test_one_rebel_update_trains_lora_while_the_disabled_adapter_stays_the_base_
         torch.testing.assert_close(_logits(policy, probe), base_logits)
     torch.testing.assert_close(_logits(policy, probe), base_logits)  # LoRA B starts at zero
 
-    metrics = RebelTrainer(policy, tokenizer, reward, TINY_RL, seed=0).update(_examples(tokenizer)[:2])
+    metrics = RebelTrainer(policy, tokenizer, reward, TINY_RL, seed=0).update(chat_rl_examples(tokenizer, RL_ROWS)[:2])
 
     after = _lora_state(policy)
     # Every LoRA B moves (A gets no gradient while B is still zero, so it can lag one step).
@@ -118,7 +114,7 @@ def test_one_rebel_update_trains_lora_while_the_disabled_adapter_stays_the_base_
 def test_a_merged_copy_writes_as_the_policy_does_and_leaves_the_policy_as_it_was(tiny_lm_folder, reward):
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
     policy = make_policy(model, TINY_RL)
-    RebelTrainer(policy, tokenizer, reward, TINY_RL, seed=0).update(_examples(tokenizer)[:2])  # adapter != 0
+    RebelTrainer(policy, tokenizer, reward, TINY_RL, seed=0).update(chat_rl_examples(tokenizer, RL_ROWS)[:2])  # adapter != 0
     probe = torch.tensor([tokenizer("Review from the user: a great cast")["input_ids"]])
     policy.eval()
     expected = _logits(policy, probe)
@@ -144,7 +140,7 @@ def test_rollout_stops_at_the_end_of_turn_token_and_trains_on_it(tiny_lm_folder,
     cfg = _changed(TINY_RL, sampling={"temperature": 0.01, "max_new_tokens": 10})
     trainer = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0)
 
-    rollout = trainer.rollout([example.prompt for example in _examples(tokenizer)[:2]])
+    rollout = trainer.rollout([example.prompt for example in chat_rl_examples(tokenizer, RL_ROWS)[:2]])
 
     assert [p.text for p in rollout.profiles] == ["enjoys comedies"] * 4
     assert all(p.finished and p.num_tokens == len(reply) for p in rollout.profiles)
@@ -238,7 +234,7 @@ def test_run_rl_phase_runs_each_algorithm_and_reports_every_update(
     seen: list[tuple[int, dict]] = []
 
     history = run_rl_phase(
-        policy, tokenizer, _examples(tokenizer), reward, cfg, seed=0, output_dir=tmp_path,
+        policy, tokenizer, chat_rl_examples(tokenizer, RL_ROWS), reward, cfg, seed=0, output_dir=tmp_path,
         on_update=lambda step, metrics: seen.append((step, metrics)),
     )
 
@@ -272,7 +268,7 @@ def test_a_registered_algorithm_runs_through_the_phase_on_the_shared_rollout_and
     policy = make_policy(model, cfg)
     before = _lora_state(policy)
 
-    history = run_rl_phase(policy, tokenizer, _examples(tokenizer), reward, cfg, seed=0, output_dir=tmp_path)
+    history = run_rl_phase(policy, tokenizer, chat_rl_examples(tokenizer, RL_ROWS), reward, cfg, seed=0, output_dir=tmp_path)
 
     assert isinstance(cfg.algorithm, toy_algorithm.ToySettings)
     assert [metrics["rows"] for metrics in history] == [2 * 3, 2 * 3]  # 2 prompts x 3 samples
@@ -286,7 +282,7 @@ def test_trl_samples_stop_at_the_end_of_turn_token(tiny_lm_folder, reward, tmp_p
     force_reply(model, reply, end_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
     cfg = _changed(TINY_RL, algorithm="grpo", updates_per_round=1, sampling={"temperature": 0.01, "max_new_tokens": 10})
 
-    (metrics,) = run_rl_phase(make_policy(model, cfg), tokenizer, _examples(tokenizer), reward, cfg, 0, tmp_path)
+    (metrics,) = run_rl_phase(make_policy(model, cfg), tokenizer, chat_rl_examples(tokenizer, RL_ROWS), reward, cfg, 0, tmp_path)
 
     # TRL counts the end-of-turn token in a completion's length; without the stop it would be 10.
     assert metrics["profile_tokens"] == len(reply) + 1
@@ -313,7 +309,7 @@ def test_a_rebel_update_on_smollm2_fits_its_regression_towards_the_better_profil
     reward = RankReward(encoder, index, kind="mrr")
     cfg = RLConfig(prompts_per_update=3, sampling={"max_new_tokens": 16}, learning_rate=2e-4, beta=0.0, micro_batch_size=2)
     trainer = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0)
-    batch = _examples(tokenizer)[:3]
+    batch = chat_rl_examples(tokenizer, RL_ROWS)[:3]
     rows = [example for example in batch for _ in range(2)]
 
     # update() samples with the same seed, so this rollout is the one it trains on.
@@ -349,7 +345,7 @@ def test_a_rebel_step_that_raises_its_batch_loss_is_undone_and_retried_smaller(t
     them (backtracks > 0) and end no worse than it started on its own batch."""
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
     cfg = _changed(TINY_RL, learning_rate=3.0, algorithm={"name": "rebel", "passes_per_batch": 3, "max_backtracks": 3})
-    metrics = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0).update(_examples(tokenizer))
+    metrics = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0).update(chat_rl_examples(tokenizer, RL_ROWS))
 
     assert metrics["backtracks"] > 0
     assert metrics["loss_after"] <= metrics["loss_before"]
@@ -361,7 +357,7 @@ def test_a_rebel_step_that_raises_its_batch_loss_is_undone_and_retried_smaller(t
 def test_without_the_line_search_every_step_is_kept(tiny_lm_folder, reward):
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
     cfg = _changed(TINY_RL, learning_rate=3.0, algorithm={"name": "rebel", "passes_per_batch": 3, "max_backtracks": 0})
-    metrics = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0).update(_examples(tokenizer))
+    metrics = RebelTrainer(make_policy(model, cfg), tokenizer, reward, cfg, seed=0).update(chat_rl_examples(tokenizer, RL_ROWS))
 
     assert metrics["backtracks"] == 0 and metrics["steps_kept"] == 3 and metrics["step_scale"] == 1.0
 
@@ -369,7 +365,7 @@ def test_without_the_line_search_every_step_is_kept(tiny_lm_folder, reward):
 def test_the_probe_scores_greedy_profiles_of_a_fixed_set_before_and_during_the_phase(tiny_lm_folder, reward, tmp_path):
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
     cfg = TINY_RL.model_copy(update={"updates_per_round": 3, "probe_examples": 2, "probe_every": 2})
-    examples = _examples(tokenizer)
+    examples = chat_rl_examples(tokenizer, RL_ROWS)
 
     history = run_rl_phase(make_policy(model, cfg), tokenizer, examples, reward, cfg, seed=0, output_dir=tmp_path)
 
@@ -389,7 +385,7 @@ def test_the_regression_measures_pi_old_on_its_own_pass_so_numeric_path_noise_ne
 
     model, tokenizer = load_generator(str(tiny_lm_folder), CPU_FP32)
     trainer = RebelTrainer(make_policy(model, TINY_RL), tokenizer, reward, TINY_RL, seed=0)
-    rollout = trainer.rollout([example.prompt for example in _examples(tokenizer)])
+    rollout = trainer.rollout([example.prompt for example in chat_rl_examples(tokenizer, RL_ROWS)])
     logp_old, _ = trainer._old_and_ref_logprobs(rollout)
     rewards = torch.tensor([1.0, -1.0, 0.5, 0.5, -2.0, 1.0, 0.0, 3.0])
     noisy_old = logp_old + torch.linspace(-1.0, 1.0, len(logp_old))  # as if another path disagreed

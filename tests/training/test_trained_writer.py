@@ -3,16 +3,14 @@ profile writer on the recipe's generation backend, and a variant's training data
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 import pytest
 import torch
 import yaml
+from builders import example_row, examples_table, items_table, tiny_recipe
 
 from lpt_core import cli, text
-from lpt_core.config import GenerationConfig, ModelsConfig, Recipe, RLConfig
-from lpt_core.data.schemas import EXAMPLES, ITEMS
+from lpt_core.config import GenerationConfig, RLConfig
 from lpt_core.generation import make_generator
 from lpt_core.generation.hf_backend import TransformersGenerator
 from lpt_core.models import load_generator, load_tokenizer
@@ -24,18 +22,13 @@ from lpt_core.training.policy import load_trained_generator, make_policy, traine
 RL = RLConfig(lora_r=2, lora_alpha=4)
 
 
-def tiny_recipe(lm: Path, **generation) -> Recipe:
-    return Recipe(
-        name="tiny",
-        models=ModelsConfig(generator=str(lm), dtype="float32", device="cpu"),
-        generation=GenerationConfig(max_new_tokens=4, batch_size=4, **generation),
-        training={"rl": RL.model_dump()},
-    )
+# The recipe sections of these tests: the tiny LM writes 4 tokens, 4 prompts a batch.
+SECTIONS = {"generation": GenerationConfig(max_new_tokens=4, batch_size=4), "training": {"rl": RL.model_dump()}}
 
 
 @pytest.mark.parametrize("device", ["cpu", "auto"])
 def test_on_a_cpu_the_vllm_writer_fails_before_loading_with_the_factory_error(tiny_lm_folder, tmp_path, device):
-    recipe = tiny_recipe(tiny_lm_folder, backend="vllm")
+    recipe = tiny_recipe(tiny_lm_folder, **{**SECTIONS, "generation": GenerationConfig(max_new_tokens=4, batch_size=4, backend="vllm")})
     recipe = recipe.model_copy(update={"models": recipe.models.model_copy(update={"device": device})})
     with pytest.raises(Exception) as factory:
         make_generator(recipe.models.generator, recipe.models, recipe.generation)
@@ -47,7 +40,7 @@ def test_on_a_cpu_the_vllm_writer_fails_before_loading_with_the_factory_error(ti
 
 
 def test_the_transformers_writer_writes_with_the_trained_adapter(tiny_lm_folder, tmp_path):
-    recipe = tiny_recipe(tiny_lm_folder)
+    recipe = tiny_recipe(tiny_lm_folder, **SECTIONS)
     base, _ = load_generator(recipe.models.generator, recipe.models)
     policy = make_policy(base, recipe.training.rl)
     torch.manual_seed(0)
@@ -69,15 +62,11 @@ def test_the_transformers_writer_writes_with_the_trained_adapter(tiny_lm_folder,
 
 
 def split_tables() -> dict[str, pl.DataFrame]:
-    items = pl.DataFrame(
-        [{"item_id": f"m{i}", "title": f"Movie {i}", "categories": ["Drama"]} for i in range(6)], schema=ITEMS
-    )
+    items = items_table([f"m{i}" for i in range(6)], title=[f"Movie {i}" for i in range(6)], categories=[["Drama"]] * 6)
     rows = [("t1", "train"), ("t2", "train"), ("v1", "val"), ("s1", "test")]
-    examples = pl.DataFrame(
-        [{"user_id": u, "split": s, "window": 0, "history_item_ids": ["m0", "m1"], "history_ratings": [4.0, 3.0],
-          "history_reviews": [None, None], "target_item_id": f"m{2 + n}"} for n, (u, s) in enumerate(rows)],
-        schema=EXAMPLES,
-    )
+    examples = examples_table(*[
+        example_row(u, s, ["m0", "m1"], f"m{2 + n}", history_ratings=[4.0, 3.0]) for n, (u, s) in enumerate(rows)
+    ])
     catalog = items.with_columns(text.item_texts(items).alias("text"))
     histories = pl.DataFrame(
         [{"user_id": u, "item_id": i} for u, _ in rows for i in ("m0", "m1")] + [{"user_id": "t1", "item_id": "m5"}]
@@ -90,7 +79,7 @@ def training_tables(tables: dict[str, pl.DataFrame]) -> list[pl.DataFrame]:
 
 
 def test_training_data_is_the_train_and_val_rows_with_the_recipes_prompts(tiny_lm_folder):
-    recipe, tables = tiny_recipe(tiny_lm_folder), split_tables()
+    recipe, tables = tiny_recipe(tiny_lm_folder, **SECTIONS), split_tables()
     data = TrainingData.from_tables(*training_tables(tables), recipe)
     assert data.train["user_id"].to_list() == ["t1", "t2"] and data.val["user_id"].to_list() == ["v1"]
     # The popularity prior counts the train users' interactions only (v1 and s1 are left out).
@@ -105,7 +94,7 @@ def test_lpt_train_trains_what_the_asset_would_into_the_same_folders(tiny_lm_fol
     """`lpt train` reads the stored split tables and trains through train_variant, as the asset:
     the same data, the checkpoint folder outputs/training/<variant> and the shared profile store."""
     monkeypatch.setenv("LPT_HOME", str(tmp_path / "lpt"))
-    recipe, tables = tiny_recipe(tiny_lm_folder), split_tables()
+    recipe, tables = tiny_recipe(tiny_lm_folder, **SECTIONS), split_tables()
     outputs = Outputs.default()
     outputs.root.mkdir(parents=True)
     for name, frame in tables.items():
