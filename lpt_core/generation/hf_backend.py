@@ -196,7 +196,7 @@ def hf_generation_config(
         num_beams=1,
         repetition_penalty=sampling.repetition_penalty,
         cache_implementation="static" if static_cache else None,
-        **sampling,
+        **drawing,
     )
 
 
