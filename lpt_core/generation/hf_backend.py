@@ -184,7 +184,7 @@ def hf_generation_config(
     `static_cache` asks for a fixed-size KV cache, with which transformers compiles the decode step
     on CUDA (pass `model.device.type == "cuda"`; on CPU the compile is skipped and a static cache
     only costs memory). False leaves the choice to the model's generation_config (dynamic by default)."""
-    sampling = (
+    drawing = (
         {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
         if sampling.do_sample
         else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
