@@ -71,7 +71,7 @@ def run(
         optimizer.step()
         optimizer.zero_grad()
         policy.eval()
-        metrics = {"reward_mean": float(rewards.mean()), "loss": float(loss), "rows": float(len(rollout.profiles))}
+        metrics = {"reward_mean": float(rewards.mean()), "loss": float(loss.detach()), "rows": float(len(rollout.profiles))}
         history.append(metrics)
         if on_update is not None:
             on_update(step, metrics)

@@ -6,6 +6,8 @@ Apart from base.py so that the backends, which import base, are never imported b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from lpt_core.config import GenerationConfig, ModelsConfig
@@ -40,6 +42,19 @@ def make_generator(
     from lpt_core.generation.hf_backend import TransformersGenerator
 
     return TransformersGenerator.load(model_name, models_cfg, gen_cfg)
+
+
+@contextmanager
+def opened_generator(model_name: str, models_cfg: ModelsConfig, gen_cfg: GenerationConfig) -> Iterator[ProfileGenerator]:
+    """make_generator's generator for a `with` block, its engine shut down on leaving it: a vLLM
+    engine holds its share of GPU memory until then, so two would not fit one after the other."""
+    generator = make_generator(model_name, models_cfg, gen_cfg)
+    try:
+        yield generator
+    finally:
+        close = getattr(generator, "close", None)  # vLLM's; transformers' model is freed with it
+        if close is not None:
+            close()
 
 
 def generator_for_policy(

@@ -74,6 +74,7 @@ class VLLMGenerator:
             model_id=f"{model_name}@{models.weights_fingerprint(folder)}",
             eos_ids=model_eos_ids(folder),
         )
+        self._owns_engine = True
 
     @classmethod
     def for_policy(
@@ -99,7 +100,22 @@ class VLLMGenerator:
         generator = cls.__new__(cls)
         eos_ids = policy.generation_config.eos_token_id
         generator._bind(engine.vllm, engine.llm, tokenizer, gen_cfg, model_id=model_id, eos_ids=eos_ids)
+        generator._owns_engine = False  # the process's colocated engine outlives this generator
         return generator
+
+    def close(self) -> None:
+        """Shut down the engine this generator started (none for `for_policy`'s): its process and
+        its share of GPU memory go now, not at the interpreter's exit, where vLLM kills the
+        process and logs to streams already closed."""
+        if self._owns_engine:
+            self._llm.llm_engine.engine_core.shutdown()
+            self._owns_engine = False
+
+    def __enter__(self) -> VLLMGenerator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _bind(
         self,

@@ -7,6 +7,7 @@ The tiny LM is built with head_dim 64: vLLM's CPU attention has no kernel for he
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -66,11 +67,17 @@ def test_greedy_profiles_equal_the_transformers_backends_and_stop_at_the_end_of_
     prompts = chat_prompts(AutoTokenizer.from_pretrained(lm_folder))
     expected = TransformersGenerator.load(str(lm_folder), MODELS, GREEDY).generate(prompts)
 
-    written = VLLMGenerator(str(lm_folder), MODELS, GREEDY).generate(prompts)
+    with VLLMGenerator(str(lm_folder), MODELS, GREEDY) as generator:
+        engine_processes = multiprocessing.active_children()
+        written = generator.generate(prompts)
+
+    # Shut down with the generator, not left to the interpreter's exit.
+    assert engine_processes and not any(process.is_alive() for process in engine_processes)
 
     assert [p.text for p in written] == [p.text for p in expected]
     assert [(p.num_tokens, p.finished) for p in written] == [(p.num_tokens, p.finished) for p in expected]
-    forced = VLLMGenerator(str(forced_folder), MODELS, GREEDY).generate(prompts)
+    with VLLMGenerator(str(forced_folder), MODELS, GREEDY) as generator:
+        forced = generator.generate(prompts)
     # Stopped by the end-of-turn token (not the tokenizer's eos), which is not part of the text.
     assert [(p.text, p.finished) for p in forced] == [("enjoys comedies", True)] * len(prompts)
 
@@ -104,7 +111,8 @@ def test_vllm_finishes_a_cut_profile_and_a_loop_as_the_transformers_backend_does
         raw = TransformersGenerator.load(str(looping_folder), MODELS, settings.model_copy(
             update={"finish_profiles": False})).generate(prompts)
 
-        written = VLLMGenerator(str(looping_folder), MODELS, settings).generate(prompts)
+        with VLLMGenerator(str(looping_folder), MODELS, settings) as generator:
+            written = generator.generate(prompts)
 
         assert [(p.text, p.finished) for p in written] == [(p.text, p.finished) for p in expected]
         assert [p.text for p in written] == [finished] * 2
@@ -114,13 +122,13 @@ def test_vllm_finishes_a_cut_profile_and_a_loop_as_the_transformers_backend_does
 def test_seeded_sampling_repeats_whatever_the_batch(lm_folder):
     prompts = chat_prompts(AutoTokenizer.from_pretrained(lm_folder))
     sampled = GREEDY.model_copy(update={"do_sample": True, "temperature": 1.0, "seed": 3})
-    generator = VLLMGenerator(str(lm_folder), MODELS, sampled)
-
-    together = [p.text for p in generator.generate(prompts)]
-    alone = [generator.generate([prompt])[0].text for prompt in prompts]
+    with VLLMGenerator(str(lm_folder), MODELS, sampled) as generator:
+        together = [p.text for p in generator.generate(prompts)]
+        alone = [generator.generate([prompt])[0].text for prompt in prompts]
 
     assert together == alone
-    greedy = [p.text for p in VLLMGenerator(str(lm_folder), MODELS, GREEDY).generate(prompts)]
+    with VLLMGenerator(str(lm_folder), MODELS, GREEDY) as generator:
+        greedy = [p.text for p in generator.generate(prompts)]
     assert together != greedy
 
 
