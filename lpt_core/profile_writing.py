@@ -15,7 +15,7 @@ import polars as pl
 
 from lpt_core import text
 from lpt_core.config import Recipe
-from lpt_core.generation.factory import make_generator
+from lpt_core.generation.factory import opened_generator
 from lpt_core.models import load_tokenizer
 from lpt_core.profiles import (
     EXAMPLE_KEYS,
@@ -60,9 +60,9 @@ def write_zero_shot_profiles(
     """The untrained generator's profile of every val/test example and of the train examples of
     the first train users (lpt_core.profiles.profile_train_users)."""
     examples = select_profile_examples(user_examples, profile_train_users(recipe.evaluation))
-    generator = make_generator(recipe.models.generator, recipe.models, recipe.generation)
     started = time.perf_counter()
-    profiles, fresh = write_profiles(examples, items, generator, store, recipe, progress=progress)
+    with opened_generator(recipe.models.generator, recipe.models, recipe.generation) as generator:
+        profiles, fresh = write_profiles(examples, items, generator, store, recipe, progress=progress)
     return ZeroShotProfiles(profiles, examples, fresh, time.perf_counter() - started, generator.model_id)
 
 
@@ -81,10 +81,10 @@ def write_sampled_profiles(
         tokenizer = load_tokenizer(recipe.models.generator)
         prompts = text.build_prompts(examples, items, tokenizer, recipe.prompt, recipe.data.source)
         for sample, gen_cfg in enumerate(sampling_configs(recipe.generation, ev.sampled_profiles, ev.sample_temperature)):
-            generator = make_generator(recipe.models.generator, recipe.models, gen_cfg)
-            generated, _ = store.get_or_generate(
-                prompts, generator, gen_cfg, progress=progress(f"sample {sample + 1}/{ev.sampled_profiles}")
-            )
+            with opened_generator(recipe.models.generator, recipe.models, gen_cfg) as generator:
+                generated, _ = store.get_or_generate(
+                    prompts, generator, gen_cfg, progress=progress(f"sample {sample + 1}/{ev.sampled_profiles}")
+                )
             frames.append(keys.with_columns(
                 pl.lit(sample, dtype=pl.Int32).alias("sample"),
                 pl.Series("profile", [g.text for g in generated], dtype=pl.String),
