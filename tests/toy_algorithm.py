@@ -8,20 +8,11 @@ the log-likelihood of each prompt's best sample (rejection-sampling policy gradi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from lpt_core.training.algorithms.base import AlgorithmSettings, RLAlgorithm, UpdateCallback
-
-if TYPE_CHECKING:
-    from peft import PeftModel
-
-    from lpt_core.config import RLConfig
-    from lpt_core.training.examples import RLExample
-    from lpt_core.training.reward import RankReward
+from lpt_core.training.algorithms.base import AlgorithmSettings, RLAlgorithm, RLPhase
 
 
 class ToySettings(AlgorithmSettings):
@@ -32,16 +23,7 @@ class ToySettings(AlgorithmSettings):
     step_scale: float = Field(1.0, gt=0)
 
 
-def run(
-    policy: PeftModel,
-    tokenizer: Any,
-    examples: Sequence[RLExample],
-    reward: RankReward,
-    cfg: RLConfig,
-    seed: int,
-    output_dir: Path,
-    on_update: UpdateCallback | None,
-) -> list[dict]:
+def run(phase: RLPhase) -> list[dict]:
     import contextlib
 
     import torch
@@ -51,11 +33,12 @@ def run(
     from lpt_core.training.logprobs import sequence_logprobs
     from lpt_core.training.rollout import make_rollout_engine, prompt_batches
 
+    policy, tokenizer, reward, cfg, seed = phase.policy, phase.tokenizer, phase.reward, phase.cfg, phase.seed
     stop_ids = stop_token_ids(tokenizer, policy.generation_config.eos_token_id)
     engine = make_rollout_engine(policy, tokenizer, cfg, stop_ids, contextlib.nullcontext)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate * cfg.algorithm.step_scale)
-    batches = prompt_batches(examples, cfg.prompts_per_update, seed)
+    batches = prompt_batches(phase.examples, cfg.prompts_per_update, seed)
     history = []
     for step in range(1, cfg.updates_per_round + 1):
         batch = next(batches)
@@ -73,8 +56,8 @@ def run(
         policy.eval()
         metrics = {"reward_mean": float(rewards.mean()), "loss": float(loss.detach()), "rows": float(len(rollout.profiles))}
         history.append(metrics)
-        if on_update is not None:
-            on_update(step, metrics)
+        if phase.on_update is not None:
+            phase.on_update(step, metrics)
     return history
 
 

@@ -18,7 +18,7 @@ import torch
 
 from lpt_core.config import RLConfig, SamplingConfig
 from lpt_core.training.algorithms import rl_algorithm
-from lpt_core.training.algorithms.base import UpdateCallback
+from lpt_core.training.algorithms.base import RLPhase, UpdateCallback
 from lpt_core.training.examples import RLExample, rewards_of
 from lpt_core.training.policy import merged_copy
 
@@ -55,7 +55,7 @@ def run_rl_phase(
         probe = RewardProbe(probe_set(examples, cfg.probe_examples), policy, tokenizer, reward, cfg.sampling)
         on_update = probe.wrap(on_update, every=cfg.probe_every, last=cfg.updates_per_round)
     run = rl_algorithm(cfg.algorithm.name).run
-    return run(policy, tokenizer, examples, reward, cfg, seed, output_dir, on_update)
+    return run(RLPhase(policy, tokenizer, examples, reward, cfg, seed, output_dir, on_update))
 
 
 def probe_set(examples: Sequence[RLExample], size: int) -> list[RLExample]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lpt_core.strict_model import StrictModel
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from peft import PeftModel
 
     from lpt_core.config import RLConfig
@@ -35,22 +36,25 @@ class AlgorithmSettings(StrictModel):
     max_samples_per_prompt: ClassVar[int | None] = None  # None: no upper bound
 
 
-class Runner(Protocol):
-    def __call__(
-        self,
-        policy: PeftModel,
-        tokenizer: Any,
-        examples: Sequence[RLExample],
-        reward: RankReward,
-        cfg: RLConfig,
-        seed: int,
-        output_dir: Path,
-        on_update: UpdateCallback | None,
-    ) -> list[dict]:
-        """cfg.updates_per_round updates of `policy`'s LoRA on `examples` under `reward`, calling
-        `on_update(step, metrics)` after each (step from 1); the per-update metrics. cfg.algorithm
-        is this algorithm's settings. `output_dir` is scratch space (TRL's trainers need one)."""
-        ...
+@dataclass(frozen=True)
+class RLPhase:
+    """What an algorithm's runner trains: cfg.updates_per_round updates of `policy`'s LoRA on
+    `examples` under `reward`, calling `on_update(step, metrics)` after each (step from 1).
+    cfg.algorithm is the algorithm's own settings; `output_dir` is scratch space (TRL's trainers
+    need one)."""
+
+    policy: PeftModel
+    tokenizer: Any
+    examples: Sequence[RLExample]
+    reward: RankReward
+    cfg: RLConfig
+    seed: int
+    output_dir: Path
+    on_update: UpdateCallback | None = None
+
+
+# A runner: the phase's updates, one metrics dict per update.
+Runner = Callable[[RLPhase], list[dict]]
 
 
 @dataclass(frozen=True)

@@ -4,20 +4,11 @@ lpt_core.training.rebel."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from lpt_core.training.algorithms.base import AlgorithmSettings, RLAlgorithm, UpdateCallback
-
-if TYPE_CHECKING:
-    from peft import PeftModel
-
-    from lpt_core.config import RLConfig
-    from lpt_core.training.examples import RLExample
-    from lpt_core.training.reward import RankReward
+from lpt_core.training.algorithms.base import AlgorithmSettings, RLAlgorithm, RLPhase
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +37,23 @@ class RebelSettings(AlgorithmSettings):
     reward_whitening: RewardWhitening = "batch"
 
 
-def run(
-    policy: PeftModel,
-    tokenizer: Any,
-    examples: Sequence[RLExample],
-    reward: RankReward,
-    cfg: RLConfig,
-    seed: int,
-    output_dir: Path,
-    on_update: UpdateCallback | None,
-) -> list[dict]:
+def run(phase: RLPhase) -> list[dict]:
     """REBEL updates on batches of cfg.prompts_per_update prompts; REBEL writes nothing to
-    `output_dir`."""
+    phase.output_dir."""
     from lpt_core.training.rebel import RebelTrainer
     from lpt_core.training.rollout import prompt_batches
 
-    trainer = RebelTrainer(policy, tokenizer, reward, cfg, seed)
-    batches = prompt_batches(examples, cfg.prompts_per_update, seed)
+    cfg = phase.cfg
+    trainer = RebelTrainer(phase.policy, phase.tokenizer, phase.reward, cfg, phase.seed)
+    batches = prompt_batches(phase.examples, cfg.prompts_per_update, phase.seed)
     history = []
     for step in range(1, cfg.updates_per_round + 1):
         metrics = trainer.update(next(batches))
         log.info("REBEL update %d/%d: %s", step, cfg.updates_per_round,
                  ", ".join(f"{key}={value:.4g}" for key, value in metrics.items()))
         history.append(metrics)
-        if on_update is not None:
-            on_update(step, metrics)
+        if phase.on_update is not None:
+            phase.on_update(step, metrics)
     return history
 
 

@@ -4,38 +4,19 @@ keywords of the same names."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from lpt_core.training.algorithms.base import Runner, UpdateCallback
-
-if TYPE_CHECKING:
-    from peft import PeftModel
-
-    from lpt_core.config import RLConfig
-    from lpt_core.training.examples import RLExample
-    from lpt_core.training.reward import RankReward
+from lpt_core.training.algorithms.base import RLPhase, Runner
 
 
 def trl_runner(config_class: str, trainer_class: str) -> Runner:
     """The runner of TRL's `trainer_class` configured by its `config_class` (names in `trl`)."""
 
-    def run(
-        policy: PeftModel,
-        tokenizer: Any,
-        examples: Sequence[RLExample],
-        reward: RankReward,
-        cfg: RLConfig,
-        seed: int,
-        output_dir: Path,
-        on_update: UpdateCallback | None,
-    ) -> list[dict]:
+    def run(phase: RLPhase) -> list[dict]:
         import trl
 
         from lpt_core.training.trl_trainers import run_trl_updates
 
         trainer = (getattr(trl, config_class), getattr(trl, trainer_class))
-        return run_trl_updates(trainer, policy, tokenizer, examples, reward, cfg, seed, output_dir, on_update)
+        return run_trl_updates(trainer, phase.policy, phase.tokenizer, phase.examples, phase.reward, phase.cfg,
+                               phase.seed, phase.output_dir, phase.on_update)
 
     return run
