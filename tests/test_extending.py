@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 import lpt_core
 from lpt_core import text
+from lpt_core.config import Recipe
 from lpt_core.data import schemas
 from lpt_dagster import definitions, values
 from lpt_dagster.io_manager import LocalFilesIOManager
@@ -184,6 +185,18 @@ class CatalogueTextSize:
     characters: int
 
 
+def record_catalogue_text_size(
+    context: dg.AssetExecutionContext, mlflow: MlflowResource, recipe: Recipe, item_catalog: pl.DataFrame,
+    lengths: pl.Series,
+) -> dict:
+    """The step's recorder, as lpt_dagster/recording/<domain>.py holds one: its MLflow child run
+    with the table it read, and its metadata."""
+    with mlflow.asset_run(context, recipe, "catalogue_text_size") as run:
+        log_tables(run, [catalog_table(item_catalog)])
+        run.log_metrics({"characters": float(lengths.sum())})
+    return {"characters": int(lengths.sum()), "mlflow_run": mlflow.link(run)}
+
+
 @dg.asset(group_name="evaluation")
 def catalogue_text_size(
     context: dg.AssetExecutionContext,
@@ -192,17 +205,14 @@ def catalogue_text_size(
     workspace: WorkspaceResource,
     item_catalog: pl.DataFrame,
 ) -> CatalogueTextSize:
-    """A pipeline step as the guide writes one: one lpt_core call, its MLflow child run with the
-    table it read, its metadata, its files under the workspace, a typed value."""
+    """A pipeline step as the guide writes one: one lpt_core call, its recorder, its files under
+    the workspace, a typed value."""
     cfg = recipe.get()
     lengths = text.item_texts(item_catalog).str.len_chars()
     folder = workspace.outputs.folder("catalogue_text_size")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "lengths.txt").write_text("\n".join(map(str, lengths.to_list())), encoding="utf-8")
-    with mlflow.asset_run(context, cfg, "catalogue_text_size") as run:
-        log_tables(run, [catalog_table(item_catalog)])
-        run.log_metrics({"characters": float(lengths.sum())})
-    context.add_output_metadata({"characters": int(lengths.sum()), "mlflow_run": mlflow.link(run)})
+    context.add_output_metadata(record_catalogue_text_size(context, mlflow, cfg, item_catalog, lengths))
     return CatalogueTextSize(folder=folder, items=item_catalog.height, characters=int(lengths.sum()))
 
 
