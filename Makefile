@@ -86,12 +86,12 @@ ui: setup
 	page_pid=$$!; trap "kill $$mlflow_pid $$page_pid" EXIT INT TERM; \
 	$(BIN)/dg dev -h 127.0.0.1 -p 3000
 
-# The speed benchmarks: each runs as is, in minutes. The sweeps and the scripts that read a finished
-# run or a saved adapter take arguments (and hours); their commands head their results files.
+# The speed benchmarks (bench/speed/): each runs as is, in minutes. The studies (bench/studies/)
+# take arguments (and hours); their commands head their results files (index: bench/README.md).
 SPEED_BENCHES = data_pipeline retrieval baselines serving generation training paper_scale
 
 bench: setup
-	for name in $(SPEED_BENCHES); do echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py || exit 1; done
+	for name in $(SPEED_BENCHES); do echo "== bench/speed/$$name.py"; $(BIN)/python bench/speed/$$name.py || exit 1; done
 
 clean:
 	rm -rf $(LPT_HOME)

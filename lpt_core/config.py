@@ -202,7 +202,7 @@ class GenerationConfig(SamplingConfig):
     # Cut a profile's loop where it starts repeating, and trim a profile cut by max_new_tokens (or
     # by the loop cut) back to its last complete sentence (lpt_core.generation.finishing): what a
     # person reads, the store keeps and a reward scores is a finished text. Off only to measure
-    # what it changes (bench/profile_finishing.py, bench/prompt_sweep.py).
+    # what it changes (bench/results/profile_finishing_float32.md, bench/studies/prompt_sweep.py).
     finish_profiles: bool = True
     batch_size: int = Field(16, ge=1)
     seed: int = 0

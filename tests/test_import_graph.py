@@ -95,7 +95,7 @@ def test_lpt_core_never_imports_dagster():
 
 
 # The modules a GPU check runs on a bare GPU machine (torch, transformers, peft, accelerate; TRL
-# travels with the call), and the packages that machine lacks (bench/paper_scale.py).
+# travels with the call), and the packages that machine lacks (bench/speed/paper_scale.py).
 GPU_SIDE_MODULES = (
     "lpt_core.models", "lpt_core.generation.hf_backend", "lpt_core.generation.vllm_backend",
     "lpt_core.training.policy", "lpt_core.training.rebel", "lpt_core.training.rl",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from lpt_core.config import RewardTargetsFrom
 
 if TYPE_CHECKING:  # rows are polars frames, read through their methods: the trainers that import
-    # RLExample run where polars is not installed (the GPU check, bench/paper_scale.py)
+    # RLExample run where polars is not installed (the GPU check, bench/speed/paper_scale.py)
     import polars as pl
 
 

@@ -12,7 +12,7 @@ The encoder's word-piece embeddings place some words' (and word pieces') profile
 "musical" than others, so what the writer must learn is which of its words to write; the random
 tiny LM starts far below the reward of 1 that "musical" ranked first would pay.
 
-The margins are set from bench/learning_margins.py (results in bench/results/learning_margins.md):
+The margins are set from bench/studies/learning_margins.py (results in bench/results/learning_margins.md):
 each trainer's gain over seeds 0-4, with the update intact and with it broken. Each margin sits
 below the smallest intact gain and above the largest broken one. `pytest
 tests/training/test_learning.py --broken-update` runs the same tests with every update broken

@@ -10,8 +10,8 @@ Contrastive: lpt_core.training.contrastive.train_recommender on all-MiniLM-L6-v2
 text InfoNCE; a step splits into encoding (the forward pass of both sides) and the rest (loss,
 backward, optimizer).
 
-    python bench/training.py                       # about 2 minutes on 2 shared cores
-    python bench/training.py --prompts 8 --new-tokens 64 --updates 3 --contrastive-batch 32
+    python bench/speed/training.py                       # about 2 minutes on 2 shared cores
+    python bench/speed/training.py --prompts 8 --new-tokens 64 --updates 3 --contrastive-batch 32
 
 Prompts are synthetic MovieLens-style histories of about --prompt-tokens tokens. The machine's
 cores may be shared with other work: figures are noisy.
@@ -35,7 +35,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from generation import TITLES, _movielens_prompts  # noqa: E402  bench/generation.py, beside this script
+from generation import TITLES, _movielens_prompts  # noqa: E402  bench/speed/generation.py, beside this script
 from paper_scale import Report, Stopwatch, time_method, timed_updates  # noqa: E402  beside this script
 
 from lpt_core import models  # noqa: E402

@@ -13,7 +13,7 @@ method's reward, no cutoff) and the mean NDCG of the user's held-out later targe
 --held-out-from and after, which no reward setting here reaches). Prints and writes a table to
 bench/results/rl_sweep_<dtype><--suffix>.md, the per-update metrics in the .json beside it.
 
-    python bench/rl_sweep.py [--recipe full] [--updates 8] [--settings 1e-4:1:4,1e-4:0.5:2] [--dtype float32]
+    python bench/studies/rl_sweep.py [--recipe full] [--updates 8] [--settings 1e-4:1:4,1e-4:0.5:2] [--dtype float32]
 
 Settings are lr:eta:passes[:reward:targets:whitening] (training.rl.reward, reward_targets,
 reward_whitening; the recipe's where left out), e.g. 1e-4:1:2:log_rank:4:within_prompt. Each RL
@@ -50,7 +50,7 @@ from lpt_core.training.policy import make_policy, merged_copy
 from lpt_core.training.reward import RankReward
 from lpt_core.training.rl import probe_set, run_rl_phase
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"  # bench/results, beside this folder
 PROBE_KEYS = ("probe_next_ndcg", "probe_held_out_ndcg")
 
 

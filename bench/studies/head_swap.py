@@ -3,7 +3,7 @@ profile_head's fit (a head fitted on zero-shot train profiles, as the evaluation
 the variant's own trained recommender, and plain cosine over the base encoder. Under one fixed
 recommender, trained minus zero-shot is what the LLM's training alone changed.
 
-    python bench/head_swap.py --work .lpt --recipe full --variant langptune_hybrid
+    python bench/studies/head_swap.py --work .lpt --recipe full --variant langptune_hybrid
 
 Prints a markdown table of NDCG@10 and of full-rank NDCG (no cutoff: what the writer's rank
 rewards pay for moving a target anywhere in the ranking) with paired user-bootstrap 95% intervals of

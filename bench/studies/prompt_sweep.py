@@ -3,7 +3,7 @@ the untrained writer gives profiles that rank their user's items best?
 
 Every RL variant starts from the zero-shot writer and best-of-n can only select among what it
 samples, so the writer's own profiles bound what training has to work with. Same yardstick as
-bench/rl_sweep.py and best_of_n_sweep.py (the frozen base all-MiniLM-L6-v2 recommender, greedy
+bench/studies/rl_sweep.py and best_of_n_sweep.py (the frozen base all-MiniLM-L6-v2 recommender, greedy
 profiles of --probe train users, NDCG with no cutoff of the next item and of the held-out later
 targets), for each setting name:repetition_penalty[:max_new_tokens], where name is one of PROMPTS
 (the recipe's own prompt, or one that asks for the genres and themes the item texts are made of)
@@ -15,7 +15,7 @@ same users: no profile at all (an empty query) and the raw history text as the q
 against the first row, with paired user-bootstrap 95% intervals. Writes
 bench/results/prompt_sweep_<dtype><--suffix>.md and the .json beside it.
 
-    python bench/prompt_sweep.py [--recipe full] [--settings recipe:1.0,genres:1.0,recipe:1.0:96] [--probe 256]
+    python bench/studies/prompt_sweep.py [--recipe full] [--settings recipe:1.0,genres:1.0,recipe:1.0:96] [--probe 256]
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ PROMPTS: dict[str, dict | None] = {
         "instruction": "Above are movies the user rated (out of 5), oldest first. Describe this user's movie "
                        "preferences in 3-4 sentences, naming the genres and kinds of movies they enjoy most.",
     },
-    # The head learns item-to-item structure from the titles in a history text (bench/prompt_head.py):
-    # a profile that names the films the user liked most carries that identity into the query.
+    # The head learns item-to-item structure from the titles in a history text: a profile that names
+    # the films the user liked most might carry that identity into the query (it did not help the
+    # head: bench/results/prompt_head_full.md).
     "titles": {
         "system": "You are a recommender-system assistant. You write a short profile of a user's taste in "
                   "movies. Write flowing prose: name the two or three films they liked most, by title, and "
@@ -171,7 +172,7 @@ def _write(args: argparse.Namespace, rows: list[dict], references: dict, dtype: 
         f"{len(base[PROBE_KEYS[0]])} train users' first windows, scored by the base all-MiniLM-L6-v2 over the "
         "whole catalogue (NDCG, no cutoff): the next item, and the mean over the user's held-out targets of "
         f"windows {args.held_out_from}+. Changes are against the first row on the same users, paired "
-        "user-bootstrap 95% intervals. Prompts: bench/prompt_sweep.py PROMPTS. Raw: generation.finish_profiles "
+        "user-bootstrap 95% intervals. Prompts: bench/studies/prompt_sweep.py PROMPTS. Raw: generation.finish_profiles "
         "off; finished: the same profiles finished (lpt_core.generation.finishing). Finished (column): ended its "
         "turn or ends a sentence, the quality report's finished share; loops: fewer than 70% of its word trigrams "
         "distinct.",

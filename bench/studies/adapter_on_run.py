@@ -5,10 +5,10 @@ recommenders that do not depend on the writer (profile_head's fit and plain cosi
 The sweeps' yardstick reads only each probe user's FIRST window; the report reads every window of
 the test users. This says whether what a sweep's writer learned carries to the report's examples.
 
-    python bench/adapter_on_run.py --work /work/fullrun5/.lpt --recipe full \\
+    python bench/studies/adapter_on_run.py --work /work/fullrun5/.lpt --recipe full \\
         --adapter /work/adapters/replicate/4_1.0_log_rank_4/iteration-2
 
-Prints one comparison table per adapter (bench/head_swap.py's: NDCG@10 and full-rank NDCG,
+Prints one comparison table per adapter (bench/studies/head_swap.py's: NDCG@10 and full-rank NDCG,
 trained minus zero-shot with paired user-bootstrap 95% intervals). Generation runs on the CPU in
 the recipe's decoding (greedy); about 17 minutes per adapter for 784 windows on 2 cores (float32).
 """

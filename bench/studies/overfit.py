@@ -15,7 +15,7 @@ the reward spread between a prompt's two samples (0: the reward cannot tell them
 Writes bench/results/overfit_<dtype><--suffix>.md and .json after every probe, so a run stopped
 early keeps what it measured.
 
-    python bench/overfit.py [--recipe full] [--dtype bfloat16] [--updates 40] [--iterations 4] [--arms rebel,best_of_n]
+    python bench/studies/overfit.py [--recipe full] [--dtype bfloat16] [--updates 40] [--iterations 4] [--arms rebel,best_of_n]
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """A trained writer's adapter (a finished run's, or any saved LoRA) on the sweeps' yardstick.
 
 The full recipe trains its writer against a reward ranked by the evaluation's item head and
-reports NDCG@10 of test windows; the sweeps (bench/rl_sweep.py, best_of_n_sweep.py) train
+reports NDCG@10 of test windows; the sweeps (bench/studies/rl_sweep.py, best_of_n_sweep.py) train
 against plain cosine over the frozen base encoder and read a yardstick: greedy profiles of ~240
 probe users, full-rank NDCG of their next item and of their held-out later targets. Reading a
 run's adapter on the same yardstick says whether what it learned shows there: if it does, the
 run's report missed it; if not, its training signal taught nothing the sweeps' does.
 
-    python bench/adapter_yardstick.py --recipe full \\
+    python bench/studies/adapter_yardstick.py --recipe full \\
         --adapter /work/fullrun4/.lpt/outputs/training/best_of_n_hybrid/<checkpoint>/adapter
 
 Prints the untrained and each adapter's yardstick, with the paired user-bootstrap 95% interval of

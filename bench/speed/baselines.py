@@ -8,7 +8,7 @@ is the quick recipe's (tuning.BaselineSearch); `--trials 1 --epochs 5` is a fast
 torch thread by default: on this oversubscribed 2-core machine it is ~10x faster than two. Figures
 are noisy.
 
-    python bench/baselines.py [--trials N] [--epochs N] [--threads N]
+    python bench/speed/baselines.py [--trials N] [--epochs N] [--threads N]
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ ranks through):
   best-of-n step selects on held-out items, at most what imitating the pick can teach (the oracle
   row picks by the held-out items themselves: the ceiling).
 
-    python bench/reward_signal.py --work .lpt --recipe full [--samples 6] [--users 64]
+    python bench/studies/reward_signal.py --work .lpt --recipe full [--samples 6] [--users 64]
 
 Prints a markdown table. Generation runs on the recipe's backend and dtype; the rest is seconds.
 """

@@ -10,7 +10,7 @@ time, for test-split users of the work folder's pipeline run:
 The page's target is an edit re-ranked in at most 200 ms on a 2-core CPU. Writes the table to
 bench/results/profile_page.md (or --out).
 
-    .venv/bin/python bench/profile_page.py --edits 40 --writes 8
+    .venv/bin/python bench/speed/profile_page.py --edits 40 --writes 8
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from lpt_core.serving import free_port, post_json, registry
 from lpt_core.serving.profile_page.app import create_app
 from lpt_core.serving.profile_page.workbench import PageTables, ProfileWorkbench, load_registered
 
-RESULTS = Path(__file__).parent / "results" / "profile_page.md"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "profile_page.md"
 
 
 def start_page(workbench: ProfileWorkbench) -> str:
@@ -124,7 +124,7 @@ def main() -> None:
     lines = [
         "# Profile page speed",
         "",
-        f"Command: `python bench/profile_page.py --edits {args.edits} --writes {args.writes}` on {served.description} "
+        f"Command: `python bench/speed/profile_page.py --edits {args.edits} --writes {args.writes}` on {served.description} "
         f"({served.uri}, variant {served.variant}); {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
         f"{time.strftime('%Y-%m-%d')}. Model and tables loaded in {loaded_s:.1f} s. Load average (1 min) "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after: other processes shared the CPUs.",

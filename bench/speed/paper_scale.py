@@ -17,7 +17,7 @@ in tokens/s against the weight-streaming floor: bytes read per decode step / cop
 CUDA (default when available): gemma-2b shape, 16 users x 2 samples x 512 tokens from 1024-token
 prompts, LoRA r=1024. Needs lpt_core importable (run from the repository root with PYTHONPATH=.):
 
-    PYTHONPATH=. python3 bench/paper_scale.py --out paper_scale.txt
+    PYTHONPATH=. python3 bench/speed/paper_scale.py --out paper_scale.txt
 
 CPU (default without CUDA): a random model of SmolLM2-135M's widths with 4 blocks, at a small size,
 so the script is checked end to end (about a minute) before GPU minutes are spent on it. Every figure is also written to --out as it
@@ -45,7 +45,7 @@ from typing import Any, TextIO
 
 import torch
 import transformers
-from generation import GEMMA_2B_SHAPE, _word_tokenizer  # bench/generation.py, beside this script
+from generation import GEMMA_2B_SHAPE, _word_tokenizer  # bench/speed/generation.py, beside this script
 from transformers import GenerationConfig as HFGenerationConfig
 from transformers import LlamaConfig, PretrainedConfig
 

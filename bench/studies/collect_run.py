@@ -1,6 +1,6 @@
 """Copy a finished pipeline run's results into bench/results, where the next reader finds them.
 
-    python bench/collect_run.py --work .lpt --name full --header "Command: ... (machine, commit)"
+    python bench/studies/collect_run.py --work .lpt --name full --header "Command: ... (machine, commit)"
 
 From the work folder of the run ($LPT_HOME): the evaluation report (markdown with the header put
 first, plot, JSON with every interval), the training curves of every variant (JSON of the MLflow
@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 from mlflow.tracking import MlflowClient
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"  # bench/results, beside this folder
 # Per training step, the columns of its table: (MLflow metric prefix, step name, columns).
 STEP_TABLES = (
     ("encoder.", "RL update", ("reward_mean", "loss_before", "loss_after", "pairs_toward_better", "backtracks",

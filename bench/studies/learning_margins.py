@@ -6,7 +6,7 @@ intact gain and above every broken one across seeds: another seed stands in for 
 whose float32 kernels (AVX2 or AVX-512) round differently and so sample a different trajectory.
 Prints and writes bench/results/learning_margins.md.
 
-    python bench/learning_margins.py [--seeds 0,1,2,3,4]
+    python bench/studies/learning_margins.py [--seeds 0,1,2,3,4]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests" / part) for part in ("", "training")]
+sys.path[:0] = [str(Path(__file__).resolve().parents[2] / "tests" / part) for part in ("", "training")]
 
 import test_learning as learning  # noqa: E402  (the tests' own setups, not a copy)
 from sentence_transformers import SentenceTransformer  # noqa: E402
@@ -29,7 +29,7 @@ from tiny_lm import build_tiny_lm  # noqa: E402
 
 from lpt_core.retrieval import TextEncoder  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "learning_margins.md"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "learning_margins.md"
 WRITERS = ("rebel", "grpo", "rloo", "best_of_n")
 
 
@@ -69,7 +69,7 @@ def write_table(rows: list, seeds: list[int]) -> None:
     lines = [
         "# Learning tests: gains over seeds, update intact and broken",
         "",
-        f"`python bench/learning_margins.py --seeds {','.join(map(str, seeds))}` on {platform.processor() or platform.machine()}"
+        f"`python bench/studies/learning_margins.py --seeds {','.join(map(str, seeds))}` on {platform.processor() or platform.machine()}"
         f" ({'AVX-512 bf16' if bf16 else 'no native bf16'}), torch {torch.__version__}, float32 forced, one thread.",
         "Gain = the fixed set's metric after training minus before (writers: mean greedy reward, NDCG of",
         "\"musical\" over the 30-word catalogue; recommenders: mean NDCG of the 16 profiles' targets).",

@@ -5,7 +5,7 @@ a faiss IndexFlatIP search. The numpy path computes both from ONE chunked matmul
 (argpartition for the top-20). Synthetic 384-d unit vectors (all-MiniLM-L6-v2's width), 4 history
 items per user. Figures are wall-clock seconds, best of --repeats; the CPU is shared, so noisy.
 
-    .venv/bin/python bench/retrieval.py            # 1,682 items x 200 users, 100,000 x 2,000
+    .venv/bin/python bench/speed/retrieval.py            # 1,682 items x 200 users, 100,000 x 2,000
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Runs on MovieLens-100K (when data/raw/ml-100k is fetched) and on a synthetic Ama
 dump (reviews + metadata, .jsonl.gz) generated into a temporary folder. Default 500k reviews;
 `--rows 5000000` is the full-size case. The machine is shared, so figures are noisy.
 
-    python bench/data_pipeline.py [--rows N] [--chunk-lines N]
+    python bench/speed/data_pipeline.py [--rows N] [--chunk-lines N]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ sequential POST /invocations requests, one user per request: history requests (t
 writes a profile, then the catalogue is ranked) and profile requests (ranking only). Prints p50 /
 p95 latency and requests per second for each. The loop is bounded by --requests and --max-seconds.
 
-    .venv/bin/python bench/serving.py --tracking-uri sqlite:///.lpt/mlflow/mlflow.db --requests 20
+    .venv/bin/python bench/speed/serving.py --tracking-uri sqlite:///.lpt/mlflow/mlflow.db --requests 20
 
 Figures on a shared CPU are noisy; the history/profile ratio is the steadier number.
 """
