@@ -99,6 +99,8 @@ bench: setup
 # (TRL, datasets and pydantic at pyproject's pins, and their dependencies that such an image lacks).
 GPU_PYTHON ?= python3
 GPU_PYTHON_VERSION ?= 3.12
+# --dry-run: every stage on the CPU at a tiny shape, in seconds.
+GPU_CHECK_ARGS ?=
 GPU_CHECK_WHEELS = trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 pydantic==2.14.4 \
 	pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
 
@@ -110,7 +112,7 @@ gpu-check-wheels:
 gpu-check:
 	if ls .whl/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install --quiet --disable-pip-version-check \
 		--no-index --no-deps --no-compile --upgrade --target .whl/site .whl/*.whl; fi
-	PYTHONPATH=$(CURDIR):$(CURDIR)/.whl/site $(GPU_PYTHON) bench/gpu_check.py
+	PYTHONPATH=$(CURDIR):$(CURDIR)/.whl/site $(GPU_PYTHON) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(LPT_HOME)
