@@ -35,6 +35,7 @@ def test_the_dry_run_reaches_every_stage_and_writes_the_table(tmp_path):
     assert "not measured" not in written
     assert written.count("\n| ") == 7  # the header row, the rule and the five checks
     assert "| TRL GRPO, one step" in written and "| runs | yes |" in written
+    assert written.count("| dry run |") == 2  # a tiny shape on the CPU meets or misses no goal
 
 
 def test_the_table_marks_each_goal_met_or_not(tmp_path):
