@@ -41,7 +41,11 @@ RESULTS = Path(__file__).parent / "results"
 REQUIRED_PACKAGES = {
     "torch": "torch", "transformers": "transformers", "peft": "peft", "accelerate": "accelerate",
     "trl": "trl", "datasets": "datasets", "pydantic": "pydantic", "yaml": "pyyaml", "numpy": "numpy",
+    "pyarrow": "pyarrow", "pandas": "pandas", "dill": "dill", "multiprocess": "multiprocess",
 }
+# The packages that travel as wheels, installed without their dependencies (`make gpu-check`):
+# whether the machine's own versions of those satisfy them is checked, and reported.
+CARRIED = ("trl", "datasets", "pydantic")
 # The gemma-2b shape's model, LoRA r=1024, optimizer state and activations, with room to spare
 # (a section that runs out of memory is reported and skipped; this only refuses a card that is
 # far too small or already in use).
@@ -101,6 +105,8 @@ def check_prerequisites(dry_run: bool) -> list[str]:
     if missing:
         return [f"missing packages {', '.join(missing)}: on a machine with a package index run `make gpu-check-wheels` "
                 "and bring .whl/ along; `make gpu-check` installs them"]
+    for line in _unmet_requirements(CARRIED):
+        print(f"prerequisites: WARNING {line}", flush=True)
     import torch  # only now: importing it is what a missing package would have broken
 
     if dry_run:
@@ -113,6 +119,26 @@ def check_prerequisites(dry_run: bool) -> list[str]:
     if free / 2**30 < MIN_FREE_GPU_GIB:
         return [f"{free / 2**30:.1f} GiB of GPU memory free, the gemma-2b shape needs about {MIN_FREE_GPU_GIB:.0f}"]
     return []
+
+
+def _unmet_requirements(distributions: tuple[str, ...]) -> list[str]:
+    """`distributions`' own requirements (extras aside) that the installed packages do not meet."""
+    from packaging.requirements import Requirement
+
+    unmet = []
+    for distribution in distributions:
+        for line in importlib.metadata.requires(distribution) or []:
+            requirement = Requirement(line)
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            try:
+                installed = importlib.metadata.version(requirement.name)
+            except importlib.metadata.PackageNotFoundError:
+                unmet.append(f"{distribution} needs {requirement}, not installed")
+                continue
+            if not requirement.specifier.contains(installed, prereleases=True):
+                unmet.append(f"{distribution} needs {requirement}, {requirement.name} {installed} is installed")
+    return unmet
 
 
 def _run_stages(args: argparse.Namespace) -> int:

@@ -63,3 +63,21 @@ def test_a_missing_package_stops_the_check_before_any_stage():
     assert result.returncode == 2
     assert "missing packages trl" in result.stdout and "make gpu-check-wheels" in result.stdout
     assert "== model" not in result.stdout
+
+
+def test_the_carried_packages_requirements_that_the_machine_does_not_meet_are_named(tmp_path, monkeypatch):
+    info = tmp_path / "carried_example-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: carried-example\nVersion: 1.0\n"
+        "Requires-Dist: numpy<1\nRequires-Dist: numpy>=1\nRequires-Dist: no-such-package-here\n"
+        'Requires-Dist: no-such-test-tool; extra == "test"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    unmet = gpu_check._unmet_requirements(("carried-example",))
+
+    assert len(unmet) == 2
+    assert unmet[0].startswith("carried-example needs numpy<1, numpy ") and unmet[0].endswith(" is installed")
+    assert unmet[1] == "carried-example needs no-such-package-here, not installed"
