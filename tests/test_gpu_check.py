@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+import torch
 from blocked_imports import ABSENT_ON_THE_GPU_MACHINE, run_without
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,13 +57,27 @@ def test_the_table_marks_each_goal_met_or_not(tmp_path):
     assert "4.5x faster | 4x faster than the reference-style loop | yes |" in out.read_text(encoding="utf-8")
 
 
-def test_a_missing_package_stops_the_check_before_any_stage():
-    code = f"import sys\nsys.path.insert(0, {str(REPO / 'bench')!r})\nimport gpu_check\nsys.exit(gpu_check.main(['--dry-run']))\n"
+def _check(arguments: list[str], blocked: tuple[str, ...]):
+    code = f"import sys\nsys.path.insert(0, {str(REPO / 'bench')!r})\nimport gpu_check\nsys.exit(gpu_check.main({arguments!r}))\n"
+    return run_without(blocked, code, cwd=REPO, timeout=60)
 
-    result = run_without(("trl",), code, cwd=REPO, timeout=60)
+
+def test_a_missing_package_stops_the_check_before_any_stage():
+    result = _check(["--dry-run"], blocked=("trl",))
 
     assert result.returncode == 2
     assert "missing packages trl" in result.stdout and "make gpu-check-wheels" in result.stdout
+    assert "== model" not in result.stdout
+
+
+def test_without_cuda_the_check_stops_before_any_stage():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+
+    result = _check([], blocked=())
+
+    assert result.returncode == 2
+    assert "prerequisites: CUDA is not available" in result.stdout
     assert "== model" not in result.stdout
 
 
