@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -16,7 +17,8 @@ from test_assets import Materialised, TinyRun
 from tiny_pipeline import pipeline_resources, write_movielens_fixture, write_recipe
 
 from lpt_core.config import LaunchConfig, RecipeError, load_recipe
-from lpt_core.training.launch import LaunchError, check_launch
+from lpt_core.training.alternation import LoggingCallbacks
+from lpt_core.training.launch import LaunchedRunFailed, LaunchError, check_launch, run_launched
 
 VARIANT = "langptune_rebel"
 # How the second process's progress lines from lpt_core.training.alternation read.
@@ -89,3 +91,11 @@ def test_a_deepspeed_config_without_deepspeed_names_the_setting():
     zero2 = LaunchConfig(processes=2, launcher="accelerate", accelerate_config="configs/accelerate/zero2.yaml")
     with pytest.raises(LaunchError, match="training.launch.accelerate_config configs/accelerate/zero2.yaml uses DeepSpeed"):
         check_launch(zero2, "cpu")
+
+
+def test_a_launched_run_that_fails_is_an_error_quoting_its_last_lines():
+    failing = [sys.executable, "-c", "import sys; print('loaded'); sys.exit('no split materialised')"]
+    with pytest.raises(LaunchedRunFailed, match="exited with code 1; its last lines:") as failure:
+        run_launched(failing, LoggingCallbacks())
+    # stdout and stderr, in whichever order they arrived
+    assert {"loaded", "no split materialised"} <= set(str(failure.value).splitlines()[1:])
