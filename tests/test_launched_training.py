@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from test_assets import Materialised, TinyRun
 from tiny_pipeline import pipeline_resources, write_movielens_fixture, write_recipe
 
-from lpt_core.config import LaunchConfig, RecipeError, load_recipe
+from lpt_core.config import RecipeError, load_recipe
 from lpt_core.training.alternation import LoggingCallbacks
 from lpt_core.training.launch import LaunchedRunFailed, LaunchError, check_launch, run_launched
 
@@ -82,15 +82,27 @@ def test_a_batch_that_does_not_split_over_the_processes_is_a_recipe_error():
 
 def test_more_processes_than_cpu_cores_names_the_setting():
     cores = len(os.sched_getaffinity(0))
+    training = {"launch": {"processes": cores + 1}, "rl": {"prompts_per_update": cores + 1}}
+    recipe = load_recipe("quick", {"models": {"device": "cpu"}, "training": training})
     with pytest.raises(LaunchError, match=rf"training.launch.processes is {cores + 1}, but this machine has {cores} CPU cores"):
-        check_launch(LaunchConfig(processes=cores + 1), "cpu")
+        check_launch(recipe)
+
+
+def zero2_recipe(max_backtracks: int):
+    launch = {"processes": 2, "launcher": "accelerate", "accelerate_config": "configs/accelerate/zero2.yaml"}
+    rl = {"prompts_per_update": 2, "algorithm": {"name": "rebel", "max_backtracks": max_backtracks}}
+    return load_recipe("quick", {"models": {"device": "cpu"}, "training": {"launch": launch, "rl": rl}})
+
+
+def test_rebel_backtracking_under_deepspeed_names_the_setting():
+    with pytest.raises(LaunchError, match="training.rl.algorithm.max_backtracks 4: .* DeepSpeed's ZeRO optimizer"):
+        check_launch(zero2_recipe(max_backtracks=4))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
 def test_a_deepspeed_config_without_deepspeed_names_the_setting():
-    zero2 = LaunchConfig(processes=2, launcher="accelerate", accelerate_config="configs/accelerate/zero2.yaml")
     with pytest.raises(LaunchError, match="training.launch.accelerate_config configs/accelerate/zero2.yaml uses DeepSpeed"):
-        check_launch(zero2, "cpu")
+        check_launch(zero2_recipe(max_backtracks=0))
 
 
 def test_a_launched_run_that_fails_is_an_error_quoting_its_last_lines():

@@ -32,6 +32,7 @@ import yaml
 from lpt_core.config import LaunchConfig, Recipe
 from lpt_core.paths import Outputs, resolve_repo_path
 from lpt_core.training.alternation import TrainingCallbacks, TrainingData, TrainingResult, train_variant
+from lpt_core.training.variants import get_variant
 
 # Starts every line that carries a callback of the launched main process.
 PROGRESS_MARK = "LPT-PROGRESS "
@@ -84,7 +85,7 @@ def train_variant_launched(
     launch = recipe.training.launch
     if launch.processes == 1:
         return train_variant(recipe, name, data, outputs, callbacks)
-    check_launch(launch, recipe.models.device)
+    check_launch(get_variant(name).recipe_for(recipe))
     with tempfile.TemporaryDirectory(prefix="lpt-launch-") as folder:
         recipe_file = Path(folder) / f"{recipe.name}.yaml"
         recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
@@ -98,11 +99,13 @@ def train_variant_launched(
     return dataclasses.replace(result, resumed_from=summary.get("resumed_from"))
 
 
-def check_launch(launch: LaunchConfig, device: str) -> None:
-    """LaunchError, naming the setting, when this machine cannot run `launch`: its launcher (or
-    DeepSpeed, for an accelerate config that uses it) is not installed, or it asks for more
-    processes than there are GPUs (or CPU cores, where training runs on the CPU). One process
-    launches nothing: nothing to check."""
+def check_launch(recipe: Recipe) -> None:
+    """LaunchError, naming the setting, when this machine cannot run the (variant's) recipe's
+    training.launch: its launcher (or DeepSpeed, for an accelerate config that uses it) is not
+    installed, it asks for more processes than there are GPUs (or CPU cores, where training runs on
+    the CPU), or the training uses what the launch's strategy cannot run. One process launches
+    nothing: nothing to check."""
+    launch, device = recipe.training.launch, recipe.models.device
     if launch.processes == 1:
         return
     module = LAUNCHER_MODULES[launch.launcher]
@@ -112,7 +115,7 @@ def check_launch(launch: LaunchConfig, device: str) -> None:
             "install it, or set training.launch.launcher to torchrun (it comes with torch)"
         )
     if launch.launcher == "accelerate":
-        _check_accelerate_config(launch.accelerate_config)
+        _check_accelerate_config(launch.accelerate_config, recipe)
     available, what = _available_devices(device)
     if launch.processes > available:
         raise LaunchError(
@@ -201,12 +204,23 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def _check_accelerate_config(config_path: str) -> None:
+def _check_accelerate_config(config_path: str, recipe: Recipe) -> None:
     config = resolve_repo_path(config_path)
     if not config.is_file():
         raise LaunchError(f"training.launch.accelerate_config: no file {config}")
     settings = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    if settings.get("distributed_type") == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+    if settings.get("distributed_type") != "DEEPSPEED":
+        return
+    backtracks = getattr(recipe.training.rl.algorithm, "max_backtracks", 0)
+    if backtracks:
+        # Found on CPU (docs/distributed_training.md, "DeepSpeed ZeRO-2"): the snapshot is a deep copy
+        # of the optimizer's state, which fails on DeepSpeed's ZeRO optimizer.
+        raise LaunchError(
+            f"training.rl.algorithm.max_backtracks {backtracks}: REBEL's backtracking snapshots the optimizer "
+            f"state, which DeepSpeed's ZeRO optimizer ({config_path}) cannot copy; set it to 0, or use "
+            "configs/accelerate/ddp.yaml"
+        )
+    if importlib.util.find_spec("deepspeed") is None:
         raise LaunchError(
             f"training.launch.accelerate_config {config_path} uses DeepSpeed, which is not installed for "
             f"{sys.executable}: pip install deepspeed, or use configs/accelerate/ddp.yaml"
