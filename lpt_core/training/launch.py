@@ -32,6 +32,7 @@ import yaml
 from lpt_core.config import LaunchConfig, Recipe
 from lpt_core.paths import Outputs, resolve_repo_path
 from lpt_core.training.alternation import TrainingCallbacks, TrainingData, TrainingResult, train_variant
+from lpt_core.training.checkpoints import latest_phase
 from lpt_core.training.variants import get_variant
 
 # Starts every line that carries a callback of the launched main process.
@@ -53,8 +54,8 @@ class LaunchedRunFailed(RuntimeError):
 class ProgressLines:
     """TrainingCallbacks of a launched main process: each callback one marked JSON line on stdout.
 
-    Only the main process writes stdout (the others log to stderr), and each line goes out in one
-    write, so the launching process reads whole lines."""
+    Only the main process writes these, to stdout, where the other processes write nothing of their
+    own (they log to stderr): the lines arrive whole, not interleaved with another process's."""
 
     def metrics(self, phase: str, round_index: int, step: int, values: dict) -> None:
         self._emit("metrics", phase, round_index, step, values)
@@ -85,15 +86,23 @@ def train_variant_launched(
     launch = recipe.training.launch
     if launch.processes == 1:
         return train_variant(recipe, name, data, outputs, callbacks)
-    check_launch(get_variant(name).recipe_for(recipe))
+    variant = get_variant(name)
+    variant_recipe = variant.recipe_for(recipe)
+    check_launch(variant_recipe)
     with tempfile.TemporaryDirectory(prefix="lpt-launch-") as folder:
         recipe_file = Path(folder) / f"{recipe.name}.yaml"
         recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
         command = launch_command(launch, recipe_file, name, outputs.root)
         callbacks.log(f"launching {launch.processes} processes: {shlex.join(command)}")
         summary = run_launched(command, callbacks)
-    # The launched run left its last phase's checkpoint: this returns it without training (and says
-    # it resumes from it, to this module's logger only: the launched run said what it did).
+    # Reading back must not train: a checkpoint this process does not see as the launched run's last
+    # (another training hash, say) would make train_variant train here, in one process, for hours.
+    latest = latest_phase(outputs.training(name), variant_recipe.training_hash(), variant.schedule)
+    if latest is None or str(latest.path) != summary["checkpoint"]:
+        raise LaunchedRunFailed(f"the launched training reported {summary['checkpoint']}, but the last checkpoint "
+                                f"found for {name} is {latest and latest.path}")
+    # This returns the finished run's checkpoint (and says it resumes from it, to this module's
+    # logger only: the launched run said what it did).
     result = train_variant(recipe, name, data, outputs)
     callbacks.log(f"{launch.processes} processes trained {name}: read back {result.checkpoint}")
     return dataclasses.replace(result, resumed_from=summary.get("resumed_from"))
