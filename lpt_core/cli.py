@@ -62,20 +62,33 @@ def _train(args: argparse.Namespace) -> int:
     from lpt_core.config import load_recipe
     from lpt_core.training import distributed
     from lpt_core.training.alternation import train_variant
+    from lpt_core.training.launch import ProgressLines
 
     distributed.init_process_group()
+    _tag_log_lines_with_rank(distributed.rank(), distributed.world_size())
     recipe = load_recipe(args.recipe)
-    outputs = paths.Outputs.default()
+    outputs = paths.Outputs(Path(args.outputs)) if args.outputs else paths.Outputs.default()
     data = _materialised_training_data(recipe, outputs)
     if data is None:
         return 1
     checkpoints = Path(args.root) if args.root else None
-    result = train_variant(recipe, args.variant, data, outputs, checkpoints=checkpoints)
+    progress = ProgressLines() if args.progress == "json" else None
+    result = train_variant(recipe, args.variant, data, outputs, callbacks=progress, checkpoints=checkpoints)
     if distributed.is_main():
-        print(json.dumps({"checkpoint": str(result.checkpoint), "resumed_from": result.resumed_from,
-                          "processes": distributed.world_size(), "last_phase": result.history[-1]},
-                         indent=2, default=str))
+        summary = {"checkpoint": str(result.checkpoint), "resumed_from": result.resumed_from,
+                   "processes": distributed.world_size(), "last_phase": result.history[-1]}
+        if progress is None:
+            print(json.dumps(summary, indent=2, default=str))
+        else:
+            progress.result(summary)
     return 0
+
+
+def _tag_log_lines_with_rank(rank: int, processes: int) -> None:
+    """Under a launcher every process logs to the same console: each line says whose it is."""
+    if processes > 1:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s rank {rank}/{processes} %(name)s: %(message)s"))
 
 
 def _materialised_training_data(recipe: Recipe, outputs: paths.Outputs) -> TrainingData | None:
@@ -138,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--recipe", default="quick", help="recipe name (configs/NAME.yaml) or path")
     train.add_argument("--variant", default="langptune_rebel", help="a variant of lpt_core.training.variants")
     train.add_argument("--root", help="checkpoint folder (default: outputs/training/VARIANT, as Dagster)")
+    train.add_argument("--outputs", help="the outputs folder to read the split from and train in (default: $LPT_HOME/outputs)")
+    train.add_argument("--progress", choices=("log", "json"), default="log",
+                       help="json: progress as marked JSON lines on stdout, for the launching process (lpt_core.training.launch)")
     train.set_defaults(run=_train)
     check = commands.add_parser(
         "check-recipe", help="validate a recipe and check its paths, chat template and prompt lengths (no GPU)"

@@ -412,6 +412,19 @@ class ContrastiveConfig(StrictModel):
         return self
 
 
+class LaunchConfig(StrictModel):
+    """How the training asset runs each variant's training (lpt_core.training.launch): in its own
+    process (processes 1), or as `processes` processes, one per GPU, started by `launcher` as a
+    subprocess running `lpt train`. Where training runs, not what it computes: it is left out of the
+    training hash, so a run on 1 and one on N processes resume each other's checkpoints."""
+
+    processes: int = Field(1, ge=1)
+    launcher: Literal["torchrun", "accelerate"] = "torchrun"
+    # accelerate launch's config file (relative to the repository root, or absolute): the strategy,
+    # DDP (configs/accelerate/ddp.yaml) or DeepSpeed ZeRO-2 (zero2.yaml). Read with launcher accelerate only.
+    accelerate_config: str = "configs/accelerate/ddp.yaml"
+
+
 class TrainingConfig(StrictModel):
     """Alternation of decoder (contrastive) and encoder (RL) phases, decoder first."""
 
@@ -431,6 +444,7 @@ class TrainingConfig(StrictModel):
     # targets, and a reward on them pays profiles for matching what was memorised (issue 12).
     rl_users: int | None = Field(None, ge=1)
     seed: int = 0
+    launch: LaunchConfig = LaunchConfig()
 
     @model_validator(mode="after")
     def _rl_users_need_a_cap(self) -> TrainingConfig:
@@ -439,6 +453,20 @@ class TrainingConfig(StrictModel):
                 "training.rl_users takes the train users after the first max_train_users: "
                 "set training.max_train_users, or leave rl_users unset to train RL on the same users"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _fits_the_processes(self) -> TrainingConfig:
+        # Each process rolls out an equal share of an update's prompts (docs/distributed_training.md);
+        # the contrastive batch rounds itself down to a multiple of the processes.
+        processes = self.launch.processes
+        if self.rl.prompts_per_update % processes:
+            raise ValueError(
+                f"training.rl.prompts_per_update {self.rl.prompts_per_update} does not split evenly over "
+                f"training.launch.processes {processes}"
+            )
+        if processes > 1 and self.best_of_n.iterations:
+            raise ValueError("training.best_of_n runs in a single process: set its iterations 0 or training.launch.processes 1")
         return self
 
     @field_validator("variants")
@@ -533,13 +561,14 @@ class Recipe(StrictModel):
         quality or registry settings must not invalidate training checkpoints. The list of variants
         is left out too: it says which systems to build, not how (each variant's checkpoints live
         in a folder of its own), so adding or dropping one keeps the others' checkpoints; so is the
-        GPU memory share of the vLLM engine, which changes no result."""
+        GPU memory share of the vLLM engine, which changes no result, and the launch (how many
+        processes train), which changes only which samples a rollout draws."""
         return _short_hash(self.model_dump(mode="json", include=TRAINING_INPUTS, exclude=HASH_EXCLUDED))
 
 
 # The recipe sections a trained generator/recommender depends on (see Recipe.training_hash).
 TRAINING_INPUTS = {"seed", "data", "split", "prompt", "models", "generation", "training"}
-HASH_EXCLUDED = {"training": {"variants": True, "rl": {"vllm_gpu_memory_utilization": True}}}
+HASH_EXCLUDED = {"training": {"variants": True, "launch": True, "rl": {"vllm_gpu_memory_utilization": True}}}
 
 
 def _short_hash(payload: dict) -> str:

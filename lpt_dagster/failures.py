@@ -1,4 +1,4 @@
-"""Errors a user can fix (a bad recipe, bad input data) raised as Dagster failures showing their text.
+"""Errors a user can fix (a bad recipe, bad input data, a launch the machine cannot run) raised as Dagster failures showing their text.
 
 Dagster reports an exception raised in an op as `Error occurred while executing op "raw_data":` and
 keeps the exception's own message in the nested causes; a dagster.Failure is shown as it is, at
@@ -12,8 +12,9 @@ import dagster as dg
 
 from lpt_core.config import RecipeError
 from lpt_core.data.errors import DataError
+from lpt_core.training.launch import LaunchError
 
-USER_ERRORS = (RecipeError, DataError)
+USER_ERRORS = (RecipeError, DataError, LaunchError)
 
 
 @contextlib.contextmanager

@@ -59,7 +59,8 @@ def test_training_hash_ignores_sections_a_trained_model_does_not_depend_on():
         {
             "evaluation": {"bootstrap_samples": 20},
             "quality": {"max_users": 3},
-            "training": {"variants": ["langptune_rebel"], "rl": {"vllm_gpu_memory_utilization": 0.5}},
+            "training": {"variants": ["langptune_rebel"], "rl": {"vllm_gpu_memory_utilization": 0.5},
+                         "launch": {"processes": 2}},
             "registry": {"variant": "langptune_rebel"},
         },
     )

@@ -133,8 +133,10 @@ class TrainingCallbacks(Protocol):
     def log(self, message: str) -> None: ...
 
 
-class _SilentCallbacks:
-    """What processes other than the main one report to: nothing (the main reports once for all)."""
+class _OtherProcessCallbacks:
+    """What processes other than the main one report to: their own progress messages to this
+    module's logger, so that every process's progress shows in the launcher's output; nothing else
+    (the main process reports metrics and artifacts once for all)."""
 
     def metrics(self, phase: str, round_index: int, step: int, values: dict) -> None:
         pass
@@ -143,7 +145,7 @@ class _SilentCallbacks:
         pass
 
     def log(self, message: str) -> None:
-        pass
+        log.info("%s", message)
 
 
 class LoggingCallbacks:
@@ -199,7 +201,7 @@ def train_alternating(
     is used by the main process only."""
     callbacks = callbacks or LoggingCallbacks()
     if not distributed.is_main():
-        callbacks = _SilentCallbacks()
+        callbacks = _OtherProcessCallbacks()
     root = Path(root)
     schedule = phase_schedule(recipe.training.rounds, variant)
     recipe_hash = recipe.training_hash()

@@ -3,6 +3,8 @@
 Each variant (lpt_core.training.variants) trains in its own checkpoint folder, phase by phase; a
 run killed mid-way resumes from the last finished phase when the asset is materialised again with
 the same recipe. Each variant logs to its own MLflow child run under the Dagster run's parent.
+With training.launch.processes > 1 a variant trains in that many processes, started by the recipe's
+launcher as a subprocess whose output lines stream into the run log (lpt_core.training.launch).
 """
 
 from functools import partial
@@ -12,8 +14,10 @@ import polars as pl
 
 from lpt_core.catalog_index import trained_catalog_index
 from lpt_core.profile_writing import write_trained_profiles
-from lpt_core.training.alternation import TrainingData, train_variant
+from lpt_core.training.alternation import TrainingData
+from lpt_core.training.launch import train_variant_launched
 from lpt_dagster.assets.profiles import GPU_POOL, progress_logger, shared_profile_store
+from lpt_dagster.failures import user_errors_as_failures
 from lpt_dagster.lineage import catalog_table, example_splits, read_tables
 from lpt_dagster.recording.training import (
     record_trained_indexes,
@@ -60,11 +64,12 @@ def trained_models(
         catalog_table(item_catalog),
         *read_tables(cleaned_items=cleaned_items, cleaned_histories=cleaned_histories),
     ]
-    trained = {
-        name: tracked_training(context, mlflow, cfg, name, trained_on,
-                               partial(train_variant, cfg, name, data, workspace.outputs))
-        for name in cfg.training.variants
-    }
+    with user_errors_as_failures():  # a launch this machine cannot run names its setting
+        trained = {
+            name: tracked_training(context, mlflow, cfg, name, trained_on,
+                                   partial(train_variant_launched, cfg, name, data, workspace.outputs))
+            for name in cfg.training.variants
+        }
     generators = TrainedGenerators({name: variant.generator for name, variant in trained.items()})
     recommenders = TrainedRecommenders({name: variant.recommender for name, variant in trained.items()})
     yield from selected_outputs(
