@@ -145,13 +145,13 @@ def trl_sampling_arguments(sampling: SamplingConfig) -> dict:
 
 def _rollout_arguments(cfg: RLConfig, stop_ids: list[int]) -> dict:
     """TRL's vLLM keywords: off, or TRL's colocate mode (an engine in this process on the training
-    GPU, its weights set to the policy's, LoRA merged, before each rollout; TRL does the syncing).
+    device, its weights set to the policy's, LoRA merged, before each rollout; the sync is REBEL's,
+    `_sync_as_rebel_does`).
 
     TRL's vLLM path takes its stop tokens from vLLM's own defaults (the model's eos), not from the
     model's generation_config that `_stopping_at_end_of_turn` extends, so the end-of-turn tokens
-    are passed to vLLM's SamplingParams through generation_kwargs. The vLLM run itself is UNTESTED
-    here (vLLM is not installed on the development machine); the keywords are checked against
-    TRL's config classes."""
+    are passed to vLLM's SamplingParams through generation_kwargs. Run for real on vLLM's CPU build
+    (tests/real_vllm, GRPO and RLOO, two updates each); its CUDA build has not run here."""
     if cfg.rollout_backend != "vllm":
         return {"use_vllm": False}
     return {
