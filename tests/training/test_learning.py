@@ -149,7 +149,7 @@ def writer_gain(
     training_reward = NegatedReward(reward) if broken else reward
     cfg = BEST_OF_N if trainer == "best_of_n" else {"rebel": REBEL, "grpo": GRPO, "rloo": RLOO}[trainer]
     policy = make_policy(model, REBEL)  # every writer trainer here has RLConfig's default LoRA
-    probe = RewardProbe(examples, policy, tokenizer, reward, MAX_NEW_TOKENS)
+    probe = RewardProbe(examples, policy, tokenizer, reward, cfg.sampling)
     start = probe()
     if trainer == "best_of_n":
         best_of_n(policy, tokenizer, examples, training_reward, cfg, seed, scratch)

@@ -393,5 +393,5 @@ def test_the_regression_measures_pi_old_on_its_own_pass_so_numeric_path_noise_ne
     loss, gaps = _BatchRegression(trainer, rollout, noisy_old, rewards).loss_and_grad()
 
     assert torch.equal(gaps, torch.zeros_like(gaps))
-    expected = ((TINY_RL.eta * (rewards[0::2] - rewards[1::2])) ** 2).mean()
+    expected = ((TINY_RL.algorithm.eta * (rewards[0::2] - rewards[1::2])) ** 2).mean()
     assert loss == pytest.approx(float(expected), rel=1e-6)
