@@ -72,6 +72,8 @@ def test_greedy_profiles_equal_the_transformers_backends_and_stop_at_the_end_of_
         written = generator.generate(prompts)
 
     # Shut down with the generator, not left to the interpreter's exit.
+    for process in engine_processes:
+        process.join(timeout=30)
     assert engine_processes and not any(process.is_alive() for process in engine_processes)
 
     assert [p.text for p in written] == [p.text for p in expected]
