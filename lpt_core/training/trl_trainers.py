@@ -25,10 +25,12 @@ from transformers import PrinterCallback, TrainerCallback
 from lpt_core.config import RLConfig, SamplingConfig
 from lpt_core.generation.base import stop_token_ids
 from lpt_core.training.examples import RLExample, reward_columns
-from lpt_core.training.reward import RankReward, on_finished_profiles
+from lpt_core.training.reward import on_finished_profiles
 
 if TYPE_CHECKING:
     from peft import PeftModel
+
+    from lpt_core.training.algorithms.base import RLPhase
 
 
 log = logging.getLogger(__name__)
@@ -45,23 +47,14 @@ _METRIC_NAMES = {
 _TRL_REFERENCE_ADAPTER = "ref"
 
 
-def run_trl_updates(
-    trainer: tuple[type, type],
-    policy: PeftModel,
-    tokenizer: Any,
-    examples: Sequence[RLExample],
-    reward: RankReward,
-    cfg: RLConfig,
-    seed: int,
-    output_dir: Path,
-    on_update: Callable[[int, dict], None] | None = None,
-) -> list[dict]:
-    """cfg.updates_per_round steps of TRL's trainer (its config class, its trainer class) on
-    `policy`'s own LoRA adapter, with the algorithm's settings (cfg.algorithm, lpt_core.training.
-    algorithms) as the config's keywords of the same names; per-step metrics.
+def run_trl_updates(trainer: tuple[type, type], phase: RLPhase) -> list[dict]:
+    """phase.cfg.updates_per_round steps of TRL's trainer (its config class, its trainer class) on
+    the phase policy's own LoRA adapter, with the algorithm's settings (cfg.algorithm, lpt_core.
+    training.algorithms) as the config's keywords of the same names; per-step metrics.
 
     TRL's own completion length counts the end-of-turn token, REBEL's profile_tokens does not.
     """
+    policy, tokenizer, examples, cfg = phase.policy, phase.tokenizer, phase.examples, phase.cfg
     if len(examples) < cfg.prompts_per_update:
         raise ValueError(
             f"{len(examples)} examples cannot fill one update of rl.prompts_per_update={cfg.prompts_per_update}"
@@ -72,13 +65,13 @@ def run_trl_updates(
         check_rollout_backend(policy.device)
     config_class, trainer_class = trainer
     algorithm_arguments = cfg.algorithm.model_dump(exclude={"name"})
-    args = config_class(**_trainer_arguments(cfg, seed, output_dir, policy, tokenizer), **algorithm_arguments)
-    collector = _MetricsCollector(on_update)
+    args = config_class(**_trainer_arguments(cfg, phase.seed, phase.output_dir, policy, tokenizer), **algorithm_arguments)
+    collector = _MetricsCollector(phase.on_update)
     stop_ids = stop_token_ids(tokenizer, policy.generation_config.eos_token_id)
     with _stopping_at_end_of_turn(policy, tokenizer):
         trainer = trainer_class(
             model=policy,
-            reward_funcs=[on_finished_profiles(reward, tokenizer, stop_ids)],
+            reward_funcs=[on_finished_profiles(phase.reward, tokenizer, stop_ids)],
             args=args,
             train_dataset=_dataset(examples),
             processing_class=tokenizer,

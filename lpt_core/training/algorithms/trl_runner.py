@@ -15,8 +15,6 @@ def trl_runner(config_class: str, trainer_class: str) -> Runner:
 
         from lpt_core.training.trl_trainers import run_trl_updates
 
-        trainer = (getattr(trl, config_class), getattr(trl, trainer_class))
-        return run_trl_updates(trainer, phase.policy, phase.tokenizer, phase.examples, phase.reward, phase.cfg,
-                               phase.seed, phase.output_dir, phase.on_update)
+        return run_trl_updates((getattr(trl, config_class), getattr(trl, trainer_class)), phase)
 
     return run
