@@ -208,6 +208,21 @@ def colocated_engine(
     return _ENGINE
 
 
+def close_colocated_engine() -> None:
+    """Shut the process's colocated engine down, if one was built, and forget it: the next
+    `colocated_engine` builds a new one, for any model.
+
+    The engine runs in this process, so its shutdown is vLLM's in-process one
+    (EngineCore.shutdown -> cleanup_dist_env_and_memory): it destroys this process's vLLM parallel
+    groups and torch.distributed's default group, which vLLM's external launcher joined or
+    created. Call it only where nothing in the process uses them any more (not between the updates
+    of a training launched by torchrun or accelerate, whose group it is)."""
+    global _ENGINE
+    if _ENGINE is not None:
+        _ENGINE.llm.llm_engine.engine_core.shutdown()
+        _ENGINE = None
+
+
 def _set_launcher_environment(rank: int, world_size: int) -> None:
     """vLLM's external launcher reads the process's place in the group from the environment, which
     torchrun and accelerate set and a single process lacks (TRL sets the same)."""
