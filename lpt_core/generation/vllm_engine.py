@@ -5,7 +5,10 @@ Used by both vLLM paths that sample from a policy being trained: REBEL's rollout
 profile writing (VLLMGenerator.for_policy, `generation.backend: vllm`). One engine per process
 lives next to the policy (on its GPU, or on the CPU with vLLM's CPU build) for the life of the
 process (vLLM does not reliably give its GPU memory back when an engine is dropped, so it is built
-once and reused). On a GPU it takes `gpu_memory_utilization` of the memory; training keeps the rest.
+once and reused; `close_colocated_engine` shuts it down explicitly). On a GPU it takes
+`gpu_memory_utilization` of the memory; training keeps the rest. A stand-alone engine
+(vllm_backend.VLLMGenerator) beside it runs in a process of its own, so that its shutdown leaves
+this process's vLLM state, which this engine lives on, alone.
 
 How the policy reaches vLLM: before sampling, the policy's weights with its LoRA folded in are
 written into the engine's model one tensor at a time (`ColocatedEngine.sync`), as TRL 1.16's
