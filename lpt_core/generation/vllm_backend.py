@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +56,19 @@ class VLLMGenerator:
         folder = models.resolve_model(model_name)
         device = models.pick_device(models_cfg.device)
         dtype = models.pick_dtype(models_cfg.dtype, device)
-        llm = vllm.LLM(
-            model=str(folder),
-            tokenizer=str(folder),
-            dtype=str(dtype).removeprefix("torch."),
-            seed=gen_cfg.seed,
-            trust_remote_code=False,
-            # Without this vLLM merges the model's generation_config.json (top_k, penalties...)
-            # into every request, and the stored decoding settings would not describe the output.
-            generation_config="vllm",
-            max_model_len=max_model_len,
-            **engine_device_options(device, gpu_memory_utilization),
-        )
+        with engine_core_in_its_own_process(vllm):
+            llm = vllm.LLM(
+                model=str(folder),
+                tokenizer=str(folder),
+                dtype=str(dtype).removeprefix("torch."),
+                seed=gen_cfg.seed,
+                trust_remote_code=False,
+                # Without this vLLM merges the model's generation_config.json (top_k, penalties...)
+                # into every request, and the stored decoding settings would not describe the output.
+                generation_config="vllm",
+                max_model_len=max_model_len,
+                **engine_device_options(device, gpu_memory_utilization),
+            )
         self._bind(
             vllm,
             llm,
@@ -162,6 +165,36 @@ class VLLMGenerator:
         # whether or not vLLM kept the stop token in token_ids, so the text is finished after it.
         profile = dataclasses.replace(profile, finished=completion.finish_reason == "stop")
         return finished_profile(profile) if self.gen_cfg.finish_profiles else profile
+
+
+MULTIPROCESSING_FLAG = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
+
+@contextmanager
+def engine_core_in_its_own_process(vllm: Any) -> Iterator[None]:
+    """Build a stand-alone engine inside this block: its engine core (scheduler, worker, model)
+    then runs in a process of its own, as vLLM's default, even after a colocated engine ran here.
+
+    Why: a colocated engine (lpt_core.generation.vllm_engine, and TRL's) runs in this process
+    (`external_launcher`), and building one sets VLLM_ENABLE_V1_MULTIPROCESSING=0 in os.environ
+    for good (vLLM's ParallelConfig) and freezes vLLM's cached environment (its in-process
+    EngineCore calls enable_envs_cache). A stand-alone engine built after it would then run in
+    this process too, and its shutdown (EngineCore.shutdown -> cleanup_dist_env_and_memory)
+    destroys this process's vLLM groups and torch.distributed group, which the colocated engine
+    still uses ("pipeline model parallel group is not initialized" at its next generate). In a
+    process of its own the stand-alone engine has its own groups and takes them down with it.
+    The flag is read while the engine starts (its process is up when vllm.LLM returns), then
+    restored; the cache is left off, as vLLM's own cleanup leaves it (it only saves lookups)."""
+    previous = os.environ.get(MULTIPROCESSING_FLAG)
+    os.environ[MULTIPROCESSING_FLAG] = "1"
+    vllm.envs.disable_envs_cache()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROCESSING_FLAG, None)
+        else:
+            os.environ[MULTIPROCESSING_FLAG] = previous
 
 
 def model_eos_ids(folder: Path) -> int | list[int] | None:

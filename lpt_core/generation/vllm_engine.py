@@ -5,7 +5,10 @@ Used by both vLLM paths that sample from a policy being trained: REBEL's rollout
 profile writing (VLLMGenerator.for_policy, `generation.backend: vllm`). One engine per process
 lives next to the policy (on its GPU, or on the CPU with vLLM's CPU build) for the life of the
 process (vLLM does not reliably give its GPU memory back when an engine is dropped, so it is built
-once and reused). On a GPU it takes `gpu_memory_utilization` of the memory; training keeps the rest.
+once and reused; `close_colocated_engine` shuts it down explicitly). On a GPU it takes
+`gpu_memory_utilization` of the memory; training keeps the rest. A stand-alone engine
+(vllm_backend.VLLMGenerator) beside it runs in a process of its own, so that its shutdown leaves
+this process's vLLM state, which this engine lives on, alone.
 
 How the policy reaches vLLM: before sampling, the policy's weights with its LoRA folded in are
 written into the engine's model one tensor at a time (`ColocatedEngine.sync`), as TRL 1.16's
@@ -206,6 +209,21 @@ def colocated_engine(
     )
     _ENGINE = ColocatedEngine(vllm, llm, folder, dtype, gpu_memory_utilization)
     return _ENGINE
+
+
+def close_colocated_engine() -> None:
+    """Shut the process's colocated engine down, if one was built, and forget it: the next
+    `colocated_engine` builds a new one, for any model.
+
+    The engine runs in this process, so its shutdown is vLLM's in-process one
+    (EngineCore.shutdown -> cleanup_dist_env_and_memory): it destroys this process's vLLM parallel
+    groups and torch.distributed's default group, which vLLM's external launcher joined or
+    created. Call it only where nothing in the process uses them any more (not between the updates
+    of a training launched by torchrun or accelerate, whose group it is)."""
+    global _ENGINE
+    if _ENGINE is not None:
+        _ENGINE.llm.llm_engine.engine_core.shutdown()
+        _ENGINE = None
 
 
 def _set_launcher_environment(rank: int, world_size: int) -> None:

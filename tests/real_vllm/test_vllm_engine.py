@@ -183,6 +183,28 @@ def test_the_colocated_engine_writes_with_the_policys_current_weights_and_rebel_
     assert metrics["loss_after"] <= metrics["loss_before"]
 
 
+def test_a_stand_alone_engine_opened_and_closed_beside_the_colocated_one_leaves_it_writing(lm_folder):
+    """The order of the Dagster pipeline in one process (its in-process executor): the colocated
+    engine (trained_models), a stand-alone engine opened and closed (zero_shot_profiles), the
+    colocated engine again (trained_profiles). The stand-alone engine runs in its own process, so
+    its shutdown cannot take down the parallel state the colocated engine lives on."""
+    model, tokenizer = load_generator(str(lm_folder), MODELS)
+    policy = make_policy(model, RLConfig(lora_r=4, lora_alpha=8))  # LoRA B is zero: the base model
+    prompts = chat_prompts(tokenizer)
+
+    def colocated_greedy() -> list[str]:
+        engine = VLLMGenerator.for_policy(policy, tokenizer, GREEDY, model_id="p", gpu_memory_utilization=0.3)
+        return [p.text for p in engine.generate(prompts)]
+
+    before = colocated_greedy()
+    with VLLMGenerator(str(lm_folder), MODELS, GREEDY) as generator:
+        engine_processes = multiprocessing.active_children()
+        stand_alone = [p.text for p in generator.generate(prompts)]
+
+    assert colocated_greedy() == before == stand_alone
+    assert engine_processes  # not in this process, whatever the colocated engine set in its environment
+
+
 def _merged_copy(policy):
     import copy
 

@@ -4,10 +4,10 @@ colocated engine (synced after every update) and writing its decoder-phase profi
 trained profiles written by that engine, and the report over them. The same code a GPU runs; only
 the models are tiny. (TRL's GRPO and RLOO on their own colocated engine: test_vllm_engine.py.)
 
-It fails today, and is marked so: after trained_models built the colocated engine and
-zero_shot_profiles a stand-alone one in the same process, trained_profiles' generation on the
-colocated engine raises "AssertionError: pipeline model parallel group is not initialized" (vLLM
-keeps its parallel state per process; docs/vllm.md, "Limits"; issue 29)."""
+In-process executor, one process: trained_models builds the colocated engine, zero_shot_profiles
+opens and closes a stand-alone one, trained_profiles writes on the colocated one again. This used to
+fail there ("pipeline model parallel group is not initialized": the stand-alone engine ran in this
+process, and its shutdown destroyed vLLM's parallel state; docs/vllm.md, "Limits"; issue 29)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ pytest.importorskip("vllm", reason="vLLM is not installed in this environment (m
 VARIANTS = ["langptune_rebel"]
 
 
-@pytest.mark.xfail(reason="two vLLM engines in one process: docs/vllm.md, Limits (issue 29)", strict=False)
 def test_the_pipeline_writes_trains_and_reports_through_vllm(tmp_path, monkeypatch):
     models = {
         # vLLM's CPU attention has no kernel for heads smaller than 64.
