@@ -16,6 +16,7 @@ Writes bench/results/overfit_<dtype><--suffix>.md and .json after every probe, s
 early keeps what it measured.
 
     python bench/studies/overfit.py [--recipe full] [--dtype bfloat16] [--updates 40] [--iterations 4] [--arms rebel,best_of_n]
+        [--sft-epochs 3]
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def run_arm(arm: Arm, bench: SweepSetup, trained: list[RLExample], unseen: list[
     else:
         cfg = bench.recipe.training.best_of_n.model_copy(update={
             "iterations": args.iterations, "samples": args.samples, "examples_per_iteration": None,
+            **({"epochs": args.sft_epochs} if args.sft_epochs else {}),
         })
         best_of_n(policy, tokenizer, trained, reward, cfg, seed=0, output_dir=RESULTS, on_iteration=on_step)
 
@@ -177,6 +179,8 @@ def _arguments():
     parser.add_argument("--probe-every", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--sft-epochs", type=float, default=None,
+                        help="best-of-n's SFT epochs per iteration (default: the recipe's)")
     return parser.parse_args()
 
 

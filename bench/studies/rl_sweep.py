@@ -345,7 +345,7 @@ def _cpu_flags() -> str:
 
 def command_line(script: str, args: argparse.Namespace) -> str:
     """The command that reproduces a sweep: every argument that has a value."""
-    return f"python bench/{script} " + " ".join(
+    return f"python bench/studies/{script} " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, "")
     )
 
