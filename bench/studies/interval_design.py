@@ -4,11 +4,12 @@ The full recipe's report resamples users (lpt_core.metrics): its interval of "tr
 zero-shot" NDCG@10 is about +-0.0053 on 95 test users x up to 10 windows, and issue 28 asks for
 +-0.0025. Every val/test row costs two LLM profiles (zero-shot and trained), so the question is
 which (U, W) buys that precision for the fewest profiles. This study answers it without
-generating anything: on the recipe's own cleaned data and split (windows_per_user windows for
-every user, no training involved), two closely related query rows per example are ranked against
-the recipe's catalogue, and the paired user-bootstrap half-width of their per-row NDCG@10
-difference (lpt_core.profile_quality.intervals.user_bootstrap) is measured for many random draws
-of U users, keeping each user's first W windows (or W windows spread over the ten).
+generating anything: on the recipe's own cleaned data and split (every user given up to 20
+windows, no training involved), two closely related query rows per example are ranked against the
+recipe's catalogue, and the paired user-bootstrap half-width of their per-row NDCG@10 difference
+(lpt_core.profile_quality.intervals.user_bootstrap) is measured for many random draws of U users,
+keeping each user's first W windows (or W windows spread over the first ten). Candidate splits
+(train_frac, val_share, split.eval_windows_per_user) are then costed in profiles and projected.
 
 The query rows are embeddings of the history, not generated profiles, so that thousands of rows
 cost no encoder time (the catalogue's item texts are embedded once by the recipe's frozen
@@ -69,8 +70,9 @@ SPREAD = {2: (0, 3), 3: (0, 3, 6), 4: (0, 3, 6, 9)}
 RECENT_ITEMS = 8
 LIKED_RATING = 4.0
 PAIRS = (("all", "recent"), ("all", "liked"))
-# Candidate splits beside the recipe's own: (train_frac, val_share, eval_windows_per_user). Train users must stay at least
-# evaluation.head_train_users + training.rl_users (256 + 256) for the head and RL to keep their users.
+# Candidate splits beside the recipe's own: (train_frac, val_share, eval_windows_per_user). Train
+# users must stay at least evaluation.head_train_users + training.rl_users (256 + 256) for the head
+# and RL to keep their users.
 CANDIDATES = (
     (0.8, 0.5, 4),
     (0.8, 0.5, 20),
