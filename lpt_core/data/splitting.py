@@ -8,6 +8,8 @@ dropped before their examples are built, so every val/test history and target is
 Examples, per user, from their interactions in time order (ties keep input order):
 - "first_n": window w starts at w * window_stride; history = the next N interactions, target = the
   first later interaction whose item is not in that history. One window is the paper's rule.
+  Train users get windows_per_user windows, val/test users eval_windows_per_user (the same unless
+  set).
 - "leave_last_out": target = the last interaction whose item is not among the N before it,
   history = those N.
 Windows without N history items or without a target are skipped; users left with none dropped.
@@ -76,13 +78,15 @@ def split_users(interactions: pl.DataFrame, cfg: SplitConfig) -> Split:
     usable = ordered.filter((pl.col("split") == "train") | pl.col("item_id").is_in(catalogue.implode()))
     usable = usable.with_columns(pl.int_range(pl.len()).over("user_id").alias(POSITION))
     if cfg.strategy == "first_n":
-        examples = _first_n_examples(usable, cfg.history_len, cfg.windows_per_user, cfg.window_stride)
+        windows = max(cfg.windows_per_user, cfg.evaluation_windows)
+        examples = _first_n_examples(usable, cfg.history_len, windows, cfg.window_stride)
     elif cfg.strategy == "leave_last_out":
         examples = _leave_last_out_examples(usable, cfg.history_len)
     else:
         raise ValueError(f"unknown split strategy {cfg.strategy!r}")
     examples = (
         examples.join(assignment, on="user_id")
+        .filter(_within_windows_of_split(cfg))
         .sort(["split_rank", "user_rank", "window"])
         .pipe(schemas.conform, schemas.EXAMPLES)
     )
@@ -138,6 +142,12 @@ def _assign_users(interactions: pl.DataFrame, cfg: SplitConfig) -> pl.DataFrame:
         )
         for rank, (name, part) in enumerate(parts.items())
     )
+
+
+def _within_windows_of_split(cfg: SplitConfig) -> pl.Expr:
+    """Train rows up to windows_per_user, val/test rows up to eval_windows_per_user."""
+    train = pl.col("split") == "train"
+    return pl.col("window") < pl.when(train).then(cfg.windows_per_user).otherwise(cfg.evaluation_windows)
 
 
 def _in_time_order(interactions: pl.DataFrame) -> pl.DataFrame:

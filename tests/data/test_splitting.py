@@ -123,6 +123,23 @@ def test_windows_slide_by_stride_and_skip_incomplete_ones():
     assert got == {0: (["a", "b", "c"], "d"), 1: (["c", "d", "e"], "f")}
 
 
+def test_val_and_test_users_get_their_own_number_of_windows():
+    interactions = interactions_table([r for k in range(10) for r in _user(f"u{k}", "abcdefgh", 100 * k)])
+    cfg = SplitConfig(history_len=2, windows_per_user=3, eval_windows_per_user=1, window_stride=2)
+    windows = split_users(interactions, cfg).examples.group_by("split").agg(pl.col("window").unique().sort())
+    assert dict(windows.iter_rows()) == {"train": [0, 1, 2], "val": [0], "test": [0]}
+    more = split_users(interactions, cfg.model_copy(update={"eval_windows_per_user": 2})).examples
+    assert more.filter(pl.col("split") == "test")["window"].unique().sort().to_list() == [0, 1]
+    # Unset, val/test users get windows_per_user windows, as before.
+    same = split_users(interactions, cfg.model_copy(update={"eval_windows_per_user": None})).examples
+    assert same.filter(pl.col("split") != "train")["window"].unique().sort().to_list() == [0, 1, 2]
+
+
+def test_eval_windows_are_first_n_windows():
+    with pytest.raises(ValueError, match="leave it unset for leave_last_out"):
+        SplitConfig(strategy="leave_last_out", eval_windows_per_user=2)
+
+
 def test_leave_last_out_takes_last_new_item_and_the_n_before_it():
     # u: the last "b" is not among the two before it (c, a), so it is the target.
     rows = _user("u", "abcab", 0) + _user("v", "abcbc", 10)
