@@ -239,14 +239,6 @@ class RebelTrainer:
         self.settings: RebelSettings = cfg.algorithm
         self.seed = seed
         self.updates_done = 0
-        # The line search's step size as a share of the learning rate, carried from update to
-        # update (see _regress): an update starts near the size that worked last time instead of
-        # failing its way down from the full rate every time, each failure a forward and backward
-        # pass (measured in float32 at the full recipe's lr 1e-4: 4 undone steps, to 1/16, in the
-        # first update; 413 s instead of about 200).
-        self.step_scale = 1.0
-        # ... but never below the smallest size one update's own search reaches from the full rate.
-        self.min_step_scale = 0.5**self.settings.max_backtracks
         trainable = [p for p in policy.parameters() if p.requires_grad]
         if not trainable:
             raise ValueError("the policy has no trainable parameters (expected a LoRA PeftModel)")
@@ -318,9 +310,7 @@ class RebelTrainer:
     def _regress(self, rollout: Rollout, logp_old: Tensor, rewards: Tensor) -> RegressionStats:
         """settings.passes_per_batch AdamW steps on the whole batch's REBEL loss, each one kept only if
         it lowers that loss (else undone and retried at half the step size, settings.max_backtracks
-        times in all per update). The size carries over to the next update, `step_scale`: halved
-        with each undo, doubled (up to 1) after an update that undid none, never below
-        `min_step_scale`.
+        times in all per update). Every update starts again at the configured learning rate.
 
         Why whole-batch steps with a check: REBEL is a least-squares regression on a FIXED batch,
         so its loss before and after a step is measurable exactly. Adam moves every parameter by
@@ -329,12 +319,13 @@ class RebelTrainer:
         up (measured: 3.5 -> 11.6 at lr 2e-4 on SmolLM2 in float32). Each step's loss is computed
         anyway by the next step's forward pass, so the check costs nothing while steps are kept.
 
-        Why the floor: in bf16 ANY change of the weights, however small, moves a sequence's
-        log-prob by about 0.1-0.2 nat (rounding flips that propagate; measured on SmolLM2 with a
-        LoRA perturbed by 1e-9), so the loss of a tiny step is noise around the loss before it and
-        is kept or undone at random. Without a floor the carried size, halved on every undo and
-        doubled only after a clean update, ratcheted down to nothing: 3e-8 of the learning rate
-        after 16 updates (bench/results/overfit_bfloat16_updates.md, session 15).
+        Why no step size carried between updates: in bf16 ANY change of the weights, however small,
+        moves a sequence's log-prob by about 0.1-0.2 nat (rounding flips that propagate; measured
+        on SmolLM2 with a LoRA perturbed by 1e-9), so the loss of a tiny step is noise around the
+        loss before it and is kept or undone at random. A carried scale, halved on every undo and
+        doubled only after a clean update, then ratchets down to nothing: 3e-8 of the learning rate
+        after 16 updates (bench/results/overfit_bfloat16_updates.md, session 15). Restarting at the
+        configured rate keeps every update's first try large enough to be measured.
         """
         step = _BatchRegression(self, rollout, logp_old, rewards)
         self.policy.train()
@@ -343,7 +334,7 @@ class RebelTrainer:
         path_gap = (step.logp_old - logp_old).abs().mean().reshape(1)
         current = before
         backtracks, steps_kept = 0, 0
-        scale = self.step_scale
+        scale = 1.0
         for pass_index in range(self.settings.passes_per_batch):
             last = pass_index == self.settings.passes_per_batch - 1
             saved = step.snapshot() if self.settings.max_backtracks else None
@@ -365,7 +356,6 @@ class RebelTrainer:
             current, gaps = loss, new_gaps
             steps_kept += 1
         self.policy.eval()
-        self.step_scale = max(self.min_step_scale, scale if backtracks else min(1.0, 2 * scale))
         reward_gap = rewards[0::2] - rewards[1::2]
         decided = reward_gap != 0
         toward = ((gaps * torch.sign(reward_gap))[decided] > 0).float().mean() if decided.any() else torch.tensor(0.0)
