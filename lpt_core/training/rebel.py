@@ -324,8 +324,11 @@ class RebelTrainer:
         on SmolLM2 with a LoRA perturbed by 1e-9), so the loss of a tiny step is noise around the
         loss before it and is kept or undone at random. A carried scale, halved on every undo and
         doubled only after a clean update, then ratchets down to nothing: 3e-8 of the learning rate
-        after 16 updates (bench/results/overfit_bfloat16_updates.md, session 15). Restarting at the
-        configured rate keeps every update's first try large enough to be measured.
+        after 16 updates (bench/results/overfit_bfloat16_updates.md, session 15). A floor of 1/16
+        on the carried scale was not enough either: in bf16 small steps do not merely fail at
+        random, they fail (the noise adds its square to the loss), while full-rate steps cut it
+        several-fold (docs/rl_step.md, 4). Restarting at the configured rate keeps every update's
+        first try large enough to be measured; a too-large rate costs float32 some undone steps.
         """
         step = _BatchRegression(self, rollout, logp_old, rewards)
         self.policy.train()
