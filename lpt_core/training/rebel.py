@@ -26,7 +26,6 @@ from torch import Tensor
 from lpt_core.config import RLConfig
 from lpt_core.generation.base import check_batch_tokenizer, stop_token_ids
 from lpt_core.training import distributed
-from lpt_core.training.algorithms.rebel import RebelSettings
 from lpt_core.training.examples import rewards_of
 from lpt_core.training.logprobs import sequence_logprobs
 from lpt_core.training.rollout import Rollout, make_rollout_engine
@@ -34,12 +33,13 @@ from lpt_core.training.rollout import Rollout, make_rollout_engine
 if TYPE_CHECKING:  # type hints only: the reward pulls in faiss, which rollouts never need
     from peft import PeftModel
 
-    from lpt_core.training.algorithms.rebel import RewardWhitening
+    from lpt_core.training.algorithms.rebel import RebelSettings, RewardWhitening
     from lpt_core.training.examples import RLExample
     from lpt_core.training.reward import RankReward
 
-# The regression compares the two samples of one prompt.
-SAMPLES_PER_PROMPT = RebelSettings.max_samples_per_prompt
+# The regression compares the two samples of one prompt (RebelSettings takes exactly 2; it cannot
+# be read from there: the settings module imports this one in its runner).
+SAMPLES_PER_PROMPT = 2
 # PEFT's name for "no adapter" in a mixed-adapter batch.
 BASE_MODEL = "__base__"
 # Processes sample with seeds this far apart, so that they never draw the same noise.
