@@ -43,6 +43,11 @@ class ProfileGenerator(Protocol):
         """One profile per prompt, in the order of `prompts`."""
         ...
 
+    def close(self) -> None:
+        """Release what the generator holds beyond its Python objects (an engine process, its share
+        of GPU memory); idempotent. `opened_generator` calls it on leaving its `with` block."""
+        ...
+
 
 def stop_token_ids(tokenizer: Any, extra_eos: int | Sequence[int] | None = None) -> list[int]:
     """Ids that end generation: the tokenizer's eos, any known end-of-turn token in its vocabulary,

@@ -52,9 +52,7 @@ def opened_generator(model_name: str, models_cfg: ModelsConfig, gen_cfg: Generat
     try:
         yield generator
     finally:
-        close = getattr(generator, "close", None)  # vLLM's; transformers' model is freed with it
-        if close is not None:
-            close()
+        generator.close()
 
 
 def generator_for_policy(

@@ -83,6 +83,9 @@ class TransformersGenerator:
         model_id = f"{model_name}@{models.weights_fingerprint(folder)}"
         return cls(model, tokenizer, gen_cfg, model_id=model_id)
 
+    def close(self) -> None:
+        """Nothing to release: the model is plain tensors in this process, freed with the object."""
+
     def generate(self, prompts: Sequence[str]) -> list[GeneratedProfile]:
         """One profile per prompt, in input order. Seeded per call: the same prompts, settings and
         batch size give the same profiles on rerun."""
