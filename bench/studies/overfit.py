@@ -16,7 +16,7 @@ Writes bench/results/overfit_<dtype><--suffix>.md and .json after every probe, s
 early keeps what it measured.
 
     python bench/studies/overfit.py [--recipe full] [--dtype bfloat16] [--updates 40] [--iterations 4] [--arms rebel,best_of_n]
-        [--sft-epochs 3]
+        [--sft-epochs 3] [--reward-targets 4]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from rl_sweep import RESULTS, SweepSetup, _cpu_flags, command_line, yardstick_arguments
 
+from lpt_core.config import RLConfig
 from lpt_core.profile_quality.intervals import user_bootstrap
 from lpt_core.training.best_of_n import best_of_n
 from lpt_core.training.examples import RLExample, rl_examples
@@ -69,6 +70,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     bench = SweepSetup.build(args.recipe, args.dtype, args.probe, args.held_out_from)
     rl = bench.recipe.training.rl
+    if args.reward_targets:
+        rl = rl.model_copy(update={"reward_targets": args.reward_targets})
     # Trained: evenly spaced through the users outside the sweeps' yardstick; unseen: the
     # yardstick's users (--probe of them, evenly spaced), with the same reward targets.
     trained = probe_set(bench.training_examples(rl.reward_targets, rl.reward_targets_from), args.users)
@@ -81,13 +84,13 @@ def main() -> None:
     for name in args.arms.split(","):
         arm = Arm(name)
         arms.append(arm)
-        run_arm(arm, bench, trained, unseen, reward, args, lambda: _write(args, arms, bench.dtype))
-        _write(args, arms, bench.dtype)
+        run_arm(arm, bench, rl, trained, unseen, reward, args, lambda: _write(args, arms, bench.dtype, rl))
+        _write(args, arms, bench.dtype, rl)
 
 
-def run_arm(arm: Arm, bench: SweepSetup, trained: list[RLExample], unseen: list[RLExample], reward: RankReward,
-            args, save) -> None:
-    rl = bench.recipe.training.rl.model_copy(update={
+def run_arm(arm: Arm, bench: SweepSetup, rl: RLConfig, trained: list[RLExample], unseen: list[RLExample],
+            reward: RankReward, args, save) -> None:
+    rl = rl.model_copy(update={
         "updates_per_round": args.updates, "prompts_per_update": args.prompts, "probe_examples": 0,
     })
     policy, tokenizer = bench.fresh_policy(rl)
@@ -151,13 +154,13 @@ def _table(arm: Arm) -> list[str]:
     return [*lines, *([""] + [diagnostics] if diagnostics else []), ""]
 
 
-def _write(args, arms: list[Arm], dtype: str) -> None:
+def _write(args, arms: list[Arm], dtype: str, rl: RLConfig) -> None:
     lines = [
         f"# Overfit: the writer on a fixed set of {args.users} users ({dtype})", "",
         f"`{command_line('overfit.py', args)}`", "",
         f"Machine: {platform.processor() or platform.machine()}, {args.threads} threads, CPU flags: {_cpu_flags()}; "
-        f"model dtype {dtype}. Greedy reward = the training reward ({args.recipe} recipe's rl.reward, frozen base "
-        f"recommender) of each user's greedy profile; changes are after - start on the same users, paired "
+        f"model dtype {dtype}. Greedy reward = the training reward (rl.reward {rl.reward} over "
+        f"{rl.reward_targets} target(s) per user, frozen base recommender) of each user's greedy profile; changes are after - start on the same users, paired "
         f"user-bootstrap 95% intervals. A probe row is written as soon as it is measured.", "",
     ]
     for arm in arms:
@@ -181,6 +184,9 @@ def _arguments():
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--sft-epochs", type=float, default=None,
                         help="best-of-n's SFT epochs per iteration (default: the recipe's)")
+    parser.add_argument("--reward-targets", type=int, default=None,
+                        help="rl.reward_targets for training and probes alike: the reward averaged over the "
+                             "next item and the user's next N-1 window targets (default: the recipe's)")
     return parser.parse_args()
 
 
