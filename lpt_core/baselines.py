@@ -113,7 +113,15 @@ def evaluate_methods(ctx: EvalContext, names: Sequence[str]) -> dict[str, np.nda
 
 def rank_by_query_texts(ctx: EvalContext, queries: Sequence[str]) -> np.ndarray:
     """Encode one query text per row and rank the catalogue by cosine similarity to it."""
-    return ctx.index.target_ranks(ctx.encoder.encode(queries), ctx.targets, ctx.histories)
+    return ctx.index.target_ranks(encode_rows(ctx.encoder, queries), ctx.targets, ctx.histories)
+
+
+def encode_rows(encoder: TextEncoder, texts: Sequence[str]) -> np.ndarray:
+    """One embedding per row, each distinct text encoded once, in order of first appearance: the
+    rows of one window share its text when evaluation.targets_per_window > 1."""
+    distinct = list(dict.fromkeys(texts))
+    position = {text: i for i, text in enumerate(distinct)}
+    return encoder.encode(distinct)[[position[text] for text in texts]]
 
 
 def rank_by_scores(ctx: EvalContext, scores_for: Callable[[int], np.ndarray]) -> np.ndarray:
@@ -198,7 +206,7 @@ def rank_with_fitted_head(ctx: EvalContext, kind: str, texts: list[str]) -> np.n
         raise ValueError(f"this method needs EvalContext.head_training with {kind!r} rows")
     head = training.fitted(kind, ctx.encoder, ctx.index, ctx.seed, ctx.train_item_counts).head
     index = head.index(ctx.index.item_ids.tolist(), ctx.index.vectors)
-    return index.target_ranks(ctx.encoder.encode(texts), ctx.targets, ctx.histories)
+    return index.target_ranks(encode_rows(ctx.encoder, texts), ctx.targets, ctx.histories)
 
 
 @register("history_text_head")

@@ -272,6 +272,13 @@ class EvaluationConfig(StrictModel):
     max_train_users: int | None = Field(None, ge=0)
     # The split the report ranks ("val" while tuning, "test" for the record).
     split: Literal["val", "test"] = "test"
+    # Beyond the paper: each window's profile is ranked against the user's next N interactions, one
+    # report row each (fewer at a user's last window; lpt_core.evaluation.evaluation_rows). 1 is
+    # the paper's next-item protocol. N = split.window_stride ranks every interaction after the first
+    # history once, and narrows the paired intervals at no cost in profiles (the per-row
+    # difference of two rows is nearly independent from row to row:
+    # bench/results/interval_design.md, report_rows_full.md).
+    targets_per_window: int = Field(1, ge=1)
     # "flat" is exact (evaluation); "hnsw" is approximate, for catalogues too big for exact search.
     index_kind: Literal["flat", "hnsw"] = "flat"
     methods: tuple[str, ...] = ("random", "popularity", "last_item_text", "history_text", "profile")

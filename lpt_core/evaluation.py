@@ -22,6 +22,7 @@ import polars as pl
 from lpt_core import text
 from lpt_core.baselines import EvalContext, HeadTraining, evaluate_methods, rank_with_fitted_head
 from lpt_core.config import EvaluationConfig, ModelsConfig, Recipe
+from lpt_core.data.later_items import later_targets, next_interactions
 from lpt_core.data.splitting import train_item_counts
 from lpt_core.dislikes import encode_profiles
 from lpt_core.evaluation_methods import HEAD_METHODS
@@ -64,7 +65,7 @@ def evaluation_context(recipe: Recipe, tables: EvaluationTables, index_dir: Path
     (item_index's folder), the recipe's encoder, the history baselines saved in `baselines_dir`,
     the train split's popularity, the zero-shot and sampled profiles and the head rows."""
     ev = recipe.evaluation
-    examples = tables.user_examples.filter(pl.col("split") == ev.split)
+    examples = evaluation_rows(tables.user_examples, ev)
     catalog = tables.item_catalog
     index = ItemIndex.load(index_dir)
     return EvalContext(
@@ -80,6 +81,22 @@ def evaluation_context(recipe: Recipe, tables: EvaluationTables, index_dir: Path
         models=load_baseline_models(baselines_dir, index.item_ids.tolist()),
         head_training=head_training(ev, tables.user_examples, catalog, tables.zero_shot_profiles),
     )
+
+
+def evaluation_rows(user_examples: pl.DataFrame, ev: EvaluationConfig) -> pl.DataFrame:
+    """The report's rows: every evaluation.split window, once per target. The target is the
+    window's next item and, with evaluation.targets_per_window N > 1, each of the user's next N - 1
+    interactions after it as well (fewer at the user's last window, none already in the history):
+    the same profile and history, ranked against each."""
+    rows = user_examples.filter(pl.col("split") == ev.split)
+    if ev.targets_per_window == 1:
+        return rows
+    following = next_interactions(rows)
+    targets = [
+        [row["target_item_id"], *later_targets(row, following, ev.targets_per_window - 1)]
+        for row in rows.iter_rows(named=True)
+    ]
+    return rows.with_columns(pl.Series("target_item_id", targets, dtype=pl.List(pl.String))).explode("target_item_id")
 
 
 def evaluate(
@@ -100,8 +117,15 @@ def evaluate(
     return build_report(
         ranks, ctx.examples["user_id"].to_list(), ks=ev.ks, samples=ev.bootstrap_samples,
         confidence=ev.confidence, seed=ev.seed, baseline=ev.baseline,
-        title=f"{recipe.name}: {ev.split} split, {ctx.examples.height} examples, {len(ctx.index.item_ids)} items",
+        title=f"{recipe.name}: {ev.split} split, {ctx.examples.height} examples{_targets_note(ev)}, "
+              f"{len(ctx.index.item_ids)} items",
     )
+
+
+def _targets_note(ev: EvaluationConfig) -> str:
+    if ev.targets_per_window == 1:
+        return ""
+    return f" (each window's profile against its next {ev.targets_per_window} interactions)"
 
 
 def head_training(

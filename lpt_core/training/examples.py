@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lpt_core.config import RewardTargetsFrom
+from lpt_core.data.later_items import later_targets, later_window_targets, next_interactions
 
 if TYPE_CHECKING:  # rows are polars frames, read through their methods: the trainers that import
     # RLExample run where polars is not installed (the GPU check, bench/speed/paper_scale.py)
@@ -35,53 +36,14 @@ def rl_examples(rows: pl.DataFrame, reward_targets: int = 1, targets_from: Rewar
     Each row's later targets are the same user's next `reward_targets - 1` items after its target
     (fewer near the user's last window): the targets of the next windows, or the next interactions
     that the user's windows cover (`targets_from`), leaving out any item already in the row's
-    history or targets: the reward ranks with the history excluded, so it could not be ranked.
+    history or targets (lpt_core.data.later_items).
     """
-    following = _window_targets(rows) if targets_from == "later_windows" else _interactions(rows)
-    examples = []
-    for row in rows.iter_rows(named=True):
-        history = list(row["history_item_ids"])
-        later: list[str] = []
-        if reward_targets > 1:
-            seen = {*history, row["target_item_id"]}
-            for item in following(row)[: reward_targets - 1]:
-                if item not in seen:
-                    later.append(item)
-                    seen.add(item)
-        examples.append(RLExample(row["prompt"], row["target_item_id"], history, tuple(later)))
-    return examples
-
-
-def _window_targets(rows: pl.DataFrame) -> Callable[[dict], list[str]]:
-    """row -> the targets of the same user's later windows, in window order."""
-    targets_by_user: dict[str, list[tuple[int, str]]] = {}
-    for user, window, target in rows.select("user_id", "window", "target_item_id").iter_rows():
-        targets_by_user.setdefault(user, []).append((window, target))
-    for windows in targets_by_user.values():
-        windows.sort()
-    return lambda row: [t for w, t in targets_by_user[row["user_id"]] if w > row["window"]]
-
-
-def _interactions(rows: pl.DataFrame) -> Callable[[dict], list[str]]:
-    """row -> the user's items after the row's target, in time order, as far as the user's windows
-    cover them: each window's history then its target, windows in order (sliding windows overlap,
-    so together they hold every interaction from the first history to the last target). An item
-    the user consumed twice counts once, at its first time."""
-    sequences: dict[str, dict[str, None]] = {}
-    ordered = rows.select("user_id", "window", "history_item_ids", "target_item_id").sort("user_id", "window")
-    for user, _, history, target in ordered.iter_rows():
-        sequence = sequences.setdefault(user, {})
-        sequence.update(dict.fromkeys([*history, target]))
-    positions = {user: {item: i for i, item in enumerate(sequence)} for user, sequence in sequences.items()}
-    items = {user: list(sequence) for user, sequence in sequences.items()}
-
-    def after_target(row: dict) -> list[str]:
-        # After the latest of the window's items: an item seen twice keeps its first position, so
-        # the target alone could point back before the window.
-        user, position = row["user_id"], positions[row["user_id"]]
-        return items[user][max(position[item] for item in [*row["history_item_ids"], row["target_item_id"]]) + 1 :]
-
-    return after_target
+    following = later_window_targets(rows) if targets_from == "later_windows" else next_interactions(rows)
+    return [
+        RLExample(row["prompt"], row["target_item_id"], list(row["history_item_ids"]),
+                  tuple(later_targets(row, following, reward_targets - 1)))
+        for row in rows.iter_rows(named=True)
+    ]
 
 
 def rewards_of(reward: Callable[..., list[float]], completions: Sequence[Any], examples: Sequence[RLExample]) -> list[float]:
