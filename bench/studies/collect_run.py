@@ -3,7 +3,7 @@
     python bench/studies/collect_run.py --work .lpt --name full --header "Command: ... (machine, commit)"
 
 From the work folder of the run ($LPT_HOME): the evaluation report (markdown with the header put
-first, plot, JSON with every interval), the training curves of every variant (JSON of the MLflow
+first, plot, JSON with every interval), the profile quality report (markdown with the header, plot), the training curves of every variant (JSON of the MLflow
 metric histories of its training run, and the plot the training asset drew), its training steps as
 markdown tables (per RL update the regression diagnostics, per best-of-n iteration the rewards and
 SFT loss; the probe curve under each), and the profiles of the first test user's windows before
@@ -37,6 +37,10 @@ def main() -> None:
     _write(RESULTS / f"evaluation_{args.name}.md", header + (report / "report.md").read_text(encoding="utf-8"))
     shutil.copyfile(report / "metrics.png", RESULTS / f"evaluation_{args.name}.png")
     shutil.copyfile(report / "report.json", RESULTS / f"evaluation_{args.name}.json")
+    quality = outputs / "profile_quality_report"
+    if (quality / "report.md").is_file():
+        _write(RESULTS / f"profile_quality_{args.name}.md", header + (quality / "report.md").read_text(encoding="utf-8"))
+        shutil.copyfile(quality / "quality.png", RESULTS / f"profile_quality_{args.name}.png")
     curves = _training_curves(args.work)
     _write(RESULTS / f"{args.name}_training_curves.json", json.dumps(curves, indent=1))
     if (outputs / "training" / "curves.png").is_file():

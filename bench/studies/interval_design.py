@@ -278,7 +278,7 @@ def _design_rows(
     return out
 
 
-def _variance_split(difference: np.ndarray, user_ids: np.ndarray) -> dict[str, float]:
+def variance_split(difference: np.ndarray, user_ids: np.ndarray) -> dict[str, float]:
     """One-way random-effects split of the per-row difference (unbalanced ANOVA): between-user
     and within-user variance, and the correlation of a user's two adjacent windows."""
     users, user_of_row, sizes = np.unique(user_ids, return_inverse=True, return_counts=True)
@@ -295,7 +295,7 @@ def _variance_split(difference: np.ndarray, user_ids: np.ndarray) -> dict[str, f
     }
 
 
-def _adjacent_correlation(difference: np.ndarray, user_ids: np.ndarray, windows: np.ndarray, lag: int) -> float:
+def adjacent_correlation(difference: np.ndarray, user_ids: np.ndarray, windows: np.ndarray, lag: int) -> float:
     """Correlation of the difference between windows w and w + lag of one user."""
     frame = pl.DataFrame({"user": user_ids, "window": windows, "d": difference})
     pairs = frame.join(frame.with_columns(pl.col("window") - lag), on=["user", "window"], suffix="_later")
@@ -311,8 +311,8 @@ def _summary(proxy: Proxy, test_users: list[str], windows: int, samples: int) ->
         "ndcg_first": float(proxy.first.mean()),
         "ndcg_second": float(proxy.second.mean()),
         "rows_differing": float((difference != 0).mean()),
-        **_variance_split(difference, proxy.user_ids),
-        **{f"corr_lag{lag}": _adjacent_correlation(difference, proxy.user_ids, proxy.windows, lag) for lag in (1, 3)},
+        **variance_split(difference, proxy.user_ids),
+        **{f"corr_lag{lag}": adjacent_correlation(difference, proxy.user_ids, proxy.windows, lag) for lag in (1, 3)},
         "current_test_users_half_width": _half_width(proxy, on_test, samples, seed=0),
     }
 
@@ -371,10 +371,10 @@ def _text_check(
     first = _ndcg(built.index, built.encoder.encode(text.history_texts(rows, catalog)), rows)
     second = _ndcg(built.index, built.encoder.encode(text.history_texts(recent, catalog)), rows)
     user_ids = rows["user_id"].to_numpy()
-    checked = {"history_text: all vs last 8": _variance_split(second - first, user_ids)}
+    checked = {"history_text: all vs last 8": variance_split(second - first, user_ids)}
     for proxy in proxies:
         on_test = np.isin(proxy.user_ids, test_users) & (proxy.windows < windows)
-        checked[proxy.name] = _variance_split(proxy.difference[on_test], proxy.user_ids[on_test])
+        checked[proxy.name] = variance_split(proxy.difference[on_test], proxy.user_ids[on_test])
     return {"rows": rows.height, "encode_seconds": time.perf_counter() - started, "variance_split": checked}
 
 
