@@ -10,6 +10,7 @@ test run alone materialises its upstream assets first (seconds each).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -85,7 +86,11 @@ class TinyRun:
 def run(tmp_path_factory, tiny_models) -> Iterator[TinyRun]:
     root = tmp_path_factory.mktemp("assets")
     data_dir = write_movielens_fixture(root / "ml")
-    recipe_path = write_recipe(root, data_dir, tiny_models, {"training": {"variants": [VARIANT]}})
+    # Two targets per window: the report ranks each window's profile against its next two
+    # interactions (every non-final window gains a row).
+    recipe_path = write_recipe(
+        root, data_dir, tiny_models, {"training": {"variants": [VARIANT]}, "evaluation": {"targets_per_window": 2}}
+    )
     with pytest.MonkeyPatch.context() as monkeypatch:
         yield TinyRun(pipeline_resources(root, recipe_path, monkeypatch))
 
@@ -226,6 +231,9 @@ def test_evaluation_report_has_a_row_per_method_and_variant_with_intervals(run):
         assert 0.0 <= ndcg.low <= ndcg.mean <= ndcg.high <= 1.0
     assert (report.value.folder / "report.json").is_file()
     assert report.metadata["examples"].value == evaluated(run).height
+    rows = json.loads((report.value.folder / "report.json").read_text(encoding="utf-8"))["n_examples"]
+    assert report.metadata["rows"].value == rows
+    assert evaluated(run).height < rows <= 2 * evaluated(run).height
     assert {"table", "plot", "users", "report_folder", "mlflow_run"} <= report.metadata.keys()
 
 

@@ -47,6 +47,8 @@ def record_evaluation_report(
             "table": dg.MetadataValue.md(report.table_markdown),
             "plot": png_markdown(files["plot"]),
             "examples": examples.height,
+            # Ranked rows: examples x their targets (evaluation.targets_per_window)
+            "rows": report.numbers["n_examples"],
             "users": examples["user_id"].n_unique(),
             "report_folder": dg.MetadataValue.path(str(files["json"].parent)),
             "mlflow_run": mlflow.link(run),
