@@ -16,7 +16,7 @@ Writes bench/results/overfit_<dtype><--suffix>.md and .json after every probe, s
 early keeps what it measured.
 
     python bench/studies/overfit.py [--recipe full] [--dtype bfloat16] [--updates 40] [--iterations 4] [--arms rebel,best_of_n]
-        [--sft-epochs 3] [--reward-targets 4]
+        [--sft-epochs 3] [--reward-targets 4] [--seed 1]
 """
 
 from __future__ import annotations
@@ -110,13 +110,13 @@ def run_arm(arm: Arm, bench: SweepSetup, rl: RLConfig, trained: list[RLExample],
             save()
 
     if arm.name == "rebel":
-        run_rl_phase(policy, tokenizer, trained, reward, rl, seed=0, output_dir=RESULTS, on_update=on_step)
+        run_rl_phase(policy, tokenizer, trained, reward, rl, seed=args.seed, output_dir=RESULTS, on_update=on_step)
     else:
         cfg = bench.recipe.training.best_of_n.model_copy(update={
             "iterations": args.iterations, "samples": args.samples, "examples_per_iteration": None,
             **({"epochs": args.sft_epochs} if args.sft_epochs else {}),
         })
-        best_of_n(policy, tokenizer, trained, reward, cfg, seed=0, output_dir=RESULTS, on_iteration=on_step)
+        best_of_n(policy, tokenizer, trained, reward, cfg, seed=args.seed, output_dir=RESULTS, on_iteration=on_step)
 
 
 def _diagnostics(arm: Arm) -> str:
@@ -182,6 +182,8 @@ def _arguments():
     parser.add_argument("--probe-every", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the training's seed (prompt order, sampling): a replicate on the same users")
     parser.add_argument("--sft-epochs", type=float, default=None,
                         help="best-of-n's SFT epochs per iteration (default: the recipe's)")
     parser.add_argument("--reward-targets", type=int, default=None,
