@@ -24,6 +24,7 @@ from lpt_core.profile_quality.intervals import user_bootstrap
 # line-search fix, superseded by overfit_bfloat16_rebel.
 RUNS = {
     ("overfit_bfloat16_rebel", "rebel"): "REBEL, bf16 policy",
+    ("overfit_bfloat16_rebel_seed1", "rebel"): "REBEL, bf16 policy, seed 1 (20 updates)",
     ("overfit_float32_rebel", "rebel"): "REBEL, float32 policy (the CPU product)",
     ("overfit_float32_rebel_targets4", "rebel"): "REBEL, float32, reward over 4 targets",
     ("overfit_bfloat16", "best_of_n"): "best-of-n, bf16 (x = iteration)",
