@@ -118,7 +118,8 @@ def rank_by_query_texts(ctx: EvalContext, queries: Sequence[str]) -> np.ndarray:
 
 def encode_rows(encoder: TextEncoder, texts: Sequence[str]) -> np.ndarray:
     """One embedding per row, each distinct text encoded once, in order of first appearance: the
-    rows of one window share its text when evaluation.targets_per_window > 1."""
+    rows of one window share its text when evaluation.targets_per_window > 1, and many rows share
+    a last history item."""
     distinct = list(dict.fromkeys(texts))
     position = {text: i for i, text in enumerate(distinct)}
     return encoder.encode(distinct)[[position[text] for text in texts]]
@@ -178,12 +179,8 @@ def last_item_text(ctx: EvalContext) -> np.ndarray:
     unknown = sorted({i for i in last_ids if i not in ctx.item_text})
     if unknown:
         raise KeyError(f"no item text for {len(unknown)} last history item(s): {unknown[:10]}")
-    # Many users share a last item: encode each distinct item once.
-    distinct = list(dict.fromkeys(last_ids))
-    embeddings = ctx.encoder.encode([ctx.item_text[i] for i in distinct])
-    row_of = {item_id: row for row, item_id in enumerate(distinct)}
-    queries = embeddings[[row_of[i] for i in last_ids]]
-    return ctx.index.target_ranks(queries, ctx.targets, histories)
+    # Many users share a last item: rank_by_query_texts encodes each distinct text once.
+    return rank_by_query_texts(ctx, [ctx.item_text[i] for i in last_ids])
 
 
 @register("history_text")
@@ -234,7 +231,7 @@ def profile_mean(ctx: EvalContext) -> np.ndarray:
     if len(per_row) != 1 or 0 in per_row:
         raise ValueError(f"profile_mean needs the same number (> 0) of samples per row, got {sorted(per_row)}")
     (count,) = per_row
-    embeddings = ctx.encoder.encode([text for row in samples for text in row])
+    embeddings = encode_rows(ctx.encoder, [text for row in samples for text in row])
     queries = embeddings.reshape(len(samples), count, -1).mean(axis=1)
     return ctx.index.target_ranks(queries, ctx.targets, ctx.histories)
 

@@ -3,8 +3,9 @@
     python bench/studies/collect_run.py --work .lpt --name full --header "Command: ... (machine, commit)"
 
 From the work folder of the run ($LPT_HOME): the evaluation report (markdown with the header put
-first, plot, JSON with every interval), the profile quality report (markdown with the header, plot), the training curves of every variant (JSON of the MLflow
-metric histories of its training run, and the plot the training asset drew), its training steps as
+first, plot, JSON with every interval), the profile quality report (markdown with the header,
+plot), the training curves of every variant (JSON of the MLflow metric histories of its training
+run, and the plot the training asset drew), its training steps as
 markdown tables (per RL update the regression diagnostics, per best-of-n iteration the rewards and
 SFT loss; the probe curve under each), and the profiles of the first test user's windows before
 and after training. Only reads the run's folders.
