@@ -16,7 +16,8 @@ Writes bench/results/overfit_<dtype><--suffix>.md and .json after every probe, s
 early keeps what it measured.
 
     python bench/studies/overfit.py [--recipe full] [--dtype bfloat16] [--updates 40] [--iterations 4] [--arms rebel,best_of_n]
-        [--sft-epochs 3] [--reward-targets 4] [--seed 1]
+        [--sft-epochs 3] [--sft-lr 1e-3] [--temperature 0.7] [--beta 0]
+        [--reward-targets 4] [--seed 1]
 """
 
 from __future__ import annotations
@@ -90,11 +91,18 @@ def main() -> None:
 
 def run_arm(arm: Arm, bench: SweepSetup, rl: RLConfig, trained: list[RLExample], unseen: list[RLExample],
             reward: RankReward, args, save) -> None:
+    best_of_n_cfg = bench.recipe.training.best_of_n
+    if args.temperature is not None:
+        rl = rl.model_copy(update={"sampling": rl.sampling.model_copy(update={"temperature": args.temperature})})
+        best_of_n_cfg = best_of_n_cfg.model_copy(update={
+            "sampling": best_of_n_cfg.sampling.model_copy(update={"temperature": args.temperature}),
+        })
     rl = rl.model_copy(update={
         "updates_per_round": args.updates, "prompts_per_update": args.prompts, "probe_examples": 0,
+        **({"beta": args.beta} if args.beta is not None else {}),
     })
     policy, tokenizer = bench.fresh_policy(rl)
-    sampling = rl.sampling if arm.name == "rebel" else bench.recipe.training.best_of_n.sampling
+    sampling = rl.sampling if arm.name == "rebel" else best_of_n_cfg.sampling
     probes = {group: RewardProbe(users, policy, tokenizer, reward, sampling) for group, users in zip(GROUPS, (trained, unseen))}
     arm.record(0, probes)
     save()
@@ -112,16 +120,19 @@ def run_arm(arm: Arm, bench: SweepSetup, rl: RLConfig, trained: list[RLExample],
     if arm.name == "rebel":
         run_rl_phase(policy, tokenizer, trained, reward, rl, seed=args.seed, output_dir=RESULTS, on_update=on_step)
     else:
-        cfg = bench.recipe.training.best_of_n.model_copy(update={
+        cfg = best_of_n_cfg.model_copy(update={
             "iterations": args.iterations, "samples": args.samples, "examples_per_iteration": None,
             **({"epochs": args.sft_epochs} if args.sft_epochs else {}),
+            **({"learning_rate": args.sft_lr} if args.sft_lr else {}),
         })
         best_of_n(policy, tokenizer, trained, reward, cfg, seed=args.seed, output_dir=RESULTS, on_iteration=on_step)
 
 
-def _diagnostics(arm: Arm) -> str:
-    if arm.name != "rebel" or not arm.updates:
+def _diagnostics(arm: Arm, beta: float) -> str:
+    if not arm.updates:
         return ""
+    if arm.name == "best_of_n":
+        return _best_of_n_diagnostics(arm)
     updates = arm.updates
     fell = np.mean([m["loss_after"] < m["loss_before"] for m in updates])
     toward = np.mean([m["pairs_toward_better"] for m in updates])
@@ -130,11 +141,35 @@ def _diagnostics(arm: Arm) -> str:
         f"better profile {toward:.0%} on average; backtracks {np.mean([m['backtracks'] for m in updates]):.2f} "
         f"per update; final step scale {updates[-1]['step_scale']:.3g}; rollout reward std "
         f"{np.mean([m['reward_std'] for m in updates]):.4f}; KL (last) {updates[-1]['kl']:.3f}; "
-        f"{arm.seconds / max(len(updates), 1):.0f} s per update with its probes."
+        f"{_shaping(updates, beta)}{arm.seconds / max(len(updates), 1):.0f} s per update with its probes."
     )
 
 
-def _table(arm: Arm) -> list[str]:
+def _shaping(updates: list[dict], beta: float) -> str:
+    """The KL shaping's spread (beta times the per-sample log-ratio's std; beta the recipe's when
+    the run turned it off) against the reward's, over the last 10 updates. Runs from before the
+    metric existed have none."""
+    last = [m for m in updates[-10:] if "kl_std" in m]
+    if not last:
+        return ""
+    shaping, reward = beta * np.mean([m["kl_std"] for m in last]), np.mean([m["reward_std"] for m in last])
+    return (f"over the last {len(last)} updates beta {beta:g} x the log-ratio's std, {shaping:.4f}, against the "
+            f"reward's std {reward:.4f}; ")
+
+
+def _best_of_n_diagnostics(arm: Arm) -> str:
+    """Per iteration: what its samples offered (the mean best of each user's samples against their
+    mean) and how far the fine-tune got to those targets (its last epoch's loss). If the greedy
+    reward after an iteration stays far below its best, the fine-tune did not fit them."""
+    rows = [
+        f"{step}: samples {m['sample_reward']:.4f}, best {m['best_reward']:.4f}, SFT loss mean "
+        f"{m.get('sft_loss', float('nan')):.3f}, last epoch {m.get('sft_final_loss', float('nan')):.3f}"
+        for step, m in enumerate(arm.updates, start=1)
+    ]
+    return "best-of-n diagnostics by iteration: " + "; ".join(rows) + "."
+
+
+def _table(arm: Arm, beta: float) -> list[str]:
     lines = [
         f"### {arm.name}", "",
         "| step | trained: greedy reward | trained: change [95%] | unseen: greedy reward | unseen: change [95%] |",
@@ -150,7 +185,7 @@ def _table(arm: Arm) -> list[str]:
     if len(arm.steps) > 1:
         gap = [arm.change(group)[0] for group in GROUPS]
         lines += ["", f"Generalisation gap (trained change - unseen change): {gap[0] - gap[1]:+.4f}."]
-    diagnostics = _diagnostics(arm)
+    diagnostics = _diagnostics(arm, beta)
     return [*lines, *([""] + [diagnostics] if diagnostics else []), ""]
 
 
@@ -164,7 +199,7 @@ def _write(args, arms: list[Arm], dtype: str, rl: RLConfig) -> None:
         f"user-bootstrap 95% intervals. A probe row is written as soon as it is measured.", "",
     ]
     for arm in arms:
-        lines += _table(arm)
+        lines += _table(arm, args.beta or rl.beta)
     name = f"overfit_{dtype}{args.suffix}"
     (RESULTS / f"{name}.md").write_text("\n".join(lines), encoding="utf-8")
     payload = {arm.name: {"steps": arm.steps, "updates": arm.updates,
@@ -186,6 +221,13 @@ def _arguments():
                         help="the training's seed (prompt order, sampling): a replicate on the same users")
     parser.add_argument("--sft-epochs", type=float, default=None,
                         help="best-of-n's SFT epochs per iteration (default: the recipe's)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="the arm's sampling temperature (default: the recipe's). REBEL's regression holds for "
+                             "pairs sampled from any distribution, so a cooler one compares profiles nearer the greedy one")
+    parser.add_argument("--beta", type=float, default=None,
+                        help="REBEL's KL shaping coefficient (default: the recipe's)")
+    parser.add_argument("--sft-lr", type=float, default=None,
+                        help="best-of-n's SFT learning rate (default: the recipe's)")
     parser.add_argument("--reward-targets", type=int, default=None,
                         help="rl.reward_targets for training and probes alike: the reward averaged over the "
                              "next item and the user's next N-1 window targets (default: the recipe's)")

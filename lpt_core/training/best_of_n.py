@@ -56,7 +56,7 @@ def best_of_n(
         drawn = _draw(examples, cfg.examples_per_iteration, seed + iteration)
         chosen, metrics = _best_profiles(policy, tokenizer, drawn, reward, cfg, seed + iteration)
         if chosen:
-            metrics["sft_loss"] = _fine_tune(policy, tokenizer, chosen, cfg, seed + iteration, output_dir)
+            metrics.update(_fine_tune(policy, tokenizer, chosen, cfg, seed + iteration, output_dir))
         log.info("best-of-%d iteration %d: %s", cfg.samples, iteration, metrics)
         history.append(metrics)
         if on_iteration is not None:
@@ -104,9 +104,10 @@ def _best_profiles(
 
 def _fine_tune(
     policy: PeftModel, tokenizer: Any, chosen: list[tuple[str, str]], cfg: BestOfNConfig, seed: int, output_dir: Path
-) -> float:
-    """SFTTrainer on (prompt, profile + end of turn) pairs, loss on the completion only; the mean
-    training loss."""
+) -> dict[str, float]:
+    """SFTTrainer on (prompt, profile + end of turn) pairs, loss on the completion only. Returns the
+    mean training loss (sft_loss) and the mean loss of the last epoch's steps (sft_final_loss):
+    how far the adapter got to its targets, which the mean over all epochs hides."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -140,7 +141,13 @@ def _fine_tune(
     trainer = SFTTrainer(model=policy, args=args, train_dataset=dataset, processing_class=sft_tokenizer)
     result = trainer.train()
     policy.eval()
-    return float(result.training_loss)
+    return {"sft_loss": float(result.training_loss), "sft_final_loss": _last_epoch_loss(trainer.state.log_history, cfg.epochs)}
+
+
+def _last_epoch_loss(log_history: list[dict], epochs: float) -> float:
+    """Mean of the per-step losses logged in the last epoch (TRL logs every step here)."""
+    losses = [entry["loss"] for entry in log_history if "loss" in entry and entry["epoch"] > epochs - 1 + 1e-9]
+    return float(np.mean(losses)) if losses else float("nan")
 
 
 def _end_of_turn_token(tokenizer: Any) -> str:

@@ -271,13 +271,17 @@ class RebelTrainer:
         regression = self._regress(rollout, logp_old, rewards)
         self.updates_done += 1
         all_rewards = distributed.gather(raw_rewards)
+        log_ratios = distributed.gather(logp_old - logp_ref)
         profiles = distributed.gather(
             torch.tensor([[p.num_tokens, p.finished] for p in rollout.profiles], dtype=torch.float64)
         )
         return {
             "reward_mean": float(all_rewards.mean()),
             "reward_std": float(all_rewards.std(correction=0)),
-            "kl": float(distributed.gather(logp_old - logp_ref).mean()),
+            "kl": float(log_ratios.mean()),
+            # beta * kl_std is the KL shaping's spread beside reward_std: where it is the larger, the
+            # whitened regression targets mostly say "stay near the base", not "rank the item higher".
+            "kl_std": float(log_ratios.std(correction=0)),
             "loss": regression.loss_after,
             **regression.metrics(),
             "profile_tokens": float(profiles[:, 0].mean()),

@@ -50,6 +50,8 @@ def test_the_lora_is_fine_tuned_towards_the_best_sample_of_each_prompt(tiny_lm_f
     assert metrics["examples_kept"] == 2.0
     assert metrics["best_reward"] == 1.0 and metrics["sample_reward"] == pytest.approx(1 / 3)
     assert metrics["sft_loss"] > 0
+    # Several epochs on the same two targets: the last epoch's loss is below the mean over all.
+    assert metrics["sft_final_loss"] < metrics["sft_loss"]
     assert not policy.base_model.model.is_gradient_checkpointing  # TRL's default is not left behind
     assert all(not torch.equal(before[k], v) for k, v in _lora_state(policy).items() if "lora_B" in k)
     assert _completion_logprob(policy, tokenizer, examples[0].prompt, "enjoys comedies") > winner + 1.0

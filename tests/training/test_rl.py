@@ -109,6 +109,7 @@ def test_one_rebel_update_trains_lora_while_the_disabled_adapter_stays_the_base_
     assert 0.0 < metrics["reward_mean"] <= 1.0
     assert 0 < metrics["profile_tokens"] <= TINY_RL.sampling.max_new_tokens
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-4)  # sampled before any step: pi_old = pi_ref
+    assert metrics["kl_std"] == pytest.approx(0.0, abs=1e-4)
 
 
 def test_a_merged_copy_writes_as_the_policy_does_and_leaves_the_policy_as_it_was(tiny_lm_folder, reward):
