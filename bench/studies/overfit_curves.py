@@ -23,34 +23,46 @@ from lpt_core.profile_quality.intervals import user_bootstrap
 # (result file, arm): label. overfit_bfloat16's own rebel arm is session 15's 10 updates before the
 # line-search fix, superseded by overfit_bfloat16_rebel.
 RUNS = {
-    ("overfit_bfloat16_rebel", "rebel"): "REBEL, bf16 policy",
-    ("overfit_bfloat16_rebel_seed1", "rebel"): "REBEL, bf16 policy, seed 1 (20 updates)",
-    ("overfit_float32_rebel", "rebel"): "REBEL, float32 policy (the CPU product)",
-    ("overfit_float32_rebel_targets4", "rebel"): "REBEL, float32, reward over 4 targets",
-    ("overfit_bfloat16", "best_of_n"): "best-of-n, bf16 (x = iteration)",
+    ("overfit_bfloat16_rebel", "rebel"): "bf16 policy",
+    ("overfit_bfloat16_rebel_seed1", "rebel"): "bf16 policy, seed 1 (20 updates)",
+    ("overfit_float32_rebel", "rebel"): "float32 policy (the CPU product)",
+    ("overfit_float32_rebel_targets4", "rebel"): "float32, reward over 4 targets",
+    ("overfit_bfloat16", "best_of_n"): "bf16, the recipe's SFT (1 epoch, lr 2e-4)",
+    ("overfit_float32_best_of_n_fit", "best_of_n"): "float32, SFT fitted (8 epochs, lr 1e-3)",
+    ("overfit_float32_best_of_n_fit_seed1", "best_of_n"): "float32, SFT fitted, seed 1",
 }
 GROUPS = (("trained", "16 trained users"), ("unseen", "59 unseen users"))
+# One column per algorithm: REBEL's x is its update, best-of-n's its iteration.
+ARMS = (("rebel", "REBEL", "update"), ("best_of_n", "best-of-n", "iteration"))
 
 
 def main() -> None:
     args = _arguments()
     matplotlib.rcParams["font.size"] = 9
-    figure = Figure(figsize=(11, 3.4 * len(GROUPS)))
+    figure = Figure(figsize=(13, 3.6 * len(GROUPS)))
     FigureCanvasAgg(figure)
-    axes = figure.subplots(len(GROUPS), 1, sharex=False)
+    axes = figure.subplots(len(GROUPS), len(ARMS), sharey="row", gridspec_kw={"width_ratios": [3, 2]})
+    columns = {arm: column for column, (arm, _, _) in enumerate(ARMS)}
     for name in args.runs.split(","):
         run, arm = name.split(":")
-        result = json.loads((RESULTS / f"{run}.json").read_text(encoding="utf-8"))[arm]
-        for ax, (group, _) in zip(axes, GROUPS):
+        path = RESULTS / f"{run}.json"
+        if not path.exists():
+            print(f"skipped {run}: no {path.name}")
+            continue
+        result = json.loads(path.read_text(encoding="utf-8"))[arm]
+        for row, (group, _) in enumerate(GROUPS):
+            ax = axes[row][columns[arm]]
             steps, means, lows, highs = _changes(result["steps"], result["rewards"][group])
             line = ax.plot(steps, means, marker="o", label=RUNS.get((run, arm), name))[0]
             ax.fill_between(steps, lows, highs, color=line.get_color(), alpha=0.15)
-    for ax, (_, title) in zip(axes, GROUPS):
-        ax.axhline(0.0, color="grey", linewidth=0.8)
-        ax.set_title(f"{title}: greedy reward change from the start, 95% paired interval")
-        ax.set_xlabel("REBEL update (best-of-n: iteration)")
-        ax.set_ylabel("change in reward")
-        ax.legend(loc="upper left", fontsize=8)
+    for row, (_, title) in enumerate(GROUPS):
+        for column, (_, algorithm, step) in enumerate(ARMS):
+            ax = axes[row][column]
+            ax.axhline(0.0, color="grey", linewidth=0.8)
+            ax.set_title(f"{algorithm}, {title}: greedy reward change, 95% paired interval")
+            ax.set_xlabel(step)
+            ax.set_ylabel("change in reward")
+            ax.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     figure.savefig(RESULTS / "overfit_curves.png", dpi=110)
     print(f"wrote {RESULTS / 'overfit_curves.png'}")
