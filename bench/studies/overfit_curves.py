@@ -16,6 +16,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from rl_sweep import RESULTS
 
 from lpt_core.profile_quality.intervals import user_bootstrap
@@ -27,6 +28,7 @@ RUNS = {
     ("overfit_bfloat16_rebel_seed1", "rebel"): "bf16 policy, seed 1 (20 updates)",
     ("overfit_float32_rebel", "rebel"): "float32 policy (the CPU product)",
     ("overfit_float32_rebel_targets4", "rebel"): "float32, reward over 4 targets",
+    ("overfit_float32_rebel_beta0", "rebel"): "float32, no KL shaping (beta 0)",
     ("overfit_bfloat16", "best_of_n"): "bf16, the recipe's SFT (1 epoch, lr 2e-4)",
     ("overfit_float32_best_of_n_fit", "best_of_n"): "float32, SFT fitted (8 epochs, lr 1e-3)",
     ("overfit_float32_best_of_n_fit_seed1", "best_of_n"): "float32, SFT fitted, seed 1",
@@ -59,10 +61,12 @@ def main() -> None:
         for column, (_, algorithm, step) in enumerate(ARMS):
             ax = axes[row][column]
             ax.axhline(0.0, color="grey", linewidth=0.8)
-            ax.set_title(f"{algorithm}, {title}: greedy reward change, 95% paired interval")
+            ax.set_title(f"{algorithm}, {title}")
             ax.set_xlabel(step)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("change in reward")
             ax.legend(loc="upper left", fontsize=8)
+    figure.suptitle("Greedy reward change from the start (shaded: 95% paired interval)")
     figure.tight_layout()
     figure.savefig(RESULTS / "overfit_curves.png", dpi=110)
     print(f"wrote {RESULTS / 'overfit_curves.png'}")
