@@ -16,7 +16,7 @@ Writes bench/results/overfit_<dtype><--suffix>.md and .json after every probe, s
 early keeps what it measured.
 
     python bench/studies/overfit.py [--recipe full] [--dtype bfloat16] [--updates 40] [--iterations 4] [--arms rebel,best_of_n]
-        [--sft-epochs 3] [--sft-lr 1e-3] [--temperature 0.7] [--beta 0]
+        [--sft-epochs 3] [--sft-lr 1e-3] [--temperature 0.7] [--beta 0] [--eta 10]
         [--reward-targets 4] [--seed 1]
 """
 
@@ -100,6 +100,7 @@ def run_arm(arm: Arm, bench: SweepSetup, rl: RLConfig, trained: list[RLExample],
     rl = rl.model_copy(update={
         "updates_per_round": args.updates, "prompts_per_update": args.prompts, "probe_examples": 0,
         **({"beta": args.beta} if args.beta is not None else {}),
+        **({"algorithm": rl.algorithm.model_copy(update={"eta": args.eta})} if args.eta is not None else {}),
     })
     policy, tokenizer = bench.fresh_policy(rl)
     sampling = rl.sampling if arm.name == "rebel" else best_of_n_cfg.sampling
@@ -152,9 +153,10 @@ def _shaping(updates: list[dict], beta: float) -> str:
     last = [m for m in updates[-10:] if "kl_std" in m]
     if not last:
         return ""
-    shaping, reward = beta * np.mean([m["kl_std"] for m in last]), np.mean([m["reward_std"] for m in last])
-    return (f"over the last {len(last)} updates beta {beta:g} x the log-ratio's std, {shaping:.4f}, against the "
-            f"reward's std {reward:.4f}; ")
+    # Medians: one update whose samples happen to rank the item near the top inflates a mean.
+    shaping, reward = beta * np.median([m["kl_std"] for m in last]), np.median([m["reward_std"] for m in last])
+    return (f"over the last {len(last)} updates (medians) beta {beta:g} x the log-ratio's std, {shaping:.4f}, "
+            f"against the reward's std {reward:.4f}; ")
 
 
 def _best_of_n_diagnostics(arm: Arm) -> str:
@@ -226,6 +228,8 @@ def _arguments():
                              "pairs sampled from any distribution, so a cooler one compares profiles nearer the greedy one")
     parser.add_argument("--beta", type=float, default=None,
                         help="REBEL's KL shaping coefficient (default: the recipe's)")
+    parser.add_argument("--eta", type=float, default=None,
+                        help="REBEL's eta (default: the recipe's): how far one update moves a pair's log-ratio gap")
     parser.add_argument("--sft-lr", type=float, default=None,
                         help="best-of-n's SFT learning rate (default: the recipe's)")
     parser.add_argument("--reward-targets", type=int, default=None,
