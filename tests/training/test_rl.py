@@ -97,7 +97,9 @@ def test_one_rebel_update_trains_lora_while_the_disabled_adapter_stays_the_base_
         torch.testing.assert_close(_logits(policy, probe), base_logits)
     torch.testing.assert_close(_logits(policy, probe), base_logits)  # LoRA B starts at zero
 
-    metrics = RebelTrainer(policy, tokenizer, reward, TINY_RL, seed=0).update(chat_rl_examples(tokenizer, RL_ROWS)[:2])
+    trainer = RebelTrainer(policy, tokenizer, reward, TINY_RL, seed=0)
+    batch = chat_rl_examples(tokenizer, RL_ROWS)[:2]
+    metrics = trainer.update(batch)
 
     after = _lora_state(policy)
     # Every LoRA B moves (A gets no gradient while B is still zero, so it can lag one step).
@@ -110,6 +112,8 @@ def test_one_rebel_update_trains_lora_while_the_disabled_adapter_stays_the_base_
     assert 0 < metrics["profile_tokens"] <= TINY_RL.sampling.max_new_tokens
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-4)  # sampled before any step: pi_old = pi_ref
     assert metrics["kl_std"] == pytest.approx(0.0, abs=1e-4)
+    # After a step the policy's samples differ from the base's by different amounts.
+    assert trainer.update(batch)["kl_std"] > 1e-3
 
 
 def test_a_merged_copy_writes_as_the_policy_does_and_leaves_the_policy_as_it_was(tiny_lm_folder, reward):
