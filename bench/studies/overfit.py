@@ -16,7 +16,7 @@ Writes bench/results/overfit_<dtype><--suffix>.md and .json after every probe, s
 early keeps what it measured.
 
     python bench/studies/overfit.py [--recipe full] [--dtype bfloat16] [--updates 40] [--iterations 4] [--arms rebel,best_of_n]
-        [--sft-epochs 3] [--sft-lr 1e-3] [--temperature 0.7] [--beta 0] [--eta 10]
+        [--sft-epochs 3] [--sft-lr 1e-3] [--temperature 0.7] [--beta 0] [--eta 10] [--lr 1e-3]
         [--reward-targets 4] [--seed 1]
 """
 
@@ -101,6 +101,7 @@ def run_arm(arm: Arm, bench: SweepSetup, rl: RLConfig, trained: list[RLExample],
         "updates_per_round": args.updates, "prompts_per_update": args.prompts, "probe_examples": 0,
         **({"beta": args.beta} if args.beta is not None else {}),
         **({"algorithm": rl.algorithm.model_copy(update={"eta": args.eta})} if args.eta is not None else {}),
+        **({"learning_rate": args.lr} if args.lr is not None else {}),
     })
     policy, tokenizer = bench.fresh_policy(rl)
     sampling = rl.sampling if arm.name == "rebel" else best_of_n_cfg.sampling
@@ -230,6 +231,10 @@ def _arguments():
                         help="REBEL's KL shaping coefficient (default: the recipe's)")
     parser.add_argument("--eta", type=float, default=None,
                         help="REBEL's eta (default: the recipe's): how far one update moves a pair's log-ratio gap")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="REBEL's learning rate (default: the recipe's). AdamW moves each weight by about the "
+                             "learning rate whatever the loss's scale, so a larger --eta alone barely moves further: "
+                             "scale both to move a pair's log-ratio gap further per update")
     parser.add_argument("--sft-lr", type=float, default=None,
                         help="best-of-n's SFT learning rate (default: the recipe's)")
     parser.add_argument("--reward-targets", type=int, default=None,

@@ -29,6 +29,7 @@ RUNS = {
     ("overfit_float32_rebel", "rebel"): "float32 policy (the CPU product)",
     ("overfit_float32_rebel_targets4", "rebel"): "float32, reward over 4 targets",
     ("overfit_float32_rebel_beta0", "rebel"): "float32, no KL shaping (beta 0)",
+    ("overfit_float32_rebel_eta10_lr1e-3", "rebel"): "float32, beta 0, a 10x move (eta 10, lr 1e-3)",
     ("overfit_bfloat16", "best_of_n"): "bf16, the recipe's SFT (1 epoch, lr 2e-4)",
     ("overfit_float32_best_of_n_fit", "best_of_n"): "float32, SFT fitted (8 epochs, lr 1e-3)",
     ("overfit_float32_best_of_n_fit_seed1", "best_of_n"): "float32, SFT fitted, seed 1",
